@@ -1,0 +1,104 @@
+"""Query filters. Unknown parameters are refused (400), never silently ignored."""
+
+from __future__ import annotations
+
+from django import forms
+from django.db.models import Exists, OuterRef
+from django.db.models.fields.json import KeyTransform
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema_field
+
+from ..errors import FieldError, InvalidInput
+from ..models import Feedback
+from ..validation import SEGMENT_KEY_MAX_CHARS, SEGMENT_KEY_RE
+
+SEGMENT_PREFIX = "segment."
+PAGINATION_PARAMS = frozenset({"cursor", "page_size"})
+
+
+class RepeatableCharField(forms.Field):
+    widget = forms.SelectMultiple  # reads every value of a repeated parameter
+
+    def to_python(self, value):
+        if not value:
+            return []
+        return [str(item) for item in value]
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
+class RepeatableCharFilter(filters.Filter):
+    field_class = RepeatableCharField
+
+
+class FeedbackFilterSet(filters.FilterSet):
+    project = filters.CharFilter(field_name="project__slug", help_text="A project's slug.")
+    kind = filters.ChoiceFilter(choices=Feedback.Kind.choices)
+    status = filters.ChoiceFilter(choices=Feedback.DisputeStatus.choices)
+    category = RepeatableCharFilter(
+        method="filter_category", help_text="Category slug; repeat for any of several."
+    )
+    model_version = filters.CharFilter(field_name="prediction__model_version")
+    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Feedback
+        fields: list[str] = []
+
+    def filter_category(self, queryset, name, value):
+        if not value:
+            return queryset
+        links = Feedback.categories.through.objects.filter(
+            feedback_id=OuterRef("pk"), feedbackcategory__slug__in=value
+        )
+        return queryset.filter(Exists(links))
+
+
+def segment_params(params) -> dict[str, str]:
+    """``segment.<key>=<value>`` query parameters, keys checked like stored segment keys."""
+    found: dict[str, str] = {}
+    errors: list[FieldError] = []
+    for name in params:
+        if not name.startswith(SEGMENT_PREFIX):
+            continue
+        key = name[len(SEGMENT_PREFIX):]
+        if len(key) > SEGMENT_KEY_MAX_CHARS or not SEGMENT_KEY_RE.match(key):
+            errors.append(FieldError(name, "invalid_key", "Not a valid segment key."))
+            continue
+        found[key] = params.get(name)
+    if errors:
+        raise InvalidInput(errors)
+    return found
+
+
+class StrictFilterBackend(filters.DjangoFilterBackend):
+    """django-filter, plus ``segment.<key>`` filters and a 400 for unknown parameters."""
+
+    def filter_queryset(self, request, queryset, view):
+        filterset_class = self.get_filterset_class(view, queryset)
+        allowed = set(filterset_class.base_filters) if filterset_class else set()
+        allowed |= PAGINATION_PARAMS
+        unknown = [
+            name
+            for name in request.query_params
+            if name not in allowed and not name.startswith(SEGMENT_PREFIX)
+        ]
+        if unknown:
+            raise InvalidInput(
+                [
+                    FieldError(
+                        name, "unknown_parameter",
+                        f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}, "
+                        "segment.<key>.",
+                    )
+                    for name in unknown
+                ]
+            )
+        queryset = super().filter_queryset(request, queryset, view)
+        for position, (key, value) in enumerate(segment_params(request.query_params).items()):
+            alias = f"_segment_{position}"
+            # KeyTransform (not a "segment__<key>" lookup): a key may itself contain "__".
+            queryset = queryset.alias(**{alias: KeyTransform(key, "segment")}).filter(
+                **{alias: value}
+            )
+        return queryset

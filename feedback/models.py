@@ -1,0 +1,236 @@
+"""Intake models: projects, their keys and taxonomy, model outputs and what users said of them.
+
+Business rules live in ``feedback/services``; models carry data, choices and the database
+constraints that back the rules (one external_id per project, one idempotency key per project).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def new_project_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class Project(models.Model):
+    """One AI product or workflow. Its ``secret`` pseudonymises end-user ids (HMAC)."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    secret = models.CharField(max_length=64, default=new_project_secret, editable=False)
+    scrub_pii = models.BooleanField(
+        default=True, help_text="Replace emails, phones, cards and IPs in comments and corrections."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="projects", blank=True
+    )
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    """A person's role in a project. The role decides what they may do there."""
+
+    class Role(models.TextChoices):
+        REVIEWER = "reviewer", "Reviewer"
+        DATA_SCIENTIST = "data_scientist", "Data scientist"
+        ADMIN = "admin", "Project admin"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.REVIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+
+class ApiKey(models.Model):
+    """A project API key. Only the sha256 of the key and its first characters are stored."""
+
+    class Scope(models.TextChoices):
+        INGEST = "ingest", "ingest"
+        DATA = "data", "data"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.project.slug}: {','.join(self.scopes)})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class FeedbackCategory(models.Model):
+    """One entry of a project's "what was wrong" taxonomy."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="categories")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    active = models.BooleanField(default=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["project", "position", "slug"]
+        verbose_name_plural = "feedback categories"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "slug"], name="category_unique_slug")
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Prediction(models.Model):
+    """One model output, identified by the app's ``external_id`` (unique per project)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="predictions")
+    external_id = models.CharField(max_length=255)
+    model = models.CharField(max_length=200, blank=True)
+    model_version = models.CharField(max_length=100, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    label = models.CharField(max_length=200, null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    segment = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    # sha256 of the canonical content, so a re-post is compared without re-reading the JSON.
+    content_hash = models.CharField(max_length=64, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"], name="prediction_unique_external_id"
+            ),
+            models.CheckConstraint(
+                condition=Q(confidence__isnull=True)
+                | (Q(confidence__gte=0) & Q(confidence__lte=1)),
+                name="prediction_confidence_0_1",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "model_version"], name="prediction_model_version"),
+            models.Index(fields=["project", "occurred_at"], name="prediction_occurred_at"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Feedback(models.Model):
+    """What an end user said of one prediction: a rating, a report or a formal dispute."""
+
+    class Kind(models.TextChoices):
+        RATING = "rating", "Rating"
+        REPORT = "report", "Report"
+        DISPUTE = "dispute", "Dispute"
+
+    class DisputeStatus(models.TextChoices):
+        OPEN = "open", "Open"
+        IN_REVIEW = "in_review", "In review"
+        UPHELD = "upheld", "Upheld"
+        REJECTED = "rejected", "Rejected"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="feedback")
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="feedback")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    rating = models.SmallIntegerField(null=True, blank=True)
+    categories = models.ManyToManyField(FeedbackCategory, related_name="feedback", blank=True)
+    comment = models.TextField(blank=True)
+    correction = models.JSONField(null=True, blank=True)
+    end_user = models.CharField(
+        max_length=64, blank=True, help_text="HMAC-SHA256 of the app's end-user id."
+    )
+    segment = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # Dispute lifecycle; null for ratings and reports.
+    status = models.CharField(max_length=10, choices=DisputeStatus.choices, null=True, blank=True)
+    resolution_note = models.TextField(blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "feedback"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="feedback_unique_idempotency_key",
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="dispute") & Q(status__isnull=False))
+                | (~Q(kind="dispute") & Q(status__isnull=True)),
+                name="feedback_status_only_for_disputes",
+            ),
+            models.CheckConstraint(
+                condition=Q(rating__isnull=True) | Q(rating__in=[1, -1]),
+                name="feedback_rating_plus_minus_one",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "kind", "status"], name="feedback_kind_status"),
+            models.Index(fields=["project", "created_at"], name="feedback_created_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}"
+
+
+class DisputeEvent(models.Model):
+    """One transition of a dispute's lifecycle: who moved it, from where to where, why."""
+
+    feedback = models.ForeignKey(Feedback, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=10, choices=Feedback.DisputeStatus.choices)
+    to_status = models.CharField(max_length=10, choices=Feedback.DisputeStatus.choices)
+    note = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.feedback_id}: {self.from_status} → {self.to_status}"

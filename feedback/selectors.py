@@ -1,0 +1,120 @@
+"""Read queries of the intake app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+
+from .models import ApiKey, Feedback, FeedbackCategory, Membership, Project
+from .services.keys import cache_key_for_hash, hash_key
+
+# A cached key lookup lives this long; revocation and project edits drop it at once, the TTL
+# only bounds what a raw database edit could leave stale. It is also the granularity of
+# ``ApiKey.last_used_at``, written once per cache refill instead of once per request.
+KEY_CACHE_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    """What a request authenticated by an API key needs, cached as one entry."""
+
+    key_id: int
+    scopes: tuple[str, ...]
+    project_id: int
+    project_slug: str
+    project_secret: str
+    scrub_pii: bool
+    categories: dict[str, int]  # active slug → id, in taxonomy order
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def api_key_context(raw_key: str) -> KeyContext | None:
+    """Resolve a raw key to its context, or None when unknown or revoked."""
+    key_hash = hash_key(raw_key)
+    cache_key = cache_key_for_hash(key_hash)
+    cached = cache.get(cache_key)
+    if cached is not None:
+        return cached or None  # False caches "unknown or revoked"
+    key = (
+        ApiKey.objects.select_related("project")
+        .filter(key_hash=key_hash, revoked_at__isnull=True)
+        .first()
+    )
+    if key is None:
+        cache.set(cache_key, False, KEY_CACHE_SECONDS)
+        return None
+    context = KeyContext(
+        key_id=key.pk,
+        scopes=tuple(key.scopes),
+        project_id=key.project_id,
+        project_slug=key.project.slug,
+        project_secret=key.project.secret,
+        scrub_pii=key.project.scrub_pii,
+        categories=active_categories(project_id=key.project_id),
+    )
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    cache.set(cache_key, context, KEY_CACHE_SECONDS)
+    return context
+
+
+def project_context(*, project: Project, scopes: tuple[str, ...] = ()) -> KeyContext:
+    """A context for intake on behalf of a project without a key (seeding, imports, tests)."""
+    return KeyContext(
+        key_id=0,
+        scopes=scopes,
+        project_id=project.pk,
+        project_slug=project.slug,
+        project_secret=project.secret,
+        scrub_pii=project.scrub_pii,
+        categories=active_categories(project_id=project.pk),
+    )
+
+
+def active_categories(*, project_id: int) -> dict[str, int]:
+    return dict(
+        FeedbackCategory.objects.filter(project_id=project_id, active=True)
+        .order_by("position", "slug")
+        .values_list("slug", "id")
+    )
+
+
+def category_list(*, project_id: int) -> QuerySet[FeedbackCategory]:
+    return FeedbackCategory.objects.filter(project_id=project_id, active=True).order_by(
+        "position", "slug"
+    )
+
+
+def projects_for_user(*, user: AbstractBaseUser, roles: list[str] | None = None) -> QuerySet[Project]:
+    """Projects a person may act in (all of them for a superuser)."""
+    if user.is_superuser:
+        return Project.objects.all()
+    memberships = Membership.objects.filter(user=user)
+    if roles is not None:
+        memberships = memberships.filter(role__in=roles)
+    return Project.objects.filter(pk__in=memberships.values("project_id"))
+
+
+def feedback_list(*, project_ids: list[int] | QuerySet) -> QuerySet[Feedback]:
+    return (
+        Feedback.objects.filter(project_id__in=project_ids)
+        .select_related("prediction", "project")
+        .prefetch_related(
+            Prefetch("categories", queryset=FeedbackCategory.objects.only("id", "slug"))
+        )
+    )
+
+
+def dispute_get(*, project_ids: list[int] | QuerySet, dispute_id: int) -> Feedback | None:
+    return (
+        Feedback.objects.filter(
+            project_id__in=project_ids, kind=Feedback.Kind.DISPUTE, pk=dispute_id
+        )
+        .only("id", "status", "resolution_note", "resolved_at")
+        .first()
+    )

@@ -1,0 +1,72 @@
+"""The dispute lifecycle: ``open → in_review → upheld | rejected``.
+
+A project admin may also resolve an open dispute directly (from the triage admin). Every move is
+recorded as a ``DisputeEvent`` with its actor; resolved disputes are final.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from ..errors import Conflict, InvalidInput
+from ..models import DisputeEvent, Feedback
+
+Status = Feedback.DisputeStatus
+TRANSITIONS: dict[str, set[str]] = {
+    Status.OPEN: {Status.IN_REVIEW, Status.UPHELD, Status.REJECTED},
+    Status.IN_REVIEW: {Status.UPHELD, Status.REJECTED},
+    Status.UPHELD: set(),
+    Status.REJECTED: set(),
+}
+RESOLVED = {Status.UPHELD, Status.REJECTED}
+
+
+@transaction.atomic
+def dispute_transition(
+    *,
+    dispute_id: int,
+    to_status: str,
+    note: str = "",
+    actor: AbstractBaseUser | None = None,
+) -> Feedback:
+    """Move a dispute to ``to_status``; refuses moves the lifecycle does not allow (409)."""
+    # FOR UPDATE: two admins resolving at once must not both succeed.
+    dispute = Feedback.objects.select_for_update().filter(pk=dispute_id).first()
+    if dispute is None or dispute.kind != Feedback.Kind.DISPUTE:
+        raise InvalidInput.one("id", "not_a_dispute", f"Feedback {dispute_id} is not a dispute.")
+    if to_status not in TRANSITIONS.get(dispute.status, set()):
+        raise Conflict.one(
+            "status", "illegal_transition",
+            f"A dispute that is {dispute.status} cannot become {to_status}.",
+        )
+    if to_status in RESOLVED and not note.strip():
+        raise InvalidInput.one(
+            "resolution_note", "required", "Say why: the app shows this note to its user."
+        )
+    actor = actor if actor is not None and actor.is_authenticated else None
+    DisputeEvent.objects.create(
+        feedback=dispute, from_status=dispute.status, to_status=to_status, note=note, actor=actor
+    )
+    dispute.status = to_status
+    fields = ["status"]
+    if to_status in RESOLVED:
+        dispute.resolution_note = note
+        dispute.resolved_at = timezone.now()
+        dispute.resolved_by = actor
+        fields += ["resolution_note", "resolved_at", "resolved_by"]
+    dispute.save(update_fields=fields)
+    return dispute
+
+
+def dispute_resolve(
+    *, dispute_id: int, upheld: bool, note: str, actor: AbstractBaseUser | None = None
+) -> Feedback:
+    """Resolve a dispute: upheld (the user was right) or rejected (the output stands)."""
+    return dispute_transition(
+        dispute_id=dispute_id,
+        to_status=Status.UPHELD if upheld else Status.REJECTED,
+        note=note,
+        actor=actor,
+    )

@@ -1,0 +1,109 @@
+"""Projects, their default taxonomy and their members."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
+from django.db import transaction
+
+from ..errors import Conflict, InvalidInput
+from ..models import FeedbackCategory, Membership, Project
+from .keys import project_cache_invalidate
+
+DEFAULT_CATEGORIES: list[tuple[str, str, str]] = [
+    ("incorrect", "Incorrect", "The output is factually or logically wrong."),
+    ("incomplete", "Incomplete", "The output misses part of what was asked."),
+    ("unsafe", "Unsafe", "The output is harmful, dangerous or breaks a policy."),
+    ("biased", "Biased", "The output treats a person or group unfairly."),
+    ("off_topic", "Off topic", "The output does not address the request."),
+    ("too_slow", "Too slow", "The answer took too long to be useful."),
+    ("other", "Other", "Something else; see the comment."),
+]
+
+ROLE_GROUPS = {
+    Membership.Role.REVIEWER: "Reviewers",
+    Membership.Role.DATA_SCIENTIST: "Data scientists",
+    Membership.Role.ADMIN: "Project admins",
+}
+# Django permissions each role's group carries in the admin ("app_label.codename"). What a
+# person sees is further limited to the projects they are members of.
+ROLE_PERMISSIONS = {
+    Membership.Role.REVIEWER: ["feedback.view_project"],
+    Membership.Role.DATA_SCIENTIST: [
+        "feedback.view_project", "feedback.view_prediction", "feedback.view_feedback",
+        "feedback.view_feedbackcategory",
+    ],
+    Membership.Role.ADMIN: [
+        "feedback.view_project", "feedback.change_project",
+        "feedback.view_apikey", "feedback.add_apikey", "feedback.change_apikey",
+        "feedback.view_feedbackcategory", "feedback.add_feedbackcategory",
+        "feedback.change_feedbackcategory",
+        "feedback.view_prediction", "feedback.view_feedback", "feedback.change_feedback",
+        "feedback.view_membership", "feedback.add_membership", "feedback.change_membership",
+        "feedback.delete_membership",
+    ],
+}
+
+
+def role_group(role: str) -> Group:
+    """The group of a role, created with its permissions on first use."""
+    group, created = Group.objects.get_or_create(name=ROLE_GROUPS[role])
+    if created:
+        permissions = []
+        for dotted in ROLE_PERMISSIONS[role]:
+            app_label, codename = dotted.split(".")
+            permissions.extend(
+                Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+            )
+        group.permissions.set(permissions)
+    return group
+
+
+@transaction.atomic
+def project_create(*, slug: str, name: str = "", description: str = "") -> Project:
+    """Create a project with the default feedback taxonomy."""
+    if Project.objects.filter(slug=slug).exists():
+        raise Conflict.one("slug", "exists", f"A project {slug!r} exists already.")
+    project = Project(slug=slug, name=name or slug, description=description)
+    try:
+        project.full_clean()
+    except Exception as exc:  # django.core.exceptions.ValidationError
+        raise InvalidInput.one("slug", "invalid", str(exc)) from exc
+    project.save()
+    FeedbackCategory.objects.bulk_create(
+        FeedbackCategory(project=project, slug=c_slug, name=c_name, description=desc, position=i)
+        for i, (c_slug, c_name, desc) in enumerate(DEFAULT_CATEGORIES)
+    )
+    return project
+
+
+def project_settings_changed(*, project: Project) -> None:
+    """Call after editing a project or its taxonomy: cached key lookups carry both."""
+    project_cache_invalidate(project_id=project.pk)
+
+
+@transaction.atomic
+def membership_grant(
+    *,
+    project: Project,
+    username: str,
+    role: str,
+    password: str | None = None,
+    actor: AbstractBaseUser | None = None,
+) -> Membership:
+    """Give a person (created if new, staff so they can log into the admin) a role in a project."""
+    if role not in Membership.Role.values:
+        raise InvalidInput.one("role", "invalid_choice", f"Role must be one of {Membership.Role.values}.")
+    user_model = get_user_model()
+    user, created = user_model.objects.get_or_create(username=username)
+    if password:
+        user.set_password(password)
+    elif created:
+        user.set_unusable_password()
+    user.is_staff = True  # the reviewer workspace lives in the admin
+    user.save()
+    user.groups.add(role_group(role))
+    membership, _ = Membership.objects.update_or_create(
+        project=project, user=user, defaults={"role": role}
+    )
+    return membership

@@ -1,0 +1,1 @@
+"""Labeling models (queues, sampling runs, items, labels, gold sets) arrive with issue 3."""
