@@ -123,6 +123,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    # One test database per test process, so parallel runs on one server never collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env_str("DJANGO_TEST_DB_NAME", f"test_{DATABASES['default']['NAME']}_{os.getpid()}")
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (API-key lookups, throttling) -----------------------------------------------------

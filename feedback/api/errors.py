@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -65,6 +66,10 @@ def error_body(errors: list[FieldError]) -> dict[str, list[dict[str, Any]]]:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.errors), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):  # Django refuses the body before any parser runs
+        from .parsers import PayloadTooLarge
+
+        exc = PayloadTooLarge("The request body is larger than 1 MiB.")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
