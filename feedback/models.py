@@ -72,7 +72,9 @@ class ApiKey(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it.")
+    prefix = models.CharField(
+        max_length=16, help_text="The key's first characters, to recognise it."
+    )
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     scopes = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -124,7 +126,7 @@ class Prediction(models.Model):
     model_version = models.CharField(max_length=100, blank=True)
     input = models.JSONField(null=True, blank=True)
     output = models.JSONField(null=True, blank=True)
-    label = models.CharField(max_length=200, null=True, blank=True)
+    label = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001  null: not a classifier
     confidence = models.FloatField(null=True, blank=True)
     segment = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
@@ -178,10 +180,13 @@ class Feedback(models.Model):
         max_length=64, blank=True, help_text="HMAC-SHA256 of the app's end-user id."
     )
     segment = models.JSONField(default=dict, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # null (not ""): the unique constraint must ignore feedback sent without a key
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_hash = models.CharField(max_length=64, blank=True, editable=False)
     # Dispute lifecycle; null for ratings and reports.
-    status = models.CharField(max_length=10, choices=DisputeStatus.choices, null=True, blank=True)
+    status = models.CharField(  # noqa: DJ001  null: not a dispute
+        max_length=10, choices=DisputeStatus.choices, null=True, blank=True
+    )
     resolution_note = models.TextField(blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.ForeignKey(

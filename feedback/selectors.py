@@ -90,7 +90,9 @@ def category_list(*, project_id: int) -> QuerySet[FeedbackCategory]:
     )
 
 
-def projects_for_user(*, user: AbstractBaseUser, roles: list[str] | None = None) -> QuerySet[Project]:
+def projects_for_user(
+    *, user: AbstractBaseUser, roles: list[str] | None = None
+) -> QuerySet[Project]:
     """Projects a person may act in (all of them for a superuser)."""
     if user.is_superuser:
         return Project.objects.all()

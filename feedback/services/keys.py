@@ -39,8 +39,10 @@ def apikey_create(
     unknown = [scope for scope in scopes if scope not in valid]
     if not scopes or unknown:
         raise InvalidInput.one(
-            "scopes", "invalid_choice",
-            f"Scopes must be a non-empty subset of {', '.join(sorted(valid))}; got {unknown or scopes}.",
+            "scopes",
+            "invalid_choice",
+            f"Scopes must be a non-empty subset of {', '.join(sorted(valid))}; "
+            f"got {unknown or scopes}.",
         )
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey.objects.create(

@@ -30,16 +30,26 @@ ROLE_GROUPS = {
 ROLE_PERMISSIONS = {
     Membership.Role.REVIEWER: ["feedback.view_project"],
     Membership.Role.DATA_SCIENTIST: [
-        "feedback.view_project", "feedback.view_prediction", "feedback.view_feedback",
+        "feedback.view_project",
+        "feedback.view_prediction",
+        "feedback.view_feedback",
         "feedback.view_feedbackcategory",
     ],
     Membership.Role.ADMIN: [
-        "feedback.view_project", "feedback.change_project",
-        "feedback.view_apikey", "feedback.add_apikey", "feedback.change_apikey",
-        "feedback.view_feedbackcategory", "feedback.add_feedbackcategory",
+        "feedback.view_project",
+        "feedback.change_project",
+        "feedback.view_apikey",
+        "feedback.add_apikey",
+        "feedback.change_apikey",
+        "feedback.view_feedbackcategory",
+        "feedback.add_feedbackcategory",
         "feedback.change_feedbackcategory",
-        "feedback.view_prediction", "feedback.view_feedback", "feedback.change_feedback",
-        "feedback.view_membership", "feedback.add_membership", "feedback.change_membership",
+        "feedback.view_prediction",
+        "feedback.view_feedback",
+        "feedback.change_feedback",
+        "feedback.view_membership",
+        "feedback.add_membership",
+        "feedback.change_membership",
         "feedback.delete_membership",
     ],
 }
@@ -93,7 +103,9 @@ def membership_grant(
 ) -> Membership:
     """Give a person (created if new, staff so they can log into the admin) a role in a project."""
     if role not in Membership.Role.values:
-        raise InvalidInput.one("role", "invalid_choice", f"Role must be one of {Membership.Role.values}.")
+        raise InvalidInput.one(
+            "role", "invalid_choice", f"Role must be one of {Membership.Role.values}."
+        )
     user_model = get_user_model()
     user, created = user_model.objects.get_or_create(username=username)
     if password:

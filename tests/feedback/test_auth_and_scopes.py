@@ -164,7 +164,13 @@ def test_a_person_names_the_project_for_categories(member, project, other_projec
     response = client.get(f"/api/v1/categories?project={project.slug}")
     assert response.status_code == 200
     assert [c["slug"] for c in response.json()] == [
-        "incorrect", "incomplete", "unsafe", "biased", "off_topic", "too_slow", "other"
+        "incorrect",
+        "incomplete",
+        "unsafe",
+        "biased",
+        "off_topic",
+        "too_slow",
+        "other",
     ]
 
 

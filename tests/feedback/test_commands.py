@@ -27,7 +27,13 @@ def test_create_project_with_default_taxonomy():
     project = Project.objects.get(slug="support-bot")
     assert project.name == "Support bot"
     assert list(project.categories.values_list("slug", flat=True)) == [
-        "incorrect", "incomplete", "unsafe", "biased", "off_topic", "too_slow", "other"
+        "incorrect",
+        "incomplete",
+        "unsafe",
+        "biased",
+        "off_topic",
+        "too_slow",
+        "other",
     ]
     with pytest.raises(CommandError, match="exists already"):
         run("create_project", "support-bot")

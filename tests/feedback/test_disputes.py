@@ -20,7 +20,9 @@ def submit(project, prediction_factory):
     def _submit(kind="dispute"):
         (result,) = feedback_submit(
             context=project_context(project=project),
-            items=[{"prediction": "p", "kind": kind, **({"rating": 1} if kind == "rating" else {})}],
+            items=[
+                {"prediction": "p", "kind": kind, **({"rating": 1} if kind == "rating" else {})}
+            ],
         )
         return result.obj
 
@@ -31,13 +33,15 @@ def test_full_lifecycle_is_recorded_and_visible_to_the_app(submit, ingest_client
     dispute = submit()
 
     dispute_transition(dispute_id=dispute.pk, to_status="in_review")
-    resolved = dispute_resolve(dispute_id=dispute.pk, upheld=True, note="Refund was due.",
-                               actor=admin_user)
+    resolved = dispute_resolve(
+        dispute_id=dispute.pk, upheld=True, note="Refund was due.", actor=admin_user
+    )
 
     assert resolved.status == "upheld"
     assert resolved.resolved_by == admin_user
     assert list(DisputeEvent.objects.values_list("from_status", "to_status")) == [
-        ("open", "in_review"), ("in_review", "upheld")
+        ("open", "in_review"),
+        ("in_review", "upheld"),
     ]
     body = ingest_client.get(f"/api/v1/disputes/{dispute.pk}").json()
     assert body["status"] == "upheld"
@@ -48,7 +52,10 @@ def test_full_lifecycle_is_recorded_and_visible_to_the_app(submit, ingest_client
 def test_an_admin_may_resolve_an_open_dispute_directly(submit):
     dispute = submit()
 
-    assert dispute_resolve(dispute_id=dispute.pk, upheld=False, note="Output was right.").status == "rejected"
+    assert (
+        dispute_resolve(dispute_id=dispute.pk, upheld=False, note="Output was right.").status
+        == "rejected"
+    )
 
 
 @pytest.mark.parametrize("to_status", ["open", "in_review", "upheld", "rejected"])

@@ -30,8 +30,12 @@ def corpus(project):
         {"prediction": "a", "kind": "rating", "rating": -1},
         {"prediction": "a", "kind": "report", "categories": ["unsafe"]},
         {"prediction": "a", "kind": "dispute", "categories": ["biased", "incorrect"]},
-        {"prediction": "b", "kind": "report", "categories": ["incorrect"],
-         "segment": {"age_band": "65+"}},
+        {
+            "prediction": "b",
+            "kind": "report",
+            "categories": ["incorrect"],
+            "segment": {"age_band": "65+"},
+        },
         {"prediction": "b", "kind": "dispute"},
         {"prediction": "b", "kind": "rating", "rating": 1},
     ]
@@ -120,9 +124,10 @@ def test_query_count_does_not_grow_with_rows(data_client, project, django_assert
     data_client.get("/api/v1/feedback")  # warm the key cache
 
     def add(n):
-        feedback_submit(context=context, items=[
-            {"prediction": "p", "kind": "report", "categories": ["unsafe", "biased"]}
-        ] * n)
+        feedback_submit(
+            context=context,
+            items=[{"prediction": "p", "kind": "report", "categories": ["unsafe", "biased"]}] * n,
+        )
 
     add(2)
     with django_assert_num_queries(2):  # feedback page (+prediction join), categories prefetch

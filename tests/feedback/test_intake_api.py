@@ -103,11 +103,17 @@ def test_prediction_batch_reports_each_item(ingest_client):
         ({"external_id": "x", "confidence": 1.5}, ("confidence", "out_of_range")),
         ({"external_id": "x", "confidence": True}, ("confidence", "invalid_type")),
         ({"external_id": "x", "occurred_at": "yesterday"}, ("occurred_at", "invalid")),
-        ({"external_id": "x", "occurred_at": "2026-11-20T10:00:00"}, ("occurred_at", "naive_datetime")),
+        (
+            {"external_id": "x", "occurred_at": "2026-11-20T10:00:00"},
+            ("occurred_at", "naive_datetime"),
+        ),
         ({"external_id": "x", "segment": {"locale": 3}}, ("segment.locale", "invalid_type")),
         ({"external_id": "x", "segment": {"bad key": "v"}}, ("segment.bad key", "invalid_key")),
         ({"external_id": "x", "segment": {"k": "v" * 129}}, ("segment.k", "too_long")),
-        ({"external_id": "x", "segment": {f"k{i}": "v" for i in range(21)}}, ("segment", "too_many_keys")),
+        (
+            {"external_id": "x", "segment": {f"k{i}": "v" for i in range(21)}},
+            ("segment", "too_many_keys"),
+        ),
         ({"external_id": "x", "colour": "red"}, ("colour", "unknown_field")),
         ({"external_id": "x" * 256}, ("external_id", "too_long")),
     ],
@@ -162,8 +168,11 @@ def test_submit_a_report(ingest_client, logged, project):
 
 
 def test_a_dispute_starts_open_and_is_readable_by_the_app(ingest_client, logged):
-    response = post(ingest_client, "/api/v1/feedback", {"prediction": logged, "kind": "dispute",
-                                                          "comment": "This is wrong."})
+    response = post(
+        ingest_client,
+        "/api/v1/feedback",
+        {"prediction": logged, "kind": "dispute", "comment": "This is wrong."},
+    )
     assert response.status_code == 201
     dispute_id = response.json()["id"]
     assert response.json()["status"] == "open"
@@ -171,8 +180,12 @@ def test_a_dispute_starts_open_and_is_readable_by_the_app(ingest_client, logged)
     status = ingest_client.get(f"/api/v1/disputes/{dispute_id}")
 
     assert status.status_code == 200
-    assert status.json() == {"id": dispute_id, "status": "open", "resolution_note": "",
-                             "resolved_at": None}
+    assert status.json() == {
+        "id": dispute_id,
+        "status": "open",
+        "resolution_note": "",
+        "resolved_at": None,
+    }
 
 
 def test_a_report_is_not_a_dispute(ingest_client, logged):
@@ -184,22 +197,25 @@ def test_a_report_is_not_a_dispute(ingest_client, logged):
 def test_feedback_can_log_its_prediction_inline(ingest_client, project):
     inline = {**PREDICTION, "external_id": "inline-1"}
 
-    response = post(ingest_client, "/api/v1/feedback", {"prediction": inline, "kind": "rating",
-                                                          "rating": 1})
+    response = post(
+        ingest_client, "/api/v1/feedback", {"prediction": inline, "kind": "rating", "rating": 1}
+    )
 
     assert response.status_code == 201
     prediction = Prediction.objects.get(project=project, external_id="inline-1")
     assert Feedback.objects.get(pk=response.json()["id"]).prediction == prediction
     # the same inline prediction again is a reference to the stored one
-    again = post(ingest_client, "/api/v1/feedback", {"prediction": inline, "kind": "rating",
-                                                       "rating": -1})
+    again = post(
+        ingest_client, "/api/v1/feedback", {"prediction": inline, "kind": "rating", "rating": -1}
+    )
     assert again.status_code == 201
     assert Prediction.objects.filter(external_id="inline-1").count() == 1
 
 
 def test_inline_prediction_with_other_content_is_409(ingest_client, logged):
     response = post(
-        ingest_client, "/api/v1/feedback",
+        ingest_client,
+        "/api/v1/feedback",
         {"prediction": {**PREDICTION, "output": "changed"}, "kind": "report"},
     )
 
@@ -217,16 +233,23 @@ def test_inline_prediction_with_other_content_is_409(ingest_client, logged):
         ({"prediction": "chat-8812", "kind": "complaint"}, ("kind", "invalid_choice")),
         ({"prediction": "chat-8812", "kind": "rating"}, ("rating", "required")),
         ({"prediction": "chat-8812", "kind": "rating", "rating": 5}, ("rating", "invalid_choice")),
-        ({"prediction": "chat-8812", "kind": "report", "categories": "unsafe"},
-         ("categories", "invalid_type")),
-        ({"prediction": "chat-8812", "kind": "report", "categories": ["unsafe", "rude"]},
-         ("categories[1]", "unknown_category")),
-        ({"prediction": "chat-8812", "kind": "report", "comment": "x" * 5001},
-         ("comment", "too_long")),
-        ({"prediction": "chat-8812", "kind": "report", "correction": 12},
-         ("correction", "invalid_type")),
-        ({"prediction": "chat-8812", "kind": "report", "segment": []},
-         ("segment", "invalid_type")),
+        (
+            {"prediction": "chat-8812", "kind": "report", "categories": "unsafe"},
+            ("categories", "invalid_type"),
+        ),
+        (
+            {"prediction": "chat-8812", "kind": "report", "categories": ["unsafe", "rude"]},
+            ("categories[1]", "unknown_category"),
+        ),
+        (
+            {"prediction": "chat-8812", "kind": "report", "comment": "x" * 5001},
+            ("comment", "too_long"),
+        ),
+        (
+            {"prediction": "chat-8812", "kind": "report", "correction": 12},
+            ("correction", "invalid_type"),
+        ),
+        ({"prediction": "chat-8812", "kind": "report", "segment": []}, ("segment", "invalid_type")),
         ({"prediction": "chat-8812", "kind": "report", "mood": "sad"}, ("mood", "unknown_field")),
         ({"prediction": 42, "kind": "report"}, ("prediction", "invalid_type")),
         ({"prediction": {"output": 1}, "kind": "report"}, ("prediction.external_id", "required")),
@@ -241,8 +264,11 @@ def test_invalid_feedback_is_refused_naming_the_field(ingest_client, logged, bod
 
 
 def test_unknown_category_error_lists_the_valid_ones(ingest_client, logged):
-    response = post(ingest_client, "/api/v1/feedback",
-                    {"prediction": logged, "kind": "report", "categories": ["rude"]})
+    response = post(
+        ingest_client,
+        "/api/v1/feedback",
+        {"prediction": logged, "kind": "report", "categories": ["rude"]},
+    )
 
     (error,) = response.json()["errors"]
     assert error["field"] == "categories[0]"
@@ -259,8 +285,11 @@ def test_an_inactive_category_is_refused(
     with django_capture_on_commit_callbacks(execute=True):
         project_settings_changed(project=project)
 
-    response = post(ingest_client, "/api/v1/feedback",
-                    {"prediction": logged, "kind": "report", "categories": ["biased"]})
+    response = post(
+        ingest_client,
+        "/api/v1/feedback",
+        {"prediction": logged, "kind": "report", "categories": ["biased"]},
+    )
 
     assert response.status_code == 400
     assert errors_of(response) == {("categories[0]", "unknown_category")}
@@ -282,12 +311,19 @@ def test_replaying_an_idempotency_key_returns_the_first_response(ingest_client, 
 
 
 def test_same_idempotency_key_with_another_body_is_409(ingest_client, logged):
-    post(ingest_client, "/api/v1/feedback", {"prediction": logged, "kind": "report"},
-         HTTP_IDEMPOTENCY_KEY="k-1")
+    post(
+        ingest_client,
+        "/api/v1/feedback",
+        {"prediction": logged, "kind": "report"},
+        HTTP_IDEMPOTENCY_KEY="k-1",
+    )
 
-    response = post(ingest_client, "/api/v1/feedback",
-                    {"prediction": logged, "kind": "report", "comment": "other"},
-                    HTTP_IDEMPOTENCY_KEY="k-1")
+    response = post(
+        ingest_client,
+        "/api/v1/feedback",
+        {"prediction": logged, "kind": "report", "comment": "other"},
+        HTTP_IDEMPOTENCY_KEY="k-1",
+    )
 
     assert response.status_code == 409
     assert errors_of(response) == {("Idempotency-Key", "conflict")}
@@ -309,8 +345,12 @@ def test_idempotency_keys_are_per_project(ingest_client, logged, other_project, 
 
 
 def test_an_overlong_idempotency_key_is_refused(ingest_client, logged):
-    response = post(ingest_client, "/api/v1/feedback", {"prediction": logged, "kind": "report"},
-                    HTTP_IDEMPOTENCY_KEY="k" * 256)
+    response = post(
+        ingest_client,
+        "/api/v1/feedback",
+        {"prediction": logged, "kind": "report"},
+        HTTP_IDEMPOTENCY_KEY="k" * 256,
+    )
 
     assert response.status_code == 400
     assert errors_of(response) == {("Idempotency-Key", "too_long")}
@@ -348,8 +388,14 @@ def test_batch_idempotency_replays_and_conflicts(ingest_client, logged):
     item = {"prediction": logged, "kind": "report", "idempotency_key": "b-1"}
     first = post(ingest_client, "/api/v1/feedback/batch", {"items": [item]}).json()["results"][0]
 
-    items = [item, {**item, "comment": "different"}, item, {**item, "idempotency_key": "b-2"},
-             {**item, "idempotency_key": "b-2"}, {**item, "idempotency_key": "b-2", "rating": 1}]
+    items = [
+        item,
+        {**item, "comment": "different"},
+        item,
+        {**item, "idempotency_key": "b-2"},
+        {**item, "idempotency_key": "b-2"},
+        {**item, "idempotency_key": "b-2", "rating": 1},
+    ]
     results = post(ingest_client, "/api/v1/feedback/batch", {"items": items}).json()["results"]
 
     assert [r["status"] for r in results] == [200, 409, 200, 201, 200, 409]
@@ -388,13 +434,21 @@ def test_batch_limit_is_1000_items(ingest_client, logged):
     assert Feedback.objects.count() == 1000
 
 
-def test_batch_uses_a_constant_number_of_queries(ingest_client, logged, django_assert_max_num_queries):
+def test_batch_uses_a_constant_number_of_queries(
+    ingest_client, logged, django_assert_max_num_queries
+):
     def batch(n):
-        return {"items": [
-            {"prediction": logged, "kind": "report", "categories": ["incorrect", "unsafe"],
-             "idempotency_key": f"q-{n}-{i}"}
-            for i in range(n)
-        ]}
+        return {
+            "items": [
+                {
+                    "prediction": logged,
+                    "kind": "report",
+                    "categories": ["incorrect", "unsafe"],
+                    "idempotency_key": f"q-{n}-{i}",
+                }
+                for i in range(n)
+            ]
+        }
 
     post(ingest_client, "/api/v1/feedback/batch", batch(1))  # warm the key cache
     with django_assert_max_num_queries(8):
@@ -434,8 +488,9 @@ def test_non_object_body_is_400(ingest_client):
 
 
 def test_non_json_content_type_is_415(ingest_client):
-    response = ingest_client.post("/api/v1/feedback", data="kind=report",
-                                  content_type="application/x-www-form-urlencoded")
+    response = ingest_client.post(
+        "/api/v1/feedback", data="kind=report", content_type="application/x-www-form-urlencoded"
+    )
 
     assert response.status_code == 415
     assert response.json()["errors"][0]["code"] == "unsupported_media_type"

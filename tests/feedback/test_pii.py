@@ -53,7 +53,11 @@ def test_luhn():
 def test_json_corrections_are_scrubbed_in_every_string():
     value = {"reply": "mail x@y.org", "items": ["ip 8.8.8.8", 3, None], "ok": True}
 
-    assert scrub_value(value) == {"reply": "mail [EMAIL]", "items": ["ip [IP]", 3, None], "ok": True}
+    assert scrub_value(value) == {
+        "reply": "mail [EMAIL]",
+        "items": ["ip [IP]", 3, None],
+        "ok": True,
+    }
 
 
 def test_scrubbing_can_be_turned_off_per_project(project, prediction_factory):
@@ -64,9 +68,10 @@ def test_scrubbing_can_be_turned_off_per_project(project, prediction_factory):
     project.save()
     prediction_factory(project=project, external_id="p")
 
-    (result,) = feedback_submit(context=project_context(project=project), items=[
-        {"prediction": "p", "kind": "report", "comment": "mail me at a@b.co"}
-    ])
+    (result,) = feedback_submit(
+        context=project_context(project=project),
+        items=[{"prediction": "p", "kind": "report", "comment": "mail me at a@b.co"}],
+    )
 
     assert result.obj.comment == "mail me at a@b.co"
 

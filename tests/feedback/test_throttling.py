@@ -24,7 +24,10 @@ def test_past_the_rate_a_key_gets_429_with_retry_after(settings, ingest_key):
 
 def test_each_key_has_its_own_budget(settings, project, make_key):
     settings.REDRESS_INGEST_RATE = "2/minute"
-    first, second = client_for(make_key(project, ["ingest"])), client_for(make_key(project, ["ingest"]))
+    first, second = (
+        client_for(make_key(project, ["ingest"])),
+        client_for(make_key(project, ["ingest"])),
+    )
 
     assert [first.get("/api/v1/categories").status_code for _ in range(3)] == [200, 200, 429]
     assert second.get("/api/v1/categories").status_code == 200

@@ -18,4 +18,6 @@ class Command(BaseCommand):
             project = project_create(slug=slug, name=name)
         except ServiceError as exc:
             raise command_error(exc) from exc
-        self.stdout.write(f"Created project {project.slug} ({project.categories.count()} categories)")
+        self.stdout.write(
+            f"Created project {project.slug} ({project.categories.count()} categories)"
+        )

@@ -61,12 +61,17 @@ class Command(BaseCommand):
                     "model": "support-bot",
                     "model_version": rng.choice(["2026-10-01", "2026-11-01"]),
                     "input": {"message": QUESTIONS[intent].format(n=10_000 + n)},
-                    "output": {"reply": f"I can help with your {predicted} request.",
-                               "intent": predicted},
+                    "output": {
+                        "reply": f"I can help with your {predicted} request.",
+                        "intent": predicted,
+                    },
                     "label": predicted,
                     "confidence": round(rng.uniform(0.35, 0.99), 3),
-                    "segment": {"locale": rng.choice(LOCALES), "device": rng.choice(DEVICES),
-                                "age_band": rng.choice(AGE_BANDS)},
+                    "segment": {
+                        "locale": rng.choice(LOCALES),
+                        "device": rng.choice(DEVICES),
+                        "age_band": rng.choice(AGE_BANDS),
+                    },
                     "occurred_at": (now - timedelta(minutes=5 * (predictions - n))).isoformat(),
                 }
             )
@@ -75,13 +80,18 @@ class Command(BaseCommand):
         feedback = []
         for item in rng.sample(items, k=predictions // 3):
             kind = rng.choices(["rating", "report", "dispute"], weights=[5, 3, 1])[0]
-            entry = {"prediction": item["external_id"], "kind": kind,
-                     "end_user": f"user-{rng.randrange(1000)}"}
+            entry = {
+                "prediction": item["external_id"],
+                "kind": kind,
+                "end_user": f"user-{rng.randrange(1000)}",
+            }
             if kind == "rating":
                 entry["rating"] = rng.choice([1, 1, -1])
             else:
-                entry["categories"] = rng.sample(["incorrect", "incomplete", "unsafe", "biased",
-                                                  "off_topic", "too_slow"], k=rng.choice([1, 2]))
+                entry["categories"] = rng.sample(
+                    ["incorrect", "incomplete", "unsafe", "biased", "off_topic", "too_slow"],
+                    k=rng.choice([1, 2]),
+                )
                 entry["comment"] = rng.choice(COMMENTS)
                 if rng.random() < 0.5:
                     entry["correction"] = "It should have routed me to refunds."
@@ -89,8 +99,9 @@ class Command(BaseCommand):
         results = feedback_submit(context=context, items=feedback)
         stored = sum(result.ok for result in results)
 
-        membership_grant(project=project, username="demo", role=Membership.Role.REVIEWER,
-                         password="demo")
+        membership_grant(
+            project=project, username="demo", role=Membership.Role.REVIEWER, password="demo"
+        )
         if settings.DEBUG:
             user_model = get_user_model()
             if not user_model.objects.filter(username="admin").exists():

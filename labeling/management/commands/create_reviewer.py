@@ -1,10 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from feedback.errors import ServiceError
+from feedback.management.commands._base import command_error, project_or_fail
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
-
-from feedback.management.commands._base import command_error, project_or_fail
 
 
 class Command(BaseCommand):
@@ -18,7 +17,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--password", default=None)
         parser.add_argument(
-            "--role", default=Membership.Role.REVIEWER, choices=Membership.Role.values,
+            "--role",
+            default=Membership.Role.REVIEWER,
+            choices=Membership.Role.values,
             help="reviewer (default), data_scientist or admin.",
         )
 
