@@ -70,3 +70,38 @@ def dispute_resolve(
         note=note,
         actor=actor,
     )
+
+
+def disputes_mark_in_review(*, dispute_ids, note: str = "") -> int:
+    """Move open disputes to ``in_review`` in bulk (they were queued for review); others are
+    left as they are. Returns how many moved. Runs inside the caller's transaction."""
+    with transaction.atomic():
+        ids = list(
+            Feedback.objects.select_for_update()
+            .filter(pk__in=list(dispute_ids), kind=Feedback.Kind.DISPUTE, status=Status.OPEN)
+            .order_by("pk")  # lock in primary-key order: no deadlock with another batch
+            .values_list("pk", flat=True)
+        )
+        if not ids:
+            return 0
+        DisputeEvent.objects.bulk_create(
+            DisputeEvent(feedback_id=pk, from_status=Status.OPEN, to_status=Status.IN_REVIEW,
+                         note=note)
+            for pk in ids
+        )
+        return Feedback.objects.filter(pk__in=ids).update(status=Status.IN_REVIEW)
+
+
+def disputes_resolve_for_prediction(
+    *, prediction_id: int, upheld: bool, note: str, actor: AbstractBaseUser | None = None
+) -> int:
+    """Resolve every unresolved dispute on a prediction (its review is complete)."""
+    ids = list(
+        Feedback.objects.filter(
+            prediction_id=prediction_id, kind=Feedback.Kind.DISPUTE,
+            status__in=[Status.OPEN, Status.IN_REVIEW],
+        ).order_by("pk").values_list("pk", flat=True)
+    )
+    for pk in ids:
+        dispute_resolve(dispute_id=pk, upheld=upheld, note=note, actor=actor)
+    return len(ids)

@@ -1,0 +1,240 @@
+"""Labels: submitting under a live lease, editing with history, consensus and adjudication.
+
+When an item has ``overlap`` labels its consensus is computed: a majority of the decided
+verdicts (correct / incorrect; ``unsure`` votes count toward agreement but cannot win), and of
+``true_label`` when the queue has label choices. A tie, or no decided vote, sends the item to
+adjudication by a project admin. A completed item resolves the disputes on its prediction:
+upheld when the consensus says the output was incorrect, rejected when correct.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
+from feedback.services.disputes import disputes_resolve_for_prediction
+from feedback.validation import CORRECTION_MAX_CHARS, canonical_json
+
+from ..consensus import majority_vote
+from ..models import Assignment, Label, LabelRevision, QueueItem
+
+Verdict = Label.Verdict
+LABEL_FIELDS = ("verdict", "categories", "true_label", "correction", "notes", "seconds_spent")
+
+
+def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) -> dict[str, Any]:
+    """Check a label payload against the item's queue; refuse naming the field."""
+    errors: list[FieldError] = []
+    unknown = sorted(set(data) - set(LABEL_FIELDS))
+    for name in unknown:
+        errors.append(FieldError(name, "unknown_field", f"Allowed: {', '.join(LABEL_FIELDS)}."))
+    verdict = data.get("verdict")
+    if verdict not in Verdict.values:
+        errors.append(FieldError("verdict", "invalid_choice", "One of correct, incorrect, unsure."))
+    chosen = data.get("categories") or []
+    if not isinstance(chosen, list):
+        errors.append(FieldError("categories", "invalid_type", "A list of category slugs."))
+        chosen = []
+    for position, slug in enumerate(chosen):
+        if slug not in categories:
+            errors.append(
+                FieldError(
+                    f"categories[{position}]",
+                    "unknown_category",
+                    f"{slug!r} is not an active category; valid: {', '.join(sorted(categories))}.",
+                )
+            )
+    choices = item.queue.label_choices or []
+    true_label = data.get("true_label")
+    if true_label in (None, ""):
+        true_label = ""
+        if choices and verdict in (Verdict.CORRECT, Verdict.INCORRECT):
+            errors.append(
+                FieldError(
+                    "true_label", "required", f"This queue asks for a label: {', '.join(choices)}."
+                )
+            )
+    elif not choices:
+        errors.append(FieldError("true_label", "not_allowed", "This queue has no label choices."))
+    elif true_label not in choices:
+        errors.append(
+            FieldError(
+                "true_label",
+                "invalid_choice",
+                f"{true_label!r} is not one of {', '.join(choices)}.",
+            )
+        )
+    correction = data.get("correction")
+    if correction is not None and not isinstance(correction, (str, dict, list)):
+        errors.append(FieldError("correction", "invalid_type", "A string, an object or null."))
+    elif correction is not None and len(canonical_json(correction)) > CORRECTION_MAX_CHARS * 4:
+        errors.append(FieldError("correction", "too_long", "The correction is too long."))
+    notes = data.get("notes") or ""
+    if not isinstance(notes, str) or len(notes) > 5000:
+        errors.append(FieldError("notes", "invalid", "Text of at most 5,000 characters."))
+    seconds = data.get("seconds_spent")
+    if seconds is not None and (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 <= seconds < 86400
+    ):
+        errors.append(FieldError("seconds_spent", "invalid", "Seconds, between 0 and 86,400."))
+    if errors:
+        raise InvalidInput(errors)
+    return {
+        "verdict": verdict,
+        "categories": list(dict.fromkeys(chosen)),
+        "true_label": true_label,
+        "correction": correction,
+        "notes": notes,
+        "seconds_spent": float(seconds) if seconds is not None else None,
+    }
+
+
+def item_label_submit(
+    *, item_id: int, reviewer: AbstractBaseUser, data: dict[str, Any], categories: set[str]
+) -> Label:
+    """Store a reviewer's label. Needs a live lease (409 otherwise); one label per reviewer."""
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock the item: labels_count and completion must see every concurrent submission.
+        item = (
+            QueueItem.objects.select_for_update().select_related("queue").filter(pk=item_id).first()
+        )
+        if item is None:
+            raise NotFound.one("item", "not_found", f"No item {item_id}.")
+        clean = clean_label(data, item=item, categories=categories)
+        if Label.objects.filter(item=item, reviewer=reviewer).exists():
+            raise Conflict.one("item", "already_labeled", "You labeled this item already.")
+        lease = Assignment.objects.filter(
+            item=item, reviewer=reviewer, status=Assignment.Status.ACTIVE, expires_at__gt=now
+        ).first()
+        if lease is None:
+            raise Conflict.one(
+                "item", "no_lease", "You hold no live lease on this item: claim it again."
+            )
+        label = Label.objects.create(item=item, reviewer=reviewer, **clean)
+        lease.status, lease.closed_at = Assignment.Status.SUBMITTED, now
+        lease.save(update_fields=["status", "closed_at"])
+        QueueItem.objects.filter(pk=item.pk).update(labels_count=F("labels_count") + 1)
+        item.labels_count += 1
+        if item.labels_count >= item.queue.overlap and item.status == QueueItem.Status.OPEN:
+            item_consensus_update(item=item)
+        return label
+
+
+def label_update(
+    *, label: Label, actor: AbstractBaseUser, data: dict[str, Any], categories: set[str]
+) -> Label:
+    """Edit a label, keeping what it said before as a revision; consensus follows the edit."""
+    with transaction.atomic():
+        item = QueueItem.objects.select_for_update().select_related("queue").get(pk=label.item_id)
+        clean = clean_label(data, item=item, categories=categories)
+        LabelRevision.objects.create(
+            label=label,
+            changed_by=actor,
+            content={name: getattr(label, name) for name in LABEL_FIELDS},
+        )
+        for name, value in clean.items():
+            setattr(label, name, value)
+        label.save()
+        if item.status != QueueItem.Status.OPEN:
+            item_consensus_update(item=item)
+        return label
+
+
+def consensus_of(labels: list[Label], *, with_true_label: bool) -> dict[str, Any]:
+    verdicts = [label.verdict for label in labels]
+    decided = [v for v in verdicts if v != Verdict.UNSURE]
+    winner, _, tie = majority_vote(decided) if decided else (None, 0.0, False)
+    agreement = verdicts.count(winner) / len(verdicts) if winner else 0.0
+    result: dict[str, Any] = {
+        "method": "majority",
+        "verdict": winner,
+        "agreement": round(agreement, 6),
+        "n_labels": len(labels),
+        "tie": bool(tie or not decided),
+        "categories": sorted(
+            {c for label in labels if label.verdict == winner for c in label.categories}
+        ),
+    }
+    if with_true_label:
+        true_labels = [label.true_label for label in labels if label.true_label]
+        label_winner, _, label_tie = majority_vote(true_labels) if true_labels else (None, 0, True)
+        result["true_label"] = label_winner
+        result["tie"] = result["tie"] or bool(label_tie)
+    return result
+
+
+def item_consensus_update(*, item: QueueItem) -> QueueItem:
+    """Compute a full item's consensus: complete it, or send it to adjudication on a tie."""
+    labels = list(item.labels.all())
+    consensus = consensus_of(labels, with_true_label=bool(item.queue.label_choices))
+    item.consensus = consensus
+    if consensus["tie"]:
+        item.status, item.completed_at = QueueItem.Status.ADJUDICATION, None
+    else:
+        item.status, item.completed_at = QueueItem.Status.COMPLETE, timezone.now()
+    item.save(update_fields=["consensus", "status", "completed_at"])
+    if item.status == QueueItem.Status.COMPLETE:
+        _resolve_disputes(item)
+    return item
+
+
+def item_adjudicate(
+    *,
+    item: QueueItem,
+    actor: AbstractBaseUser,
+    verdict: str,
+    true_label: str = "",
+    note: str = "",
+) -> QueueItem:
+    """A project admin settles an item waiting for adjudication."""
+    if verdict not in (Verdict.CORRECT, Verdict.INCORRECT):
+        raise InvalidInput.one("verdict", "invalid_choice", "correct or incorrect.")
+    choices = item.queue.label_choices or []
+    if choices and true_label not in choices:
+        raise InvalidInput.one("true_label", "invalid_choice", f"One of {', '.join(choices)}.")
+    with transaction.atomic():
+        item = QueueItem.objects.select_for_update().select_related("queue").get(pk=item.pk)
+        if item.status != QueueItem.Status.ADJUDICATION:
+            raise Conflict.one("item", "not_waiting", "This item is not waiting for adjudication.")
+        item.consensus = {
+            **(item.consensus or {}),
+            "method": "adjudicated",
+            "verdict": verdict,
+            "true_label": true_label or None,
+            "tie": False,
+            "adjudicated_by": actor.get_username(),
+            "note": note,
+        }
+        item.status, item.completed_at = QueueItem.Status.COMPLETE, timezone.now()
+        item.save(update_fields=["consensus", "status", "completed_at"])
+        _resolve_disputes(item, actor=actor)
+        return item
+
+
+def _resolve_disputes(item: QueueItem, actor: AbstractBaseUser | None = None) -> None:
+    consensus = item.consensus or {}
+    verdict = consensus.get("verdict")
+    if verdict not in (Verdict.CORRECT, Verdict.INCORRECT):
+        return
+    upheld = verdict == Verdict.INCORRECT
+    share = consensus.get("agreement")
+    how = (
+        "after adjudication"
+        if consensus.get("method") == "adjudicated"
+        else f"by {consensus.get('n_labels')} reviewer(s), agreement {share:.0%}"
+    )
+    outcome = (
+        "incorrect — your dispute is upheld" if upheld else "correct — your dispute is rejected"
+    )
+    note = f"Reviewed {how}: the output was found {outcome}."
+    disputes_resolve_for_prediction(
+        prediction_id=item.prediction_id, upheld=upheld, note=note, actor=actor
+    )

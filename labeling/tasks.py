@@ -1,0 +1,37 @@
+"""Thin Celery tasks: load by id, call a service. Each is idempotent (see the services)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+from django.db import OperationalError
+
+from .services import claims, sampling
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+    acks_late=True,
+)
+def sampling_run_task(self, run_id: int) -> str:
+    return sampling.sampling_run_execute(run_id=run_id).status
+
+
+@shared_task
+def queues_schedule_task() -> int:
+    return len(sampling.queues_schedule_due())
+
+
+@shared_task
+def sampling_runs_recover_task() -> int:
+    return sampling.sampling_runs_recover(
+        stale_after_seconds=settings.REDRESS_SAMPLING_STALE_SECONDS
+    )
+
+
+@shared_task
+def leases_expire_task() -> int:
+    return claims.leases_expire()
