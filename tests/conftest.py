@@ -42,6 +42,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's 10^6 iterations are the point in production and pure cost in tests.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(settings, tmp_path):
     backend = settings.CACHES["default"]["BACKEND"]
     if backend.endswith("RedisCache"):
