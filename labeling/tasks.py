@@ -6,7 +6,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from .services import claims, sampling
+from .services import claims, labels, sampling
 
 
 @shared_task(
@@ -35,3 +35,8 @@ def sampling_runs_recover_task() -> int:
 @shared_task
 def leases_expire_task() -> int:
     return claims.leases_expire()
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def queue_consensus_task(queue_id: int) -> int:
+    return labels.queue_consensus_recompute(queue_id=queue_id)

@@ -9,7 +9,23 @@ from feedback.api.serializers import AnyJSONField, CorrectionField, SegmentField
 from ..models import Label, Queue, SamplingRun
 
 
-class SamplingFilterSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer):
+    """Refuses unknown keys (400 naming them) instead of dropping them silently."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {
+                        name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]
+                        for name in unknown
+                    }
+                )
+        return super().to_internal_value(data)
+
+
+class SamplingFilterSerializer(StrictSerializer):
     model_version = serializers.CharField(required=False)
     kinds = serializers.ListField(
         child=serializers.ChoiceField(["rating", "report", "dispute"]), required=False
@@ -20,7 +36,7 @@ class SamplingFilterSerializer(serializers.Serializer):
     segment = SegmentField(required=False)
 
 
-class SamplingSerializer(serializers.Serializer):
+class SamplingSerializer(StrictSerializer):
     source = serializers.ChoiceField(Queue.Source.choices, required=False)
     filter = SamplingFilterSerializer(required=False)
     strategy = serializers.ChoiceField(Queue.Strategy.choices, required=False)
@@ -76,7 +92,7 @@ class QueueSerializer(serializers.ModelSerializer):
         }
 
 
-class QueueWriteSerializer(serializers.Serializer):
+class QueueWriteSerializer(StrictSerializer):
     """What a client may send to create (POST) or change (PATCH) a queue."""
 
     name = serializers.CharField(max_length=200)
@@ -92,32 +108,6 @@ class QueueWriteSerializer(serializers.Serializer):
     active = serializers.BooleanField(required=False)
     reviewers = serializers.ListField(child=serializers.CharField(), required=False)
     sampling = SamplingSerializer(required=False)
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = set(data) - set(self.fields)
-            if unknown:
-                raise serializers.ValidationError(
-                    {
-                        name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]
-                        for name in sorted(unknown)
-                    }
-                )
-            sampling = data.get("sampling")
-            if isinstance(sampling, dict):
-                extra = set(sampling) - set(SamplingSerializer().fields)
-                if extra:
-                    raise serializers.ValidationError(
-                        {
-                            "sampling": {
-                                name: [
-                                    serializers.ErrorDetail("Unknown field.", code="unknown_field")
-                                ]
-                                for name in sorted(extra)
-                            }
-                        }
-                    )
-        return super().to_internal_value(data)
 
 
 class SamplingRunSerializer(serializers.ModelSerializer):

@@ -9,6 +9,7 @@ upheld when the consensus says the output was incorrect, rejected when correct.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -20,7 +21,7 @@ from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 from feedback.services.disputes import disputes_resolve_for_prediction
 from feedback.validation import CORRECTION_MAX_CHARS, canonical_json
 
-from ..consensus import majority_vote
+from ..consensus import dawid_skene, majority_vote
 from ..models import Assignment, Label, LabelRevision, QueueItem
 
 Verdict = Label.Verdict
@@ -183,7 +184,76 @@ def item_consensus_update(*, item: QueueItem) -> QueueItem:
     item.save(update_fields=["consensus", "status", "completed_at"])
     if item.status == QueueItem.Status.COMPLETE:
         _resolve_disputes(item)
+    if item.queue.consensus == item.queue.Consensus.DAWID_SKENE:
+        from ..tasks import queue_consensus_task  # late import: tasks import services
+
+        transaction.on_commit(partial(queue_consensus_task.delay, item.queue_id))
     return item
+
+
+DAWID_SKENE_CONFIDENT = 0.6  # below this posterior, a Dawid-Skene item still goes to a person
+
+
+def queue_consensus_recompute(*, queue_id: int) -> int:
+    """Refit Dawid-Skene over a queue's labels and update the consensus of its full items.
+
+    Verdicts (or true labels, when the queue has label choices) of every reviewer weigh by
+    that reviewer's estimated confusion matrix, so a tie between a reliable and an unreliable
+    reviewer is no longer a tie. Adjudicated items are left alone; disputes resolve when an item
+    first completes and stay resolved. Returns the number of items updated.
+    """
+    from ..models import Queue
+
+    queue = Queue.objects.get(pk=queue_id)
+    use_labels = bool(queue.label_choices)
+    rows = list(
+        Label.objects.filter(item__queue=queue)
+        .exclude(item__status=QueueItem.Status.OPEN)
+        .values_list("item_id", "reviewer_id", "verdict", "true_label")
+    )
+    ratings = []
+    for item_id, reviewer_id, verdict, true_label in rows:
+        value = true_label if use_labels else verdict
+        if value and value != Verdict.UNSURE:  # unsure and blank answers carry no class
+            ratings.append((item_id, reviewer_id, value))
+    if not ratings:
+        return 0
+    fit = dawid_skene(ratings, classes=queue.label_choices or None)
+    updated = 0
+    with transaction.atomic():
+        items = (
+            QueueItem.objects.select_for_update()
+            .filter(pk__in=list(fit.labels))
+            .exclude(status=QueueItem.Status.OPEN)
+            .order_by("pk")
+        )
+        for item in items:
+            if (item.consensus or {}).get("method") == "adjudicated":
+                continue
+            winner = fit.labels[item.pk]
+            confidence = max(fit.distribution(item.pk).values())
+            consensus = {
+                **(item.consensus or {}),
+                "method": "dawid_skene",
+                "posterior": round(confidence, 6),
+                "tie": confidence < DAWID_SKENE_CONFIDENT,
+            }
+            if use_labels:
+                consensus["true_label"] = winner
+            else:
+                consensus["verdict"] = winner
+            was_complete = item.status == QueueItem.Status.COMPLETE
+            item.consensus = consensus
+            if consensus["tie"]:
+                item.status, item.completed_at = QueueItem.Status.ADJUDICATION, None
+            else:
+                item.status = QueueItem.Status.COMPLETE
+                item.completed_at = item.completed_at or timezone.now()
+            item.save(update_fields=["consensus", "status", "completed_at"])
+            if item.status == QueueItem.Status.COMPLETE and not was_complete:
+                _resolve_disputes(item)
+            updated += 1
+    return updated
 
 
 def item_adjudicate(
