@@ -83,6 +83,7 @@ def test_seed_demo_is_idempotent():
 
     project = Project.objects.get(slug="demo")
     assert "300 predictions" in first
+    assert "2 queues with" in first
     assert "nothing to do" in second
     assert Prediction.objects.filter(project=project).count() == 300
     assert Feedback.objects.filter(project=project, kind="dispute").exists()

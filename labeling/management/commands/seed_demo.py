@@ -15,6 +15,9 @@ from feedback.models import Membership, Project
 from feedback.selectors import project_context
 from feedback.services.intake import feedback_submit, predictions_log
 from feedback.services.projects import membership_grant, project_create
+from labeling.models import SamplingRun
+from labeling.services.queues import queue_create
+from labeling.services.sampling import policy_of, sampling_run_execute
 
 SLUG = "demo"
 LOCALES = ["en-US", "de-DE", "fr-FR", "es-ES"]
@@ -107,8 +110,46 @@ class Command(BaseCommand):
             if not user_model.objects.filter(username="admin").exists():
                 user_model.objects.create_superuser("admin", "admin@example.com", "admin")
             membership_grant(project=project, username="admin", role=Membership.Role.ADMIN)
+        # Two queues: every open dispute first, then a stratified sample by locale with at
+        # least 10 per locale so small segments can be audited. Drawn here, inline, so the demo
+        # reviewer has work at once (later draws run in Celery).
+        disputes = queue_create(
+            project=project,
+            data={
+                "name": "Disputes",
+                "instructions": "The user disputes this answer. Was the answer right?",
+                "overlap": 1,
+                "reviewers": ["demo"],
+                "sampling": {"source": "disputes"},
+            },
+        )
+        weekly = queue_create(
+            project=project,
+            data={
+                "name": "Weekly quality sample",
+                "instructions": "Is the reply correct and helpful for the customer's message?",
+                "label_choices": INTENTS,
+                "overlap": 1,
+                "reviewers": ["demo"],
+                "sampling": {
+                    "strategy": "stratified",
+                    "size": 60,
+                    "strata": ["locale"],
+                    "allocation": "minimum",
+                    "min_per_stratum": 10,
+                    "seed": 7,
+                    "schedule_minutes": 1440,
+                },
+            },
+        )
+        queued = 0
+        for queue in (disputes, weekly):
+            run = SamplingRun.objects.create(
+                queue=queue, seed=7, policy=policy_of(queue), trigger="seed_demo"
+            )
+            queued += sum(sampling_run_execute(run_id=run.pk).sampled.values())
         self.stdout.write(
             f"Demo project {SLUG!r}: {len(items)} predictions, {stored} feedback; "
-            "log in as demo/demo (reviewer)"
+            f"2 queues with {queued} items; log in as demo/demo (reviewer)"
             + (" or admin/admin (superuser)" if settings.DEBUG else "")
         )
