@@ -218,7 +218,8 @@ def queue_consensus_recompute(*, queue_id: int) -> int:
             ratings.append((item_id, reviewer_id, value))
     if not ratings:
         return 0
-    fit = dawid_skene(ratings, classes=queue.label_choices or None)
+    # Sparse panels (overlap < number of reviewers) converge slowly: allow more EM rounds.
+    fit = dawid_skene(ratings, classes=queue.label_choices or None, max_iter=500)
     updated = 0
     with transaction.atomic():
         items = (
