@@ -42,3 +42,9 @@ class Conflict(ServiceError):
     """The request is valid but clashes with stored state (409)."""
 
     status_code = 409
+
+
+class Forbidden(ServiceError):
+    """The actor may not do this here (403)."""
+
+    status_code = 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.db import transaction
+from django.db.models import Q
 
 from ..errors import Conflict, InvalidInput
 from ..models import FeedbackCategory, Membership, Project
@@ -34,6 +35,10 @@ ROLE_PERMISSIONS = {
         "feedback.view_prediction",
         "feedback.view_feedback",
         "feedback.view_feedbackcategory",
+        # labeling's models, named as strings: feedback never imports labeling
+        "labeling.view_queue",
+        "labeling.view_samplingrun",
+        "labeling.view_queueitem",
     ],
     Membership.Role.ADMIN: [
         "feedback.view_project",
@@ -51,21 +56,27 @@ ROLE_PERMISSIONS = {
         "feedback.add_membership",
         "feedback.change_membership",
         "feedback.delete_membership",
+        "labeling.view_queue",
+        "labeling.add_queue",
+        "labeling.change_queue",
+        "labeling.view_samplingrun",
+        "labeling.view_queueitem",
     ],
 }
 
 
 def role_group(role: str) -> Group:
-    """The group of a role, created with its permissions on first use."""
-    group, created = Group.objects.get_or_create(name=ROLE_GROUPS[role])
-    if created:
-        permissions = []
-        for dotted in ROLE_PERMISSIONS[role]:
-            app_label, codename = dotted.split(".")
-            permissions.extend(
-                Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-            )
-        group.permissions.set(permissions)
+    """The group of a role, with exactly the permissions ``ROLE_PERMISSIONS`` lists.
+
+    Synced on every call (cheap: a few rows), so a deployment whose table grew gets the new
+    permissions the next time anyone is granted a role; no data migration to forget.
+    """
+    group, _ = Group.objects.get_or_create(name=ROLE_GROUPS[role])
+    wanted = Q()
+    for dotted in ROLE_PERMISSIONS[role]:
+        app_label, codename = dotted.split(".")
+        wanted |= Q(content_type__app_label=app_label, codename=codename)
+    group.permissions.set(Permission.objects.filter(wanted))
     return group
 
 
@@ -114,8 +125,13 @@ def membership_grant(
         user.set_unusable_password()
     user.is_staff = True  # the reviewer workspace lives in the admin
     user.save()
-    user.groups.add(role_group(role))
     membership, _ = Membership.objects.update_or_create(
         project=project, user=user, defaults={"role": role}
     )
+    # Groups follow the roles a person holds in any project: a demotion drops the old group.
+    held = set(Membership.objects.filter(user=user).values_list("role", flat=True))
+    user.groups.remove(*Group.objects.filter(
+        name__in=[ROLE_GROUPS[r] for r in ROLE_GROUPS if r not in held]
+    ))
+    user.groups.add(role_group(role))
     return membership

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
+from feedback.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from feedback.services.disputes import disputes_resolve_for_prediction
 from feedback.validation import CORRECTION_MAX_CHARS, canonical_json
 
@@ -271,6 +271,10 @@ def item_adjudicate(
     choices = item.queue.label_choices or []
     if choices and true_label not in choices:
         raise InvalidInput.one("true_label", "invalid_choice", f"One of {', '.join(choices)}.")
+    from ..selectors import can_manage  # selectors import models only; late import keeps it so
+
+    if not can_manage(queue=item.queue, user=actor):
+        raise Forbidden.one("item", "forbidden", "Only the project's admins adjudicate.")
     with transaction.atomic():
         item = QueueItem.objects.select_for_update().select_related("queue").get(pk=item.pk)
         if item.status != QueueItem.Status.ADJUDICATION:

@@ -1,9 +1,11 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
+from django.db import transaction
 
 from feedback.errors import ServiceError
 from feedback.management.commands._base import command_error, project_or_fail
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
+from labeling.services.queues import queue_reviewers_add
 
 
 class Command(BaseCommand):
@@ -26,15 +28,16 @@ class Command(BaseCommand):
     def handle(self, *args, username, project, queue, password, role, **options):
         project_obj = project_or_fail(project)
         try:
-            membership = membership_grant(
-                project=project_obj, username=username, role=role, password=password
-            )
+            # One transaction: an unknown queue leaves no half-made person behind.
+            with transaction.atomic():
+                membership = membership_grant(
+                    project=project_obj, username=username, role=role, password=password
+                )
+                if queue:
+                    queue_reviewers_add(project=project_obj, queue_ids=queue, user=membership.user)
         except ServiceError as exc:
             raise command_error(exc) from exc
-        if queue:
-            # Queues (labeling, issue 3) are not built yet: refuse rather than ignore the option.
-            raise CommandError(
-                f"{username} is a {membership.get_role_display()} in {project}, but --queue "
-                "needs labeling queues, which this version does not have yet."
-            )
-        self.stdout.write(f"{username} is a {membership.get_role_display()} in {project}")
+        reviewing = f", reviewing in queue(s) {', '.join(map(str, queue))}" if queue else ""
+        self.stdout.write(
+            f"{username} is a {membership.get_role_display()} in {project}{reviewing}"
+        )
