@@ -48,7 +48,9 @@ DEBUG = env_bool("DJANGO_DEBUG", True)
 
 if DEBUG:
     SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-dev-only-key-do-not-use-in-production")
-    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+    ALLOWED_HOSTS = env_list(
+        "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"]
+    )
 else:
     # No defaults on purpose: a production deployment must choose both.
     SECRET_KEY = env_str("DJANGO_SECRET_KEY")
@@ -133,7 +135,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache (API-key lookups, throttling) -----------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 CACHE_URL = env_str(
-    "CACHE_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None
+    "CACHE_URL",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None,
 )
 if CACHE_URL:
     CACHES = {
@@ -168,11 +171,22 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+# Periodic work. Every entry is a safety net or a schedule; nothing depends on it for correctness.
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "queues-schedule": {"task": "labeling.tasks.queues_schedule_task", "schedule": 60.0},
+    "sampling-runs-recover": {
+        "task": "labeling.tasks.sampling_runs_recover_task",
+        "schedule": 300.0,
+    },
+    "leases-expire": {"task": "labeling.tasks.leases_expire_task", "schedule": 60.0},
+}
+# A sampling run pending or running longer than this was lost (broker outage, dead worker).
+REDRESS_SAMPLING_STALE_SECONDS = env_int("REDRESS_SAMPLING_STALE_SECONDS", 900)
 
 # --- Auth, i18n, static ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -220,7 +234,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Human feedback and labeling for AI products in production. End-user apps authenticate "
         "with `Authorization: Bearer <project API key>`; people with `Authorization: Token "
-        "<token>`. Every 4xx body is `{\"errors\": [{\"field\", \"code\", \"detail\"}]}`."
+        '<token>`. Every 4xx body is `{"errors": [{"field", "code", "detail"}]}`.'
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -228,8 +242,13 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {
         "DisputeStatusEnum": "feedback.models.Feedback.DisputeStatus",
-        "BatchItemStatusEnum": [(200, "200"), (201, "201"), (400, "400"), (409, "409")],
+        "BatchItemStatusEnum": "feedback.api.serializers.BATCH_ITEM_STATUS_CHOICES",
+        "RatingEnum": "feedback.api.serializers.RATING_CHOICES",
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "feedback.api.schema.intake_postprocess",
+    ],
 }
 
 LOGGING = {

@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone
@@ -36,12 +36,20 @@ CATEGORIES_MAX = 20
 SEGMENT_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 
 PREDICTION_FIELDS = frozenset(
-    {"external_id", "model", "model_version", "input", "output", "label", "confidence",
-     "segment", "occurred_at"}
+    {
+        "external_id",
+        "model",
+        "model_version",
+        "input",
+        "output",
+        "label",
+        "confidence",
+        "segment",
+        "occurred_at",
+    }
 )
 FEEDBACK_FIELDS = frozenset(
-    {"prediction", "kind", "rating", "categories", "comment", "correction", "end_user",
-     "segment"}
+    {"prediction", "kind", "rating", "categories", "comment", "correction", "end_user", "segment"}
 )
 FEEDBACK_KINDS = ("rating", "report", "dispute")
 
@@ -52,6 +60,16 @@ def canonical_json(value: Any) -> str:
 
 def content_hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+# json.dumps writes a NUL inside any string as the escape \u0000 (and a literal backslash as
+# \\), so an odd run of backslashes before "u0000" is a real NUL. PostgreSQL's jsonb and text
+# cannot store one.
+ENCODED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(encoded_json: str) -> bool:
+    return "u0000" in encoded_json and ENCODED_NUL.search(encoded_json) is not None
 
 
 def _type_name(value: Any) -> str:
@@ -95,7 +113,9 @@ def check_string(
     allow_blank: bool = True,
 ) -> str | None:
     if not isinstance(value, str):
-        errors.append(FieldError(path, "invalid_type", f"Expected a string, got {_type_name(value)}."))
+        errors.append(
+            FieldError(path, "invalid_type", f"Expected a string, got {_type_name(value)}.")
+        )
         return None
     if not allow_blank and not value.strip():
         errors.append(FieldError(path, "blank", "May not be blank."))
@@ -117,12 +137,16 @@ def check_segment(value: Any, path: str, errors: list[FieldError]) -> dict[str, 
         return {}
     if not isinstance(value, dict):
         errors.append(
-            FieldError(path, "invalid_type", f"Expected an object of strings, got {_type_name(value)}.")
+            FieldError(
+                path, "invalid_type", f"Expected an object of strings, got {_type_name(value)}."
+            )
         )
         return None
     if len(value) > SEGMENT_MAX_KEYS:
         errors.append(
-            FieldError(path, "too_many_keys", f"At most {SEGMENT_MAX_KEYS} keys (got {len(value)}).")
+            FieldError(
+                path, "too_many_keys", f"At most {SEGMENT_MAX_KEYS} keys (got {len(value)})."
+            )
         )
         return None
     before = len(errors)
@@ -146,9 +170,7 @@ def check_segment(value: Any, path: str, errors: list[FieldError]) -> dict[str, 
             )
         elif len(item) > SEGMENT_VALUE_MAX_CHARS:
             errors.append(
-                FieldError(
-                    key_path, "too_long", f"At most {SEGMENT_VALUE_MAX_CHARS} characters."
-                )
+                FieldError(key_path, "too_long", f"At most {SEGMENT_VALUE_MAX_CHARS} characters.")
             )
         elif "\x00" in item:
             errors.append(FieldError(key_path, "invalid", "NUL characters are not allowed."))
@@ -158,7 +180,9 @@ def check_segment(value: Any, path: str, errors: list[FieldError]) -> dict[str, 
 def check_datetime(value: Any, path: str, errors: list[FieldError]) -> datetime | None:
     if not isinstance(value, str):
         errors.append(
-            FieldError(path, "invalid_type", f"Expected an ISO 8601 string, got {_type_name(value)}.")
+            FieldError(
+                path, "invalid_type", f"Expected an ISO 8601 string, got {_type_name(value)}."
+            )
         )
         return None
     try:
@@ -167,7 +191,9 @@ def check_datetime(value: Any, path: str, errors: list[FieldError]) -> datetime 
         parsed = None
     if parsed is None:
         errors.append(
-            FieldError(path, "invalid", "Expected an ISO 8601 date-time, e.g. 2026-11-20T10:00:00Z.")
+            FieldError(
+                path, "invalid", "Expected an ISO 8601 date-time, e.g. 2026-11-20T10:00:00Z."
+            )
         )
         return None
     if timezone.is_naive(parsed):
@@ -175,7 +201,13 @@ def check_datetime(value: Any, path: str, errors: list[FieldError]) -> datetime 
             FieldError(path, "naive_datetime", "Add a UTC offset or 'Z' to the date-time.")
         )
         return None
-    return parsed
+    try:
+        # Stored in UTC: an offset of 16 h or more (valid RFC 3339) is out of PostgreSQL's range,
+        # and 9999-12-31T23:59-14:00 is past year 9999 once in UTC.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        errors.append(FieldError(path, "out_of_range", "The date-time is out of range in UTC."))
+        return None
 
 
 @dataclass(slots=True)
@@ -203,23 +235,28 @@ class CleanPrediction:
         }
 
 
-def validate_prediction(
-    data: Any, prefix: str, errors: list[FieldError]
-) -> CleanPrediction | None:
+def validate_prediction(data: Any, prefix: str, errors: list[FieldError]) -> CleanPrediction | None:
     before = len(errors)
     if not isinstance(data, dict):
         errors.append(
-            FieldError(prefix or None, "invalid_type", f"Expected an object, got {_type_name(data)}.")
+            FieldError(
+                prefix or None, "invalid_type", f"Expected an object, got {_type_name(data)}."
+            )
         )
         return None
     check_unknown_fields(data, PREDICTION_FIELDS, prefix, errors)
     external_id = data.get("external_id")
     if external_id is None:
-        errors.append(FieldError(_join(prefix, "external_id"), "required", "This field is required."))
+        errors.append(
+            FieldError(_join(prefix, "external_id"), "required", "This field is required.")
+        )
     else:
         external_id = check_string(
-            external_id, _join(prefix, "external_id"), errors,
-            max_chars=EXTERNAL_ID_MAX_CHARS, allow_blank=False,
+            external_id,
+            _join(prefix, "external_id"),
+            errors,
+            max_chars=EXTERNAL_ID_MAX_CHARS,
+            allow_blank=False,
         )
     model = check_string(data.get("model", ""), _join(prefix, "model"), errors, max_chars=200)
     model_version = check_string(
@@ -233,7 +270,8 @@ def validate_prediction(
         if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
             errors.append(
                 FieldError(
-                    _join(prefix, "confidence"), "invalid_type",
+                    _join(prefix, "confidence"),
+                    "invalid_type",
                     f"Expected a number between 0 and 1, got {_type_name(confidence)}.",
                 )
             )
@@ -260,7 +298,13 @@ def validate_prediction(
         segment=segment,
         occurred_at=occurred_at,
     )
-    clean.content_hash = content_hash(clean.content())
+    encoded = canonical_json(clean.content())
+    if has_nul(encoded):
+        errors.append(
+            FieldError(prefix or None, "invalid", "NUL characters (\\u0000) are not allowed.")
+        )
+        return None
+    clean.content_hash = hashlib.sha256(encoded.encode()).hexdigest()
     return clean
 
 
@@ -282,14 +326,21 @@ class CleanFeedback:
 
     @property
     def external_id(self) -> str:
-        return self.prediction_ref if self.prediction_inline is None else self.prediction_inline.external_id
+        return (
+            self.prediction_ref
+            if self.prediction_inline is None
+            else self.prediction_inline.external_id
+        )
 
 
 def validate_idempotency_key(value: Any, path: str | None, errors: list[FieldError]) -> str | None:
     if value is None:
         return None
     key = check_string(
-        value, path or "Idempotency-Key", errors, max_chars=IDEMPOTENCY_KEY_MAX_CHARS,
+        value,
+        path or "Idempotency-Key",
+        errors,
+        max_chars=IDEMPOTENCY_KEY_MAX_CHARS,
         allow_blank=False,
     )
     return key
@@ -307,7 +358,9 @@ def validate_feedback(
     before = len(errors)
     if not isinstance(data, dict):
         errors.append(
-            FieldError(prefix or None, "invalid_type", f"Expected an object, got {_type_name(data)}.")
+            FieldError(
+                prefix or None, "invalid_type", f"Expected an object, got {_type_name(data)}."
+            )
         )
         return None
     check_unknown_fields(data, FEEDBACK_FIELDS | extra_fields, prefix, errors)
@@ -317,7 +370,11 @@ def validate_feedback(
     prediction_inline = None
     path = _join(prefix, "prediction")
     if prediction is None:
-        errors.append(FieldError(path, "required", "The external_id of a logged prediction, or a prediction object."))
+        errors.append(
+            FieldError(
+                path, "required", "The external_id of a logged prediction, or a prediction object."
+            )
+        )
     elif isinstance(prediction, str):
         prediction_ref = check_string(
             prediction, path, errors, max_chars=EXTERNAL_ID_MAX_CHARS, allow_blank=False
@@ -327,25 +384,32 @@ def validate_feedback(
     else:
         errors.append(
             FieldError(
-                path, "invalid_type",
-                f"Expected an external_id string or a prediction object, got {_type_name(prediction)}.",
+                path,
+                "invalid_type",
+                "Expected an external_id string or a prediction object, "
+                f"got {_type_name(prediction)}.",
             )
         )
 
     kind = data.get("kind")
     if kind is None:
-        errors.append(FieldError(_join(prefix, "kind"), "required", "One of rating, report, dispute."))
+        errors.append(
+            FieldError(_join(prefix, "kind"), "required", "One of rating, report, dispute.")
+        )
     elif kind not in FEEDBACK_KINDS:
         errors.append(
             FieldError(
-                _join(prefix, "kind"), "invalid_choice",
+                _join(prefix, "kind"),
+                "invalid_choice",
                 f"{kind!r} is not a kind; valid: rating, report, dispute.",
             )
         )
 
     rating = data.get("rating")
-    if rating is not None and (isinstance(rating, bool) or rating not in (1, -1)):
-        errors.append(FieldError(_join(prefix, "rating"), "invalid_choice", "Must be 1, -1 or null."))
+    if rating is not None and (type(rating) is not int or rating not in (1, -1)):
+        errors.append(
+            FieldError(_join(prefix, "rating"), "invalid_choice", "Must be 1, -1 or null.")
+        )
     elif rating is None and kind == "rating":
         errors.append(
             FieldError(_join(prefix, "rating"), "required", "A rating needs rating 1 or -1.")
@@ -358,7 +422,11 @@ def validate_feedback(
         path = _join(prefix, "categories")
         if not isinstance(raw_categories, list):
             errors.append(
-                FieldError(path, "invalid_type", f"Expected a list of slugs, got {_type_name(raw_categories)}.")
+                FieldError(
+                    path,
+                    "invalid_type",
+                    f"Expected a list of slugs, got {_type_name(raw_categories)}.",
+                )
             )
         elif len(raw_categories) > CATEGORIES_MAX:
             errors.append(FieldError(path, "too_many", f"At most {CATEGORIES_MAX} categories."))
@@ -388,7 +456,9 @@ def validate_feedback(
     if comment is None:
         comment = ""
     else:
-        comment = check_string(comment, _join(prefix, "comment"), errors, max_chars=COMMENT_MAX_CHARS)
+        comment = check_string(
+            comment, _join(prefix, "comment"), errors, max_chars=COMMENT_MAX_CHARS
+        )
 
     correction = data.get("correction")
     if isinstance(correction, str):
@@ -396,17 +466,26 @@ def validate_feedback(
             correction, _join(prefix, "correction"), errors, max_chars=CORRECTION_MAX_CHARS
         )
     elif isinstance(correction, (dict, list)):
-        if len(canonical_json(correction).encode()) > CORRECTION_MAX_JSON_BYTES:
+        encoded = canonical_json(correction)
+        if has_nul(encoded):
             errors.append(
                 FieldError(
-                    _join(prefix, "correction"), "too_large",
+                    _join(prefix, "correction"), "invalid", "NUL characters are not allowed."
+                )
+            )
+        elif len(encoded.encode()) > CORRECTION_MAX_JSON_BYTES:
+            errors.append(
+                FieldError(
+                    _join(prefix, "correction"),
+                    "too_large",
                     f"A JSON correction encodes to at most {CORRECTION_MAX_JSON_BYTES} bytes.",
                 )
             )
     elif correction is not None:
         errors.append(
             FieldError(
-                _join(prefix, "correction"), "invalid_type",
+                _join(prefix, "correction"),
+                "invalid_type",
                 f"Expected a string, an object or null, got {_type_name(correction)}.",
             )
         )
@@ -415,7 +494,9 @@ def validate_feedback(
     if end_user is None:
         end_user = ""
     else:
-        end_user = check_string(end_user, _join(prefix, "end_user"), errors, max_chars=END_USER_MAX_CHARS)
+        end_user = check_string(
+            end_user, _join(prefix, "end_user"), errors, max_chars=END_USER_MAX_CHARS
+        )
 
     segment = check_segment(data.get("segment"), _join(prefix, "segment"), errors)
 

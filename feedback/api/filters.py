@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django import forms
 from django.db.models import Exists, OuterRef
 from django.db.models.fields.json import KeyTransform
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
 from ..errors import FieldError, InvalidInput
@@ -30,6 +33,23 @@ class RepeatableCharFilter(filters.Filter):
     field_class = RepeatableCharField
 
 
+class UtcDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time, converted to UTC; refused (400) when UTC cannot hold it."""
+
+    def to_python(self, value):
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except OverflowError:
+            raise forms.ValidationError("Out of range in UTC.", code="out_of_range") from None
+
+
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
 class FeedbackFilterSet(filters.FilterSet):
     project = filters.CharFilter(field_name="project__slug", help_text="A project's slug.")
     kind = filters.ChoiceFilter(choices=Feedback.Kind.choices)
@@ -38,8 +58,8 @@ class FeedbackFilterSet(filters.FilterSet):
         method="filter_category", help_text="Category slug; repeat for any of several."
     )
     model_version = filters.CharFilter(field_name="prediction__model_version")
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Feedback
@@ -61,7 +81,7 @@ def segment_params(params) -> dict[str, str]:
     for name in params:
         if not name.startswith(SEGMENT_PREFIX):
             continue
-        key = name[len(SEGMENT_PREFIX):]
+        key = name[len(SEGMENT_PREFIX) :]
         if len(key) > SEGMENT_KEY_MAX_CHARS or not SEGMENT_KEY_RE.match(key):
             errors.append(FieldError(name, "invalid_key", "Not a valid segment key."))
             continue
@@ -87,11 +107,26 @@ class StrictFilterBackend(filters.DjangoFilterBackend):
             raise InvalidInput(
                 [
                     FieldError(
-                        name, "unknown_parameter",
+                        name,
+                        "unknown_parameter",
                         f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}, "
                         "segment.<key>.",
                     )
                     for name in unknown
+                ]
+            )
+        nul = [
+            name
+            for name, values in request.query_params.lists()
+            if "\x00" in name or any("\x00" in value for value in values)
+        ]
+        if nul:
+            raise InvalidInput(
+                [
+                    FieldError(
+                        name.replace("\x00", "\\x00"), "invalid", "NUL characters are not allowed."
+                    )
+                    for name in nul
                 ]
             )
         queryset = super().filter_queryset(request, queryset, view)

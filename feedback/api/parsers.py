@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from django.conf import settings
 from rest_framework.exceptions import APIException, ParseError
@@ -13,6 +14,11 @@ class PayloadTooLarge(APIException):
     status_code = 413
     default_code = "too_large"
     default_detail = "The request body is larger than the limit."
+
+
+# A surrogate escape (\ud800-\udfff). A valid pair decodes to one character; a lone one
+# decodes to a string that cannot be encoded, so it is refused here, not with a 500 later.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _reject_constant(name: str):
@@ -30,8 +36,15 @@ class LimitedJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
         try:
-            return json.loads(raw, parse_constant=_reject_constant)
+            data = json.loads(raw, parse_constant=_reject_constant)
+            if SURROGATE_ESCAPE.search(raw):  # rare: only then pay for a full re-encode
+                json.dumps(data, ensure_ascii=False).encode()
+            return data
         except UnicodeDecodeError as exc:
             raise ParseError(f"The body is not UTF-8: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            raise ParseError(
+                "The body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)."
+            ) from exc
         except (ValueError, RecursionError) as exc:
             raise ParseError(f"The body is not valid JSON: {exc}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from drf_spectacular.utils import (
@@ -25,10 +26,10 @@ from ..validation import BATCH_MAX_ITEMS
 from .auth import key_context
 from .filters import FeedbackFilterSet, StrictFilterBackend
 from .permissions import AnyProjectCaller, HasIngestScope, ReadsProjectData
+from .schema import API_KEY_ONLY, ERROR_HEADERS, IDEMPOTENCY_KEY_HEADER, errors_for
 from .serializers import (
     CategorySerializer,
     DisputeSerializer,
-    ErrorSerializer,
     FeedbackBatchInSerializer,
     FeedbackBatchOutSerializer,
     FeedbackInSerializer,
@@ -39,26 +40,14 @@ from .serializers import (
     PredictionSerializer,
 )
 
-ERRORS = {
-    code: OpenApiResponse(ErrorSerializer, description=description)
-    for code, description in {
-        400: "Invalid input; each error names its field.",
-        401: "Missing or invalid credentials.",
-        403: "Authenticated, but not allowed (scope or role).",
-        404: "Not found (or another project's).",
-        409: "Conflict with stored state (idempotency key or external_id reused with other content).",
-        413: "Body larger than 1 MiB.",
-        415: "Not JSON.",
-        429: "Rate limited; see Retry-After.",
-    }.items()
-}
-
-
-def errors_for(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: ERRORS[code] for code in codes}
-
 
 def batch_items(data: Any) -> list[Any]:
+    extra = sorted(set(data) - {"items"})
+    if extra:
+        raise InvalidInput([
+            FieldError(name, "unknown_field", "A batch is {\"items\": [...]} and nothing else.")
+            for name in extra
+        ])
     items = data.get("items")
     if not isinstance(items, list):
         raise InvalidInput.one("items", "invalid_type", "Expected a list of items.")
@@ -99,20 +88,27 @@ class PredictionsView(APIView):
     @extend_schema(
         operation_id="predictions_log",
         summary="Log one prediction, or a batch of them",
+        description="Scope `ingest`. One prediction object, or `{\"items\": [...]}` with at most "
+        "1,000 of them. Re-posting an external_id with the same content answers 200 with the "
+        "stored prediction; with other content, 409. A batch always answers 200 with one "
+        "result per item (201, 200, 400 or 409), storing the valid ones.",
+        auth=API_KEY_ONLY,
         request=PolymorphicProxySerializer(
             component_name="PredictionOrBatch",
             serializers=[PredictionInSerializer, PredictionBatchInSerializer],
             resource_type_field_name=None,
         ),
+        parameters=ERROR_HEADERS,
         responses={
-            201: OpenApiResponse(PredictionSerializer, description="Logged."),
+            201: OpenApiResponse(PredictionSerializer, description="Logged (one prediction)."),
             200: OpenApiResponse(
                 PolymorphicProxySerializer(
                     component_name="PredictionOrBatchResult",
                     serializers=[PredictionSerializer, PredictionBatchOutSerializer],
                     resource_type_field_name=None,
                 ),
-                description="Already logged with the same content (single), or batch results.",
+                description="One prediction already logged with the same content, or the "
+                "results of a batch.",
             ),
             **errors_for(400, 401, 403, 409, 413, 415, 429),
         },
@@ -140,13 +136,38 @@ class FeedbackPagination(CursorPagination):
 
     def decode_cursor(self, request):
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except Exception as exc:  # DRF raises NotFound for a malformed cursor
             raise InvalidInput.one("cursor", "invalid", "Invalid cursor.") from exc
+        # The position is an id (ordering "-id"); a forged one must not reach the query.
+        if cursor is not None and cursor.position is not None:
+            try:
+                int(cursor.position)
+            except ValueError:
+                raise InvalidInput.one("cursor", "invalid", "Invalid cursor.") from None
+        return cursor
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise InvalidInput.one(
+                "page_size", "out_of_range", f"An integer from 1 to {self.max_page_size}."
+            )
+        return int(raw)
+
+
+@cache
+def feedback_renderer() -> FeedbackSerializer:
+    """One FeedbackSerializer renders every POST response. Building a ModelSerializer's fields
+    cost more than the INSERT on the single-item path (bench profile); once bound they keep no
+    per-call state, so ``to_representation`` gives what ``FeedbackSerializer(obj).data`` does."""
+    return FeedbackSerializer()
 
 
 class FeedbackView(generics.ListAPIView):
-    """``GET``: read feedback (scope ``data`` or a project member). ``POST``: submit (``ingest``)."""
+    """``GET``: read feedback (scope ``data`` or a member). ``POST``: submit (``ingest``)."""
 
     serializer_class = FeedbackSerializer
     pagination_class = FeedbackPagination
@@ -169,12 +190,24 @@ class FeedbackView(generics.ListAPIView):
     @extend_schema(
         operation_id="feedback_list",
         summary="Read feedback",
+        description="Scope `data`, or a member of the project. Newest first, cursor-paginated "
+        "(follow `next`).\n\n"
+        "Besides the parameters below, filter on segment attributes with "
+        "`segment.<key>=<value>` (e.g. `?segment.locale=de-DE&segment.device=ios`); a key is "
+        "1-64 letters, digits, '_' and '-', and an invalid one is a 400. Any other unknown "
+        "parameter is a 400 too, never silently ignored.",
         parameters=[
             OpenApiParameter(
-                "segment.<key>", str, description="Filter on a segment attribute, e.g. segment.locale=de-DE."
-            )
+                "status", str, enum=Feedback.DisputeStatus.values,
+                description="Disputes in this status.",
+            ),
+            OpenApiParameter(
+                "page_size", {"type": "integer", "minimum": 1, "maximum": 500},
+                description="Results per page (default 50).",
+            ),
+            *ERROR_HEADERS,
         ],
-        responses={200: FeedbackSerializer(many=True), **errors_for(400, 401, 403)},
+        responses={200: FeedbackSerializer(many=True), **errors_for(400, 401, 403, 429)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
@@ -182,17 +215,17 @@ class FeedbackView(generics.ListAPIView):
     @extend_schema(
         operation_id="feedback_submit",
         summary="Submit feedback: a rating, a report or a dispute",
+        description="Scope `ingest`. `prediction` names a logged prediction by external_id, or "
+        "carries one inline (logged if new). Disputes start `open`.",
+        auth=API_KEY_ONLY,
         request=FeedbackInSerializer,
-        parameters=[
-            OpenApiParameter(
-                "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-                description="Up to 255 characters. A replay with the same body answers 200 with "
-                "the stored feedback; with another body, 409.",
-            )
-        ],
+        parameters=[IDEMPOTENCY_KEY_HEADER, *ERROR_HEADERS],
         responses={
             201: OpenApiResponse(FeedbackSerializer, description="Stored."),
-            200: OpenApiResponse(FeedbackSerializer, description="Replay of an idempotency key."),
+            200: OpenApiResponse(
+                FeedbackSerializer,
+                description="Replay of an Idempotency-Key with the same body: the stored feedback.",
+            ),
             **errors_for(400, 401, 403, 409, 413, 415, 429),
         },
     )
@@ -207,7 +240,7 @@ class FeedbackView(generics.ListAPIView):
             item_key_field=False,
         )
         raise_for_single(result)
-        return Response(FeedbackSerializer(result.obj).data, status=result.status)
+        return Response(feedback_renderer().to_representation(result.obj), status=result.status)
 
 
 class FeedbackBatchView(APIView):
@@ -215,9 +248,17 @@ class FeedbackBatchView(APIView):
 
     @extend_schema(
         operation_id="feedback_submit_batch",
-        summary="Submit up to 1,000 feedback items; valid ones are stored, others reported by index",
+        summary="Submit up to 1,000 feedback items; valid ones stored, others reported by index",
+        description="Scope `ingest`. Answers 200 with one result per item, in order: 201 "
+        "stored, 200 replay of an idempotency_key, 400 invalid or 409 conflict (with `errors`). "
+        "Only a body that is not a batch at all is refused as a whole (400).",
+        auth=API_KEY_ONLY,
         request=FeedbackBatchInSerializer,
-        responses={200: FeedbackBatchOutSerializer, **errors_for(400, 401, 403, 413, 415, 429)},
+        parameters=ERROR_HEADERS,
+        responses={
+            200: OpenApiResponse(FeedbackBatchOutSerializer, description="One result per item."),
+            **errors_for(400, 401, 403, 413, 415, 429),
+        },
     )
     def post(self, request: Request) -> Response:
         items = batch_items(require_object(request.data))
@@ -245,10 +286,17 @@ class CategoryListView(APIView):
     @extend_schema(
         operation_id="categories_list",
         summary="The project's active feedback taxonomy",
+        description="Any API key of the project, or a member of it. In taxonomy order.",
         parameters=[
-            OpenApiParameter("project", str, description="A person names the project (slug).")
+            OpenApiParameter(
+                "project", str,
+                description="The project's slug: required for a person (400 without it, 404 "
+                "for a project they are not a member of); an API key's own project is used "
+                "whatever this says.",
+            ),
+            *ERROR_HEADERS,
         ],
-        responses={200: CategorySerializer(many=True), **errors_for(400, 401, 404)},
+        responses={200: CategorySerializer(many=True), **errors_for(400, 401, 404, 429)},
     )
     def get(self, request: Request) -> Response:
         project_id = caller_project(request)
@@ -262,7 +310,13 @@ class DisputeDetailView(APIView):
     @extend_schema(
         operation_id="disputes_retrieve",
         summary="How a dispute stands",
-        responses={200: DisputeSerializer, **errors_for(401, 404)},
+        description="Any API key of the project (apps follow up on their users' disputes), or "
+        "a member of it. Another project's dispute, or feedback that is not a dispute: 404.",
+        parameters=[
+            OpenApiParameter("id", int, OpenApiParameter.PATH, description="The dispute's id."),
+            *ERROR_HEADERS,
+        ],
+        responses={200: DisputeSerializer, **errors_for(401, 404, 429)},
     )
     def get(self, request: Request, pk: int) -> Response:
         context = key_context(request)
