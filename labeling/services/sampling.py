@@ -69,6 +69,8 @@ POLICY_FIELDS = (
     "min_per_stratum",
 )
 MISSING = "∅"  # stratum value of a row without that segment key
+# Margin of the pre-filter u < t_h of uniform and stratified draws (see _draw).
+THRESHOLD_SIGMAS, THRESHOLD_SLACK = 6.0, 10.0
 
 
 def policy_of(queue: Queue) -> dict[str, Any]:
@@ -391,22 +393,22 @@ def _draw(run: SamplingRun) -> tuple[dict[str, int], dict[str, int]]:
         quota = {s: q for s, q in quota.items() if q > 0}
         if not quota:
             return counts, {}
-        ranked = population.annotate(
-            rank=Window(
-                RowNumber(), partition_by=[F("stratum")], order_by=[F("u").asc(), F("id").asc()]
-            ),
-            quota=Case(
-                *[When(stratum=s, then=Value(q)) for s, q in quota.items()],
-                default=Value(0),
-                output_field=IntegerField(),
-            ),
-            pi=Case(
-                *[When(stratum=s, then=Value(q / counts[s])) for s, q in quota.items()],
+        # The sample of a stratum is its n_h rows with the smallest u. As u is uniform, those lie
+        # below t_h = (n_h + 6·sqrt(n_h) + 10) / N_h but for a 6-sigma miss, so only rows under
+        # t_h are ranked (the sort shrinks from N to about n rows); a stratum that comes up
+        # short is drawn again from all its rows below. Either way the sample is the same.
+        thresholds = {
+            s: min(1.0, (q + THRESHOLD_SIGMAS * math.sqrt(q) + THRESHOLD_SLACK) / counts[s])
+            for s, q in quota.items()
+        }
+        candidates = population.filter(
+            u__lt=Case(
+                *[When(stratum=s, then=Value(t)) for s, t in thresholds.items()],
                 default=Value(0.0),
                 output_field=FloatField(),
-            ),
+            )
         )
-        chosen = ranked.filter(rank__lte=F("quota"))
+        chosen = _ranked(candidates, quota, counts)
     elif strategy == Strategy.UNCERTAINTY:
         weight = 1.0 - Coalesce(F("confidence"), Value(0.5), output_field=FloatField())
         scale = _poisson_scale(population.annotate(w=weight), n)
@@ -433,16 +435,14 @@ def _draw(run: SamplingRun) -> tuple[dict[str, int], dict[str, int]]:
             .annotate(first=Min("id"))
             .values("first")
         )
-    rows = chosen.values("id", "stratum", "pi")
-    inserted = _insert_items(run, rows, priority=priority, dispute_subquery=dispute)
-    sampled = dict(
-        QueueItem.objects.filter(run=run)
-        .order_by()
-        .values_list("stratum")
-        .annotate(n=Count("id"))
-        .values_list("stratum", "n")
-    )
-    assert inserted == sum(sampled.values())
+    _insert_items(run, chosen.values("id", "stratum", "pi"), priority=priority,
+                  dispute_subquery=dispute)
+    sampled = _sampled_per_stratum(run)
+    if strategy in (Strategy.UNIFORM, Strategy.STRATIFIED) and sampled != quota:
+        QueueItem.objects.filter(run=run).delete()  # a threshold missed: rank every row
+        _insert_items(run, _ranked(population, quota, counts).values("id", "stratum", "pi"),
+                      priority=priority, dispute_subquery=dispute)
+        sampled = _sampled_per_stratum(run)
     if policy["source"] == Source.DISPUTES:
         disputes_mark_in_review(
             dispute_ids=Feedback.objects.filter(
@@ -453,6 +453,35 @@ def _draw(run: SamplingRun) -> tuple[dict[str, int], dict[str, int]]:
             note=f"Queued for review in {queue.name}.",
         )
     return counts, sampled
+
+
+def _ranked(rows: QuerySet, quota: dict[str, int], counts: dict[str, int]) -> QuerySet:
+    """The first quota[s] rows of each stratum s in (u, id) order, with π = quota[s] / N_s."""
+    return rows.annotate(
+        rank=Window(
+            RowNumber(), partition_by=[F("stratum")], order_by=[F("u").asc(), F("id").asc()]
+        ),
+        quota=Case(
+            *[When(stratum=s, then=Value(q)) for s, q in quota.items()],
+            default=Value(0),
+            output_field=IntegerField(),
+        ),
+        pi=Case(
+            *[When(stratum=s, then=Value(q / counts[s])) for s, q in quota.items()],
+            default=Value(0.0),
+            output_field=FloatField(),
+        ),
+    ).filter(rank__lte=F("quota"))
+
+
+def _sampled_per_stratum(run: SamplingRun) -> dict[str, int]:
+    return dict(
+        QueueItem.objects.filter(run=run)
+        .order_by()
+        .values_list("stratum")
+        .annotate(n=Count("id"))
+        .values_list("stratum", "n")
+    )
 
 
 def _poisson_scale(population: QuerySet, n: int) -> float | None:

@@ -337,3 +337,20 @@ def test_an_impossible_policy_fails_the_run_with_its_reason(project):
     assert drawn.status == "failed"
     assert "strata" in drawn.error
     assert QueueItem.objects.count() == 0
+
+
+def test_a_missed_prefilter_threshold_falls_back_to_the_same_sample(project, monkeypatch):
+    import labeling.services.sampling as sampling
+
+    make_predictions(project, {"de": 80, "en": 40})
+    queue = make_queue(project, strategy="stratified", size=30, strata=["locale"])
+    run(queue, seed=5)
+    expected = set(QueueItem.objects.values_list("prediction_id", flat=True))
+    QueueItem.objects.all().delete()
+    # Thresholds far too low: every stratum comes up short and is ranked in full.
+    monkeypatch.setattr(sampling, "THRESHOLD_SIGMAS", -50.0)
+
+    drawn = run(queue, seed=5)
+
+    assert drawn.sampled == {"locale=de": 20, "locale=en": 10}
+    assert set(QueueItem.objects.values_list("prediction_id", flat=True)) == expected
