@@ -40,6 +40,7 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Sum,
     Value,
     When,
@@ -401,13 +402,9 @@ def _draw(run: SamplingRun) -> tuple[dict[str, int], dict[str, int]]:
             s: min(1.0, (q + THRESHOLD_SIGMAS * math.sqrt(q) + THRESHOLD_SLACK) / counts[s])
             for s, q in quota.items()
         }
-        candidates = population.filter(
-            u__lt=Case(
-                *[When(stratum=s, then=Value(t)) for s, t in thresholds.items()],
-                default=Value(0.0),
-                output_field=FloatField(),
-            )
-        )
+        # One threshold for all strata (the largest): a superset of each stratum's candidates,
+        # and one comparison per row instead of a CASE that recomputes the stratum per branch.
+        candidates = population.filter(u__lt=max(thresholds.values()))
         chosen = _ranked(candidates, quota, counts)
     elif strategy == Strategy.UNCERTAINTY:
         weight = 1.0 - Coalesce(F("confidence"), Value(0.5), output_field=FloatField())
@@ -424,7 +421,7 @@ def _draw(run: SamplingRun) -> tuple[dict[str, int], dict[str, int]]:
     priority = QueueItem.PRIORITY_DISPUTE if policy["source"] == Source.DISPUTES else 0
     dispute = None
     if policy["source"] == Source.DISPUTES:
-        dispute = (
+        dispute = Subquery(
             Feedback.objects.filter(
                 prediction_id=OuterRef("pk"),
                 kind=Feedback.Kind.DISPUTE,
@@ -435,13 +432,18 @@ def _draw(run: SamplingRun) -> tuple[dict[str, int], dict[str, int]]:
             .annotate(first=Min("id"))
             .values("first")
         )
-    _insert_items(run, chosen.values("id", "stratum", "pi"), priority=priority,
-                  dispute_subquery=dispute)
+    _insert_items(
+        run, chosen.values("id", "stratum", "pi"), priority=priority, dispute_subquery=dispute
+    )
     sampled = _sampled_per_stratum(run)
     if strategy in (Strategy.UNIFORM, Strategy.STRATIFIED) and sampled != quota:
         QueueItem.objects.filter(run=run).delete()  # a threshold missed: rank every row
-        _insert_items(run, _ranked(population, quota, counts).values("id", "stratum", "pi"),
-                      priority=priority, dispute_subquery=dispute)
+        _insert_items(
+            run,
+            _ranked(population, quota, counts).values("id", "stratum", "pi"),
+            priority=priority,
+            dispute_subquery=dispute,
+        )
         sampled = _sampled_per_stratum(run)
     if policy["source"] == Source.DISPUTES:
         disputes_mark_in_review(
@@ -506,22 +508,44 @@ def _poisson_scale(population: QuerySet, n: int) -> float | None:
 
 
 def _insert_items(run: SamplingRun, rows: QuerySet, *, priority: int, dispute_subquery) -> int:
-    """INSERT … SELECT the sample; a prediction already in the queue is skipped (unique)."""
-    feedback_column = "NULL"
+    """Store the sample; a prediction already in the queue is skipped (unique constraint).
+
+    On PostgreSQL the sample is selected first and then inserted from arrays: PostgreSQL never
+    runs the SELECT of an INSERT … SELECT in parallel, and the scan that hashes every row is
+    the cost of a draw. Only the sample (not the population) passes through Python.
+    """
     if dispute_subquery is not None:
         rows = rows.annotate(dispute_id=dispute_subquery).values(
             "id", "stratum", "pi", "dispute_id"
         )
-        feedback_column = "s.dispute_id"
-    select_sql, params = rows.query.sql_with_params()
-    # "WHERE true" keeps SQLite from reading ON CONFLICT as part of the SELECT's join syntax.
-    sql = (
+    now = timezone.now()
+    columns = (
         "INSERT INTO labeling_queueitem (queue_id, prediction_id, feedback_id, run_id, "
         "inclusion_probability, stratum, priority, status, labels_count, created_at) "
-        f"SELECT %s, s.id, {feedback_column}, %s, s.pi, s.stratum, %s, 'open', 0, %s "
-        f"FROM ({select_sql}) AS s WHERE true "
-        "ON CONFLICT (queue_id, prediction_id) DO NOTHING"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [run.queue_id, run.pk, priority, timezone.now(), *params])
+        if connection.vendor == "postgresql":
+            fields = ["id", "stratum", "pi"] + (["dispute_id"] if dispute_subquery else [])
+            sample = list(rows.values_list(*fields))
+            if not sample:
+                return 0
+            ids, strata, pis = ([row[k] for row in sample] for k in range(3))
+            feedback = [row[3] for row in sample] if dispute_subquery else [None] * len(sample)
+            cursor.execute(
+                columns + "SELECT %s, t.id, t.feedback_id, %s, t.pi, t.stratum, %s, 'open', 0, %s "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::float8[], %s::text[]) "
+                "AS t(id, feedback_id, pi, stratum) "
+                "ON CONFLICT (queue_id, prediction_id) DO NOTHING",
+                [run.queue_id, run.pk, priority, now, ids, feedback, pis, strata],
+            )
+            return cursor.rowcount
+        feedback_column = "s.dispute_id" if dispute_subquery is not None else "NULL"
+        select_sql, params = rows.query.sql_with_params()
+        # "WHERE true" keeps SQLite from reading ON CONFLICT as part of the SELECT's join syntax.
+        cursor.execute(
+            columns + f"SELECT %s, s.id, {feedback_column}, %s, s.pi, s.stratum, %s, 'open', 0, %s "
+            f"FROM ({select_sql}) AS s WHERE true "
+            "ON CONFLICT (queue_id, prediction_id) DO NOTHING",
+            [run.queue_id, run.pk, priority, now, *params],
+        )
         return cursor.rowcount
