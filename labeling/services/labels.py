@@ -104,8 +104,13 @@ def item_label_submit(
     now = timezone.now()
     with transaction.atomic():
         # Lock the item: labels_count and completion must see every concurrent submission.
+        # Only the item (of=self): a plain FOR UPDATE would lock the joined queue row too and
+        # serialise every label of the queue behind one row (seen in the claims bench).
         item = (
-            QueueItem.objects.select_for_update().select_related("queue").filter(pk=item_id).first()
+            QueueItem.objects.select_for_update(of=("self",))
+            .select_related("queue")
+            .filter(pk=item_id)
+            .first()
         )
         if item is None:
             raise NotFound.one("item", "not_found", f"No item {item_id}.")
@@ -134,7 +139,11 @@ def label_update(
 ) -> Label:
     """Edit a label, keeping what it said before as a revision; consensus follows the edit."""
     with transaction.atomic():
-        item = QueueItem.objects.select_for_update().select_related("queue").get(pk=label.item_id)
+        item = (
+            QueueItem.objects.select_for_update(of=("self",))
+            .select_related("queue")
+            .get(pk=label.item_id)
+        )
         clean = clean_label(data, item=item, categories=categories)
         LabelRevision.objects.create(
             label=label,
@@ -276,7 +285,11 @@ def item_adjudicate(
     if not can_manage(queue=item.queue, user=actor):
         raise Forbidden.one("item", "forbidden", "Only the project's admins adjudicate.")
     with transaction.atomic():
-        item = QueueItem.objects.select_for_update().select_related("queue").get(pk=item.pk)
+        item = (
+            QueueItem.objects.select_for_update(of=("self",))
+            .select_related("queue")
+            .get(pk=item.pk)
+        )
         if item.status != QueueItem.Status.ADJUDICATION:
             raise Conflict.one("item", "not_waiting", "This item is not waiting for adjudication.")
         item.consensus = {
