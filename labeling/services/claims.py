@@ -106,7 +106,7 @@ def queue_claim_next(*, queue: Queue, reviewer: AbstractBaseUser) -> Assignment 
 def _lock_free_slot(*, queue: Queue, reviewer: AbstractBaseUser, now) -> int | None:
     """Lock the next item with a free slot for ``reviewer`` and return its id."""
     postgres = connection.vendor == "postgresql"
-    sql = NEXT_ITEM_SQL + (" FOR UPDATE OF qi SKIP LOCKED" if postgres else "")
+    sql = NEXT_ITEM_SQL + (" FOR NO KEY UPDATE OF qi SKIP LOCKED" if postgres else "")
     if not postgres:  # no arrays in SQLite; writers are serialised there, nothing is passed over
         sql = sql.replace("AND NOT (qi.id = ANY(CAST(%(passed)s AS bigint[])))", "")
     params = {

@@ -107,7 +107,7 @@ def item_label_submit(
         # Only the item (of=self): a plain FOR UPDATE would lock the joined queue row too and
         # serialise every label of the queue behind one row (seen in the claims bench).
         item = (
-            QueueItem.objects.select_for_update(of=("self",))
+            QueueItem.objects.select_for_update(of=("self",), no_key=True)
             .select_related("queue")
             .filter(pk=item_id)
             .first()
@@ -140,7 +140,7 @@ def label_update(
     """Edit a label, keeping what it said before as a revision; consensus follows the edit."""
     with transaction.atomic():
         item = (
-            QueueItem.objects.select_for_update(of=("self",))
+            QueueItem.objects.select_for_update(of=("self",), no_key=True)
             .select_related("queue")
             .get(pk=label.item_id)
         )
@@ -286,7 +286,7 @@ def item_adjudicate(
         raise Forbidden.one("item", "forbidden", "Only the project's admins adjudicate.")
     with transaction.atomic():
         item = (
-            QueueItem.objects.select_for_update(of=("self",))
+            QueueItem.objects.select_for_update(of=("self",), no_key=True)
             .select_related("queue")
             .get(pk=item.pk)
         )

@@ -113,7 +113,7 @@ def bench_sampling(predictions: int = 1_000_000, sample: int = 10_000) -> dict[s
 
 def _reviewer_loop(args: tuple[int, int, str, Any]) -> dict[str, Any]:
     """One reviewer process: claim, label, repeat until nothing is left."""
-    queue_id, user_id, settings_module, start = args
+    queue_id, user_id, settings_module, start, think = args
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     import django
 
@@ -128,6 +128,7 @@ def _reviewer_loop(args: tuple[int, int, str, Any]) -> dict[str, Any]:
 
     queue = Queue.objects.get(pk=queue_id)
     reviewer = get_user_model().objects.get(pk=user_id)
+    rng = random.Random(user_id)
     claim_ms: list[float] = []
     label_ms: list[float] = []
     conflicts = 0
@@ -139,6 +140,8 @@ def _reviewer_loop(args: tuple[int, int, str, Any]) -> dict[str, Any]:
         claim_ms.append((time.perf_counter() - t0) * 1000)
         if lease is None:
             break
+        if think:  # reading the item; reviewers don't move in lock-step
+            time.sleep(think * rng.uniform(0.5, 1.5))
         t1 = time.perf_counter()
         try:
             item_label_submit(
@@ -155,8 +158,11 @@ def _reviewer_loop(args: tuple[int, int, str, Any]) -> dict[str, Any]:
     return {"claim_ms": claim_ms, "label_ms": label_ms, "conflicts": conflicts, "elapsed": elapsed}
 
 
-def bench_claims(items: int = 4000, reviewers: int = 32, overlap: int = 2) -> dict[str, Any]:
-    """``reviewers`` processes (one connection each) claim and label a queue to the end."""
+def bench_claims(
+    items: int = 4000, reviewers: int = 32, overlap: int = 2, think: float = 0.0
+) -> dict[str, Any]:
+    """``reviewers`` processes (one connection each) claim and label a queue to the end,
+    pausing ``think`` seconds on each item before labeling it."""
     from django.db import connection
     from django.utils import timezone
 
@@ -165,7 +171,7 @@ def bench_claims(items: int = 4000, reviewers: int = 32, overlap: int = 2) -> di
     from labeling.models import Assignment, Label, Queue, QueueItem
 
     project = project_create(slug=f"claims-bench-{os.getpid()}")
-    queue = Queue.objects.create(project=project, name="claims", overlap=overlap)
+    queue = Queue.objects.create(project=project, name=f"claims-{think}", overlap=overlap)
     now = timezone.now()
     predictions = Prediction.objects.bulk_create(
         Prediction(project=project, external_id=f"c{i}", occurred_at=now, content_hash="x")
@@ -186,10 +192,12 @@ def bench_claims(items: int = 4000, reviewers: int = 32, overlap: int = 2) -> di
     context = multiprocessing.get_context("fork")
     start = context.Manager().Barrier(reviewers)
     settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
-    log(f"{reviewers} reviewers on {items} items, overlap {overlap}")
+    log(f"{reviewers} reviewers on {items} items, overlap {overlap}, think {think}s")
     wall = time.perf_counter()
     with context.Pool(reviewers) as pool:
-        results = pool.map(_reviewer_loop, [(queue.pk, u, settings_module, start) for u in users])
+        results = pool.map(
+            _reviewer_loop, [(queue.pk, u, settings_module, start, think) for u in users]
+        )
     wall = time.perf_counter() - wall
 
     claims = [ms for r in results for ms in r["claim_ms"]]
@@ -217,6 +225,7 @@ def bench_claims(items: int = 4000, reviewers: int = 32, overlap: int = 2) -> di
     complete = QueueItem.objects.filter(queue=queue, status="complete").count()
     return {
         "reviewers": reviewers,
+        "think_seconds": think,
         "items": items,
         "overlap": overlap,
         "labels": len(pairs),
@@ -259,5 +268,6 @@ if __name__ == "__main__":
     if args.only in (None, "sampling"):
         report["sampling"] = bench_sampling(args.predictions)
     if args.only in (None, "claims"):
-        report["claims"] = bench_claims(args.items)
+        report["claims_saturated"] = bench_claims(args.items)
+        report["claims_paced"] = bench_claims(args.items // 4, think=0.5)
     print(json.dumps(report, indent=2))
