@@ -17,6 +17,7 @@ import random
 import statistics
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -72,7 +73,7 @@ def bench_sampling(predictions: int = 1_000_000, sample: int = 10_000) -> dict[s
     from labeling.models import Queue, QueueItem, SamplingRun
     from labeling.services.sampling import policy_of, sampling_run_execute
 
-    project = project_create(slug=f"sampling-bench-{os.getpid()}")
+    project = project_create(slug=f"sampling-bench-{uuid.uuid4().hex[:8]}")
     log(f"loading {predictions:,} predictions")
     load_seconds = load_predictions(project, predictions)
     timings = []
@@ -170,7 +171,7 @@ def bench_claims(
     from feedback.services.projects import membership_grant, project_create
     from labeling.models import Assignment, Label, Queue, QueueItem
 
-    project = project_create(slug=f"claims-bench-{os.getpid()}")
+    project = project_create(slug=f"claims-bench-{uuid.uuid4().hex[:8]}")
     queue = Queue.objects.create(project=project, name=f"claims-{think}", overlap=overlap)
     now = timezone.now()
     predictions = Prediction.objects.bulk_create(
@@ -183,7 +184,7 @@ def bench_claims(
     users = []
     for r in range(reviewers):
         user = membership_grant(
-            project=project, username=f"bench-r{r}-{os.getpid()}", role=Membership.Role.REVIEWER
+            project=project, username=f"bench-r{r}-{project.slug}", role=Membership.Role.REVIEWER
         ).user
         queue.reviewers.add(user)
         users.append(user.pk)
