@@ -72,7 +72,7 @@ def projects_where(request: HttpRequest, perm: str | None = None) -> QuerySet[Pr
     return projects_for_user(user=request.user, roles=_roles_granting(perm))
 
 
-def _perm(opts: Any, action: str) -> str:
+def permission_name(opts: Any, action: str) -> str:
     return f"{opts.app_label}.{get_permission_codename(action, opts)}"
 
 
@@ -97,13 +97,13 @@ class ProjectScopedMixin:
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.related_model is Project:
             # New objects may go only where the person may add them.
-            kwargs["queryset"] = projects_where(request, _perm(self.opts, "add"))
+            kwargs["queryset"] = projects_where(request, permission_name(self.opts, "add"))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def allowed_in_project_of(self, request: HttpRequest, action: str, obj: Any) -> bool:
         if obj is None or request.user.is_superuser:
             return True
-        perm = _perm(self.opts, action)
+        perm = permission_name(self.opts, action)
         return projects_where(request, perm).filter(pk=self.project_id_of(obj)).exists()
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -126,7 +126,7 @@ class ProjectInlineMixin:
     def _allowed(self, request: HttpRequest, action: str, obj: Project | None) -> bool:
         if obj is None or request.user.is_superuser:
             return True
-        perm = _perm(self.opts, action)
+        perm = permission_name(self.opts, action)
         return projects_where(request, perm).filter(pk=obj.pk).exists()
 
     def has_add_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
@@ -142,7 +142,7 @@ class ProjectInlineMixin:
 # --- small display helpers -------------------------------------------------------------------
 
 
-def _adopt(target: models.Model, source: models.Model) -> None:
+def adopt(target: models.Model, source: models.Model) -> None:
     """Make the admin's unsaved ``target`` the row a service created, so the admin's own
     bookkeeping (change log, success message, redirect) refers to that row."""
     for field in source._meta.concrete_fields:
@@ -151,7 +151,7 @@ def _adopt(target: models.Model, source: models.Model) -> None:
     target._state.db = source._state.db
 
 
-def _pretty_json(value: Any) -> str:
+def pretty_json(value: Any) -> str:
     if value is None or value in ({}, []):
         return "-"
     return format_html(
@@ -160,11 +160,11 @@ def _pretty_json(value: Any) -> str:
     )
 
 
-def _count(n: int, singular: str, plural: str | None = None) -> str:
+def counted(n: int, singular: str, plural: str | None = None) -> str:
     return f"{n} {singular if n == 1 else (plural or singular + 's')}"
 
 
-def _reasons(reasons: list[str]) -> str:
+def join_reasons(reasons: list[str]) -> str:
     shown = "; ".join(reasons[:MAX_REASONS_SHOWN])
     more = len(reasons) - MAX_REASONS_SHOWN
     return f"{shown}; and {more} more" if more > 0 else shown
@@ -241,7 +241,7 @@ class ProjectAdmin(ProjectScopedMixin, admin.ModelAdmin):
         project = project_create(
             slug=data["slug"], name=data["name"], description=data.get("description", "")
         )
-        _adopt(obj, project)
+        adopt(obj, project)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is FeedbackCategory:
@@ -293,7 +293,7 @@ class MembershipAdmin(ProjectScopedMixin, admin.ModelAdmin):
             role=obj.role,
             actor=request.user,
         )
-        _adopt(obj, membership)
+        adopt(obj, membership)
 
 
 @admin.register(FeedbackCategory)
@@ -400,7 +400,7 @@ class ApiKeyAdmin(ProjectScopedMixin, admin.ModelAdmin):
         key, raw = apikey_create(
             project=data["project"], scopes=data["scopes"], name=data["name"], actor=request.user
         )
-        _adopt(obj, key)
+        adopt(obj, key)
         # The raw key exists only in this one message: the database keeps its hash.
         self.message_user(
             request,
@@ -416,7 +416,9 @@ class ApiKeyAdmin(ProjectScopedMixin, admin.ModelAdmin):
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         writable = set(
-            projects_where(request, _perm(self.opts, "change")).values_list("pk", flat=True)
+            projects_where(request, permission_name(self.opts, "change")).values_list(
+                "pk", flat=True
+            )
         )
         revoked, already, refused = 0, 0, []
         for key in queryset.select_related("project").order_by("pk"):
@@ -428,16 +430,16 @@ class ApiKeyAdmin(ProjectScopedMixin, admin.ModelAdmin):
                 apikey_revoke(key=key)
                 revoked += 1
         if revoked:
-            self.message_user(request, f"Revoked {_count(revoked, 'key')}.", messages.SUCCESS)
+            self.message_user(request, f"Revoked {counted(revoked, 'key')}.", messages.SUCCESS)
         if already:
             self.message_user(
                 request,
-                f"{_count(already, 'key')} already revoked, left as they were.",
+                f"{counted(already, 'key')} already revoked, left as they were.",
                 messages.INFO,
             )
         if refused:
             self.message_user(
-                request, f"Refused {len(refused)}: {_reasons(refused)}.", messages.WARNING
+                request, f"Refused {len(refused)}: {join_reasons(refused)}.", messages.WARNING
             )
 
 
@@ -479,15 +481,15 @@ class PredictionAdmin(ProjectScopedMixin, admin.ModelAdmin):
 
     @admin.display(description="input")
     def input_json(self, obj: Prediction) -> str:
-        return _pretty_json(obj.input)
+        return pretty_json(obj.input)
 
     @admin.display(description="output")
     def output_json(self, obj: Prediction) -> str:
-        return _pretty_json(obj.output)
+        return pretty_json(obj.output)
 
     @admin.display(description="segment")
     def segment_json(self, obj: Prediction) -> str:
-        return _pretty_json(obj.segment)
+        return pretty_json(obj.segment)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -659,19 +661,19 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
 
     @admin.display(description="model input")
     def prediction_input(self, obj: Feedback) -> str:
-        return _pretty_json(obj.prediction.input)
+        return pretty_json(obj.prediction.input)
 
     @admin.display(description="model output")
     def prediction_output(self, obj: Feedback) -> str:
-        return _pretty_json(obj.prediction.output)
+        return pretty_json(obj.prediction.output)
 
     @admin.display(description="correction")
     def correction_json(self, obj: Feedback) -> str:
-        return _pretty_json(obj.correction)
+        return pretty_json(obj.correction)
 
     @admin.display(description="segment")
     def segment_json(self, obj: Feedback) -> str:
-        return _pretty_json(obj.segment)
+        return pretty_json(obj.segment)
 
     # -- actions --
 
@@ -705,7 +707,7 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
         if not disputes:
             self.message_user(
                 request,
-                f"No disputes among the selected items; skipped {_count(len(skipped), 'item')}.",
+                f"No disputes among the selected items; skipped {counted(len(skipped), 'item')}.",
                 messages.WARNING,
             )
             return None
@@ -738,7 +740,7 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
         self, request: HttpRequest, disputes: list[Feedback], *, upheld: bool, note: str
     ) -> None:
         writable = set(
-            projects_where(request, _perm(self.opts, "change"))
+            projects_where(request, permission_name(self.opts, "change"))
             .filter(pk__in={dispute.project_id for dispute in disputes})
             .values_list("pk", flat=True)
         )
@@ -759,11 +761,11 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
         verdict = "upheld" if upheld else "rejected"
         if resolved:
             self.message_user(
-                request, f"Resolved {_count(resolved, 'dispute')} as {verdict}.", messages.SUCCESS
+                request, f"Resolved {counted(resolved, 'dispute')} as {verdict}.", messages.SUCCESS
             )
         if refused:
             self.message_user(
-                request, f"Refused {len(refused)}: {_reasons(refused)}", messages.WARNING
+                request, f"Refused {len(refused)}: {join_reasons(refused)}", messages.WARNING
             )
 
     def _report_skipped(
@@ -774,7 +776,7 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
             more = " …" if len(skipped) > MAX_REASONS_SHOWN else ""
             self.message_user(
                 request,
-                f"Skipped {_count(len(skipped), 'item')} (not disputes): {ids}{more}.",
+                f"Skipped {counted(len(skipped), 'item')} (not disputes): {ids}{more}.",
                 messages.INFO,
             )
         # Ids pinned on the confirmation page that the (filtered) list no longer holds, e.g. a
@@ -785,7 +787,7 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
         if missing:
             self.message_user(
                 request,
-                f"{_count(len(missing), 'selected item')} no longer in this list (changed, or "
+                f"{counted(len(missing), 'selected item')} no longer in this list (changed, or "
                 f"not visible to you), left alone: "
                 f"{', '.join('#' + pk for pk in missing[:MAX_REASONS_SHOWN])}.",
                 messages.WARNING,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -322,7 +322,6 @@ class CleanFeedback:
     segment: dict[str, str]
     request_hash: str
     idempotency_key: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def external_id(self) -> str:

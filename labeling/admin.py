@@ -44,11 +44,11 @@ from django.utils.html import format_html, format_html_join
 
 from feedback.admin import (
     ProjectScopedMixin,
-    _adopt,
-    _count,
-    _perm,
-    _pretty_json,
-    _reasons,
+    adopt,
+    counted,
+    join_reasons,
+    permission_name,
+    pretty_json,
     projects_where,
 )
 from feedback.errors import ServiceError
@@ -317,7 +317,7 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
             # group and saves the whole row).
             queue_update(queue=obj, data=data)
         else:
-            _adopt(obj, queue_create(project=cleaned["project"], data=data))
+            adopt(obj, queue_create(project=cleaned["project"], data=data))
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         # The service set the reviewers already; the form's save_m2m would only repeat it.
@@ -378,7 +378,9 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
     @admin.action(description="Sample now", permissions=["change"])
     def sample_now(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
         writable = set(
-            projects_where(request, _perm(self.opts, "change")).values_list("pk", flat=True)
+            projects_where(request, permission_name(self.opts, "change")).values_list(
+                "pk", flat=True
+            )
         )
         runs, refused = [], []
         for queue in queryset.select_related("project").order_by("pk"):
@@ -390,13 +392,13 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
         if runs:
             self.message_user(
                 request,
-                f"Requested {_count(len(runs), 'sampling run')}: {', '.join(runs)}. They are "
+                f"Requested {counted(len(runs), 'sampling run')}: {', '.join(runs)}. They are "
                 "drawn in the background; see Sampling runs or the queue's dashboard.",
                 messages.SUCCESS,
             )
         if refused:
             self.message_user(
-                request, f"Refused {len(refused)}: {_reasons(refused)}.", messages.WARNING
+                request, f"Refused {len(refused)}: {join_reasons(refused)}.", messages.WARNING
             )
 
     # -- custom pages --
@@ -523,15 +525,15 @@ class SamplingRunAdmin(QueueChildMixin, admin.ModelAdmin):
 
     @admin.display(description="population (JSON)")
     def population_json(self, obj: SamplingRun) -> str:
-        return _pretty_json(obj.population)
+        return pretty_json(obj.population)
 
     @admin.display(description="sampled (JSON)")
     def sampled_json(self, obj: SamplingRun) -> str:
-        return _pretty_json(obj.sampled)
+        return pretty_json(obj.sampled)
 
     @admin.display(description="policy")
     def policy_json(self, obj: SamplingRun) -> str:
-        return _pretty_json(obj.policy)
+        return pretty_json(obj.policy)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs are requested with "Sample now" on the queues, or a schedule
@@ -711,11 +713,11 @@ class QueueItemAdmin(QueueChildMixin, admin.ModelAdmin):
 
     @admin.display(description="model input")
     def prediction_input(self, obj: QueueItem) -> str:
-        return _pretty_json(obj.prediction.input)
+        return pretty_json(obj.prediction.input)
 
     @admin.display(description="model output")
     def prediction_output(self, obj: QueueItem) -> str:
-        return _pretty_json(obj.prediction.output)
+        return pretty_json(obj.prediction.output)
 
     @admin.display(description="brought by")
     def feedback_link(self, obj: QueueItem) -> str:
@@ -749,7 +751,7 @@ class QueueItemAdmin(QueueChildMixin, admin.ModelAdmin):
 
     @admin.display(description="consensus")
     def consensus_json(self, obj: QueueItem) -> str:
-        return _pretty_json(obj.consensus)
+        return pretty_json(obj.consensus)
 
     @admin.display(description="")
     def adjudicate_link(self, obj: QueueItem) -> str:
@@ -823,8 +825,8 @@ class QueueItemAdmin(QueueChildMixin, admin.ModelAdmin):
             "item": item,
             "queue": item.queue,
             "prediction": item.prediction,
-            "input_json": _pretty_json(item.prediction.input),
-            "output_json": _pretty_json(item.prediction.output),
+            "input_json": pretty_json(item.prediction.input),
+            "output_json": pretty_json(item.prediction.output),
             "labels": labels,
             "feedback": Feedback.objects.filter(prediction_id=item.prediction_id)
             .prefetch_related("categories")
