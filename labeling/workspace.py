@@ -6,9 +6,9 @@ Thin views over ``labeling.services`` and ``labeling.selectors``: the page claim
 lives there. The pages work as plain HTML forms; ``labeling/static/labeling/workspace.js`` only
 adds keyboard shortcuts and a lease countdown.
 
-Mounting: ``QueueAdmin.get_urls`` (``labeling/admin.py``) includes ``workspace_urls()`` inside
-the admin site, so the patterns live in the ``admin`` namespace and are reversed as
-``admin:labeling_workspace_index``, ``admin:labeling_workspace`` (``queue_id``),
+Mounting: ``QueueAdmin.get_urls`` (``labeling/admin/queues.py``) includes
+``workspace_urls()`` inside the admin site, so the patterns live in the ``admin`` namespace
+and are reversed as ``admin:labeling_workspace_index``, ``admin:labeling_workspace`` (``queue_id``),
 ``admin:labeling_workspace_submit`` and ``admin:labeling_workspace_release`` (``queue_id``).
 """
 

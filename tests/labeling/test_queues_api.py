@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -179,7 +180,13 @@ def test_a_real_worker_draws_a_requested_run(project, queue, settings):
         run = sampling_run_request(queue=queue)  # autocommit: enqueued at once
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            run.refresh_from_db()
+            try:
+                run.refresh_from_db()
+            except OperationalError:
+                # SQLite's in-memory test database (shared cache) locks whole tables and does not
+                # wait: the worker thread is writing this row right now. Look again shortly.
+                time.sleep(0.05)
+                continue
             if run.status in ("done", "failed"):
                 break
             time.sleep(0.2)

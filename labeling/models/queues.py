@@ -76,6 +76,19 @@ class Queue(models.Model):
     schedule_minutes = models.PositiveIntegerField(null=True, blank=True)
     last_scheduled_at = models.DateTimeField(null=True, blank=True)
     active = models.BooleanField(default=True)
+    # Hidden gold checks: this share of served items comes from the gold set's latest
+    # published version, looking like any other item to the reviewer.
+    gold_set = models.ForeignKey(
+        "labeling.GoldSet",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="queues",
+        help_text="Gold set whose published items are served as hidden checks.",
+    )
+    gold_rate = models.FloatField(
+        default=0.0, help_text="Share of served items that are hidden gold checks (0 to 0.5)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -86,6 +99,10 @@ class Queue(models.Model):
             models.CheckConstraint(
                 condition=Q(rate__isnull=True) | (Q(rate__gt=0) & Q(rate__lte=1)),
                 name="queue_rate_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=0.5),
+                name="queue_gold_rate_0_half",
             ),
         ]
 
@@ -139,7 +156,19 @@ class QueueItem(models.Model):
     PRIORITY_DEFAULT = 0
 
     queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="items")
-    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="queue_items")
+    # A production item reviews a prediction; a hidden gold check reviews a frozen gold item
+    # instead. Exactly one of the two is set.
+    prediction = models.ForeignKey(
+        Prediction, null=True, blank=True, on_delete=models.CASCADE, related_name="queue_items"
+    )
+    gold_item = models.ForeignKey(
+        "labeling.GoldItem",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="queue_items",
+        help_text="Set on hidden gold checks only; never counted as a production label.",
+    )
     feedback = models.ForeignKey(
         Feedback,
         null=True,
@@ -164,6 +193,12 @@ class QueueItem(models.Model):
         ordering = ["-priority", "created_at", "id"]
         constraints = [
             models.UniqueConstraint(fields=["queue", "prediction"], name="item_unique_per_queue"),
+            models.UniqueConstraint(fields=["queue", "gold_item"], name="item_gold_once_per_queue"),
+            models.CheckConstraint(
+                condition=(Q(prediction__isnull=False) & Q(gold_item__isnull=True))
+                | (Q(prediction__isnull=True) & Q(gold_item__isnull=False)),
+                name="item_prediction_xor_gold",
+            ),
             models.CheckConstraint(
                 condition=Q(inclusion_probability__gt=0) & Q(inclusion_probability__lte=1),
                 name="item_pi_0_1",
@@ -173,8 +208,13 @@ class QueueItem(models.Model):
             # The claim scans open items of a queue in priority, then age, order.
             models.Index(
                 fields=["queue", "-priority", "created_at", "id"],
-                condition=Q(status="open"),
+                condition=Q(status="open", gold_item__isnull=True),
                 name="item_claim_order",
+            ),
+            models.Index(
+                fields=["queue", "completed_at"],
+                condition=Q(status="complete", gold_item__isnull=True),
+                name="item_completed",
             ),
         ]
 
@@ -244,6 +284,9 @@ class Label(models.Model):
     correction = models.JSONField(null=True, blank=True)
     notes = models.TextField(blank=True)
     seconds_spent = models.FloatField(null=True, blank=True)
+    # On a hidden gold check: whether the answer matched the gold item's expectation.
+    # Null on production labels.
+    gold_correct = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -12,8 +12,8 @@ from django.db.models import Count, Q, QuerySet
 from feedback.models import Feedback, Membership
 from feedback.selectors import active_categories, projects_for_user
 
-from .agreement import krippendorff_alpha_nominal, mean_pairwise_kappa, percent_agreement
-from .models import Label, Queue, QueueItem
+from ..agreement import krippendorff_alpha_nominal, mean_pairwise_kappa, percent_agreement
+from ..models import Label, Queue, QueueItem
 
 MANAGE_ROLES = [Membership.Role.ADMIN]
 READ_ROLES = [Membership.Role.ADMIN, Membership.Role.DATA_SCIENTIST]

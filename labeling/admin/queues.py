@@ -56,12 +56,12 @@ from feedback.models import Feedback
 from feedback.selectors import projects_for_user
 from feedback.services.projects import ROLE_GROUPS
 
-from .models import Label, LabelRevision, Queue, QueueItem, SamplingRun
-from .selectors import MANAGE_ROLES, can_manage, queue_stats
-from .services.labels import item_adjudicate
-from .services.queues import CONFIG_FIELDS, queue_create, queue_update
-from .services.sampling import FILTER_KEYS, POLICY_FIELDS, sampling_run_request, validate_policy
-from .workspace import workspace_urls
+from ..models import Label, LabelRevision, Queue, QueueItem, SamplingRun
+from ..selectors import MANAGE_ROLES, can_manage, queue_stats
+from ..services.labels import item_adjudicate
+from ..services.queues import CONFIG_FIELDS, queue_create, queue_update
+from ..services.sampling import FILTER_KEYS, POLICY_FIELDS, sampling_run_request, validate_policy
+from ..workspace import workspace_urls
 
 # The dashboard lists this many recent runs and items waiting for adjudication.
 DASHBOARD_RUNS = 10

@@ -1,0 +1,26 @@
+"""Labeling models, one module per part of the review-and-data side.
+
+- ``queues``: Queue, SamplingRun, QueueItem, Assignment, Label, LabelRevision
+- ``gold``: GoldSet, GoldSetVersion, GoldItem
+- ``exports``: Export
+- ``audits``: Audit
+"""
+
+from .audits import Audit
+from .exports import Export
+from .gold import GoldItem, GoldSet, GoldSetVersion
+from .queues import Assignment, Label, LabelRevision, Queue, QueueItem, SamplingRun
+
+__all__ = [
+    "Assignment",
+    "Audit",
+    "Export",
+    "GoldItem",
+    "GoldSet",
+    "GoldSetVersion",
+    "Label",
+    "LabelRevision",
+    "Queue",
+    "QueueItem",
+    "SamplingRun",
+]

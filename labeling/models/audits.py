@@ -1,0 +1,57 @@
+"""Audits: segment-level error and fairness figures over labeled items, stored with inputs.
+
+``params`` keeps what was asked (segments, intersectional, positive_label, reference, min_n,
+tolerance, confidence, weighted) and ``result`` what was found (overall and per segment), so two
+audits — say of two model versions — can be put side by side later.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from feedback.models import Project
+
+
+class Audit(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="audits")
+    # The source as requested, plus typed links for the admin and for queries.
+    source = models.JSONField(default=dict)
+    queue = models.ForeignKey(
+        "labeling.Queue", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits"
+    )
+    export = models.ForeignKey(
+        "labeling.Export", null=True, blank=True, on_delete=models.SET_NULL, related_name="audits"
+    )
+    gold_version = models.ForeignKey(
+        "labeling.GoldSetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audits",
+    )
+    model_version = models.CharField(max_length=100, blank=True)
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    progress = models.FloatField(default=0.0)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "created_at"], name="audit_status_created")]
+
+    def __str__(self) -> str:
+        return f"audit {self.pk} ({self.status})"
