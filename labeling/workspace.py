@@ -152,7 +152,12 @@ def workspace_release(request: HttpRequest, queue_id: int) -> HttpResponse:
 
 
 def reviewer_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
-    """A reviewer's own figures: labels done (all time, last 24 hours), median seconds."""
+    """A reviewer's own figures: labels done (all time, last 24 hours), median seconds.
+
+    Every answer counts here, hidden gold checks included, and no gold accuracy is shown: a
+    count that stood still, or an accuracy that moved, after one answer would tell the reviewer
+    that item was a check. Gold accuracy is for the project's admins (queue dashboard, stats).
+    """
     # One row per label of one person: a few thousand floats at most, cheap to read.
     rows = list(Label.objects.filter(reviewer=user).values_list("seconds_spent", "created_at"))
     since = timezone.now() - timedelta(days=1)
@@ -284,7 +289,11 @@ def _render_item(
     errors: list | None = None,
     posted: Any = None,
 ) -> HttpResponse:
-    item = QueueItem.objects.select_related("queue__project", "prediction").get(pk=lease.item_id)
+    # A hidden gold check renders from the same payload as any item (claim_payload makes them
+    # indistinguishable), so the page cannot tell them apart either.
+    item = QueueItem.objects.select_related("queue__project", "prediction", "gold_item").get(
+        pk=lease.item_id
+    )
     payload = claim_payload(item=item, lease_expires_at=lease.expires_at)
     prediction = payload["prediction"]
     categories = list(category_list(project_id=queue.project_id))

@@ -25,6 +25,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import (
     BooleanField,
     Case,
@@ -56,10 +57,16 @@ from feedback.models import Feedback
 from feedback.selectors import projects_for_user
 from feedback.services.projects import ROLE_GROUPS
 
-from ..models import Label, LabelRevision, Queue, QueueItem, SamplingRun
+from ..models import GoldSet, Label, LabelRevision, Queue, QueueItem, SamplingRun
 from ..selectors import MANAGE_ROLES, can_manage, queue_stats
 from ..services.labels import item_adjudicate
-from ..services.queues import CONFIG_FIELDS, queue_create, queue_update
+from ..services.queues import (
+    CONFIG_FIELDS,
+    GOLD_FIELDS,
+    GOLD_RATE_MAX,
+    queue_create,
+    queue_update,
+)
 from ..services.sampling import FILTER_KEYS, POLICY_FIELDS, sampling_run_request, validate_policy
 from ..workspace import workspace_urls
 
@@ -174,6 +181,7 @@ class QueueForm(forms.ModelForm):
             *REVIEW_FIELDS,
             "reviewers",
             "reviewer_group",
+            *GOLD_FIELDS,
             *SAMPLING_FIELDS,
         )
         widgets = {"instructions": forms.Textarea(attrs={"rows": 4, "cols": 80})}
@@ -187,6 +195,15 @@ class QueueForm(forms.ModelForm):
                 .objects.filter(memberships__project_id=self.instance.project_id)
                 .order_by("username")
             )
+        if "gold_set" in self.fields:
+            # queue_update accepts only gold sets of the queue's project, and rates up to 0.5:
+            # say so here, beside the fields, rather than as a refusal after the form.
+            self.fields["gold_set"].queryset = GoldSet.objects.filter(
+                project_id=self.instance.project_id
+            ).order_by("slug")
+            rate = self.fields["gold_rate"]
+            rate.validators += [MinValueValidator(0), MaxValueValidator(GOLD_RATE_MAX)]
+            rate.widget.attrs.update(min=0, max=GOLD_RATE_MAX, step="any")
         if "reviewer_group" in self.fields:
             # A role group spans every project: choosing it would open the queue to every
             # reviewer of every project.
@@ -255,7 +272,7 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
     change_form_template = "admin/labeling/queue/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Queue]:
-        items = QueueItem.objects.all()
+        items = QueueItem.objects.filter(gold_item__isnull=True)  # hidden gold checks aside
         return (
             super()
             .get_queryset(request)
@@ -283,6 +300,18 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
             # Reviewers must be members of the queue's project: picked once it is known, as the
             # project page adds taxonomy and members after creation.
             fieldsets.append(("Reviewers", {"fields": ("reviewers", "reviewer_group")}))
+            # Like reviewers: the gold set must be of the queue's project, known once created.
+            fieldsets.append(
+                (
+                    "Hidden gold checks",
+                    {
+                        "fields": GOLD_FIELDS,
+                        "description": "This share of served items are checks from the gold "
+                        "set's latest published version, looking like any other item; answers "
+                        "count toward each reviewer's gold accuracy (dashboard), never as labels.",
+                    },
+                )
+            )
         fieldsets.append(
             (
                 "Sampling policy",
@@ -661,6 +690,7 @@ class QueueItemAdmin(QueueChildMixin, admin.ModelAdmin):
     list_select_related = ("queue", "queue__project", "prediction")
     show_full_result_count = False
     inlines = [LabelInline]
+    actions = ["promote_to_gold"]
     fields = (
         "queue",
         "status",
@@ -689,6 +719,9 @@ class QueueItemAdmin(QueueChildMixin, admin.ModelAdmin):
             # The list never shows the payloads; the item page reads them with one query.
             .defer("prediction__input", "prediction__output")
             .annotate(managed=_managed(request, "queue__project"))
+            # Production items only: a hidden gold check has no prediction, is never labeled
+            # toward completion, and its answers show as gold accuracy on the dashboard.
+            .filter(gold_item__isnull=True)
         )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -699,6 +732,13 @@ class QueueItemAdmin(QueueChildMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # an item holds labels
+
+    @admin.action(description="Promote to gold draft")
+    def promote_to_gold(self, request: HttpRequest, queryset: QuerySet[QueueItem]) -> Any:
+        # The form page and the promotion live with the gold-set admin (gold imports queues).
+        from .gold import promote_to_gold_action
+
+        return promote_to_gold_action(self, request, queryset)
 
     # -- columns --
 

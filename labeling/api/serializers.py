@@ -53,6 +53,7 @@ class QueueSerializer(serializers.ModelSerializer):
     """A queue's configuration (API.md, "Queues and labeling")."""
 
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    gold_set = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     reviewers = serializers.SerializerMethodField()
     sampling = serializers.SerializerMethodField()
 
@@ -69,6 +70,8 @@ class QueueSerializer(serializers.ModelSerializer):
             "show_segments",
             "consensus",
             "active",
+            "gold_set",
+            "gold_rate",
             "reviewers",
             "sampling",
             "created_at",
@@ -106,6 +109,20 @@ class QueueWriteSerializer(StrictSerializer):
     show_segments = serializers.BooleanField(required=False)
     consensus = serializers.ChoiceField(Queue.Consensus.choices, required=False)
     active = serializers.BooleanField(required=False)
+    gold_set = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=100,
+        help_text="Slug of a gold set of the queue's project whose latest published version "
+        "serves hidden gold checks; null turns them off.",
+    )
+    gold_rate = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=0.5,
+        help_text="Share of served items that are hidden gold checks, 0 to 0.5.",
+    )
     reviewers = serializers.ListField(child=serializers.CharField(), required=False)
     sampling = SamplingSerializer(required=False)
 
@@ -172,9 +189,24 @@ class ClaimSerializer(serializers.Serializer):
     categories = serializers.ListField(child=serializers.CharField())
 
 
+class ReviewerStatsSerializer(serializers.Serializer):
+    """One reviewer's figures in a queue. Production labels only, but for the gold figures."""
+
+    username = serializers.CharField()
+    labels = serializers.IntegerField()
+    median_seconds = serializers.FloatField(allow_null=True)
+    agreement_with_consensus = serializers.FloatField(allow_null=True)
+    gold_checks = serializers.IntegerField(help_text="Hidden gold checks answered.")
+    gold_correct = serializers.IntegerField(help_text="Of those, answered as expected.")
+    gold_accuracy = serializers.FloatField(
+        allow_null=True, help_text="gold_correct / gold_checks; null before the first check."
+    )
+
+
 class QueueStatsSerializer(serializers.Serializer):
     queue = serializers.IntegerField()
     items = serializers.DictField(child=serializers.IntegerField())
-    labels = serializers.IntegerField()
+    labels = serializers.IntegerField(help_text="Production labels (gold answers aside).")
+    gold_checks = serializers.IntegerField(help_text="Hidden gold checks answered.")
     agreement = serializers.DictField(child=serializers.FloatField(allow_null=True))
-    reviewers = serializers.ListField(child=AnyJSONField())
+    reviewers = ReviewerStatsSerializer(many=True)

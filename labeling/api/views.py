@@ -20,6 +20,7 @@ from ..models import Queue, QueueItem, SamplingRun
 from ..selectors import (
     MANAGE_ROLES,
     can_manage,
+    can_read,
     can_review,
     claim_payload,
     queue_stats,
@@ -183,7 +184,16 @@ class QueueStatsView(APIView):
 
     @extend_schema(operation_id="queues_stats", responses={200: QueueStatsSerializer, **ERRORS})
     def get(self, request: Request, pk: int) -> Response:
-        return Response(queue_stats(queue=get_queue(request, pk)))
+        queue = get_queue(request, pk)
+        # Per-reviewer gold accuracy, and production label counts that a gold answer leaves
+        # unchanged, would tell a reviewer which of their items were checks: the figures are for
+        # the project's admins and data scientists (and data keys). Reviewers have their own
+        # figures in the workspace.
+        if key_context(request) is None and not can_read(queue=queue, user=request.user):
+            raise PermissionDenied(
+                "Queue statistics are for the project's admins and data scientists."
+            )
+        return Response(queue_stats(queue=queue))
 
 
 def reviewable_queue(request: Request, pk: int) -> Queue:
@@ -213,7 +223,9 @@ class ClaimView(APIView):
         lease = queue_claim_next(queue=queue, reviewer=request.user)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        item = QueueItem.objects.select_related("queue", "prediction").get(pk=lease.item_id)
+        item = QueueItem.objects.select_related("queue", "prediction", "gold_item").get(
+            pk=lease.item_id
+        )
         return Response(claim_payload(item=item, lease_expires_at=lease.expires_at))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 
-from feedback.models import Feedback, Membership
+from feedback.models import Feedback, Membership, Prediction
 from feedback.selectors import active_categories, projects_for_user
 
 from ..agreement import krippendorff_alpha_nominal, mean_pairwise_kappa, percent_agreement
@@ -42,7 +42,13 @@ def queues_for_reviewer(*, user: AbstractBaseUser) -> QuerySet[Queue]:
         .distinct()
         .select_related("project")
         .annotate(
-            open_items=Count("items", filter=Q(items__status=QueueItem.Status.OPEN), distinct=True)
+            # Production items only: gold checks stay open for good, and one appearing when
+            # first served would show as a new open item.
+            open_items=Count(
+                "items",
+                filter=Q(items__status=QueueItem.Status.OPEN, items__gold_item__isnull=True),
+                distinct=True,
+            )
         )
         .order_by("project__slug", "name")
     )
@@ -61,32 +67,82 @@ def can_manage(*, queue: Queue, user: AbstractBaseUser) -> bool:
     return projects_for_user(user=user, roles=MANAGE_ROLES).filter(pk=queue.project_id).exists()
 
 
+def can_read(*, queue: Queue, user: AbstractBaseUser) -> bool:
+    """May the person read the project's data (admins and data scientists, not reviewers)?"""
+    return projects_for_user(user=user, roles=READ_ROLES).filter(pk=queue.project_id).exists()
+
+
+# A gold check shows its source's disputes as still under review: "upheld" or "rejected" is the
+# outcome of the review that made it gold, i.e. the expected answer.
+RESOLVED_DISPUTE = {Feedback.DisputeStatus.UPHELD, Feedback.DisputeStatus.REJECTED}
+
+
 def claim_payload(*, item: QueueItem, lease_expires_at) -> dict[str, Any]:
-    """What a reviewer sees of an item. Segments only when the queue allows (blind review)."""
-    queue, prediction = item.queue, item.prediction
-    shown = {
-        "external_id": prediction.external_id,
-        "input": prediction.input,
-        "output": prediction.output,
-        "label": prediction.label,
-        "confidence": prediction.confidence,
-        "model_version": prediction.model_version,
-    }
+    """What a reviewer sees of an item. Segments only when the queue allows (blind review).
+
+    A hidden gold check has the same keys and types as a production item, and nothing that
+    says gold: the gold item's frozen input and output, shown as the prediction it was
+    promoted from when that still exists (its external id, predicted label, confidence, model
+    version and the users' feedback, as a production item of it would show them); otherwise
+    the lineage the gold item keeps by value, with no label, confidence or feedback. A gold
+    item made by hand, with no source, shows its key as the external id: give such items keys
+    in the project's external-id format.
+    """
+    queue = item.queue
+    if item.gold_item_id is None:
+        prediction = item.prediction
+        shown = {
+            "external_id": prediction.external_id,
+            "input": prediction.input,
+            "output": prediction.output,
+            "label": prediction.label,
+            "confidence": prediction.confidence,
+            "model_version": prediction.model_version,
+        }
+        segment = prediction.segment
+    else:
+        gold = item.gold_item
+        prediction = (
+            Prediction.objects.filter(
+                pk=gold.source_prediction_id, project_id=queue.project_id
+            ).first()
+            if gold.source_prediction_id is not None
+            else None
+        )
+        shown = {
+            "external_id": prediction.external_id
+            if prediction is not None
+            else gold.source_external_id or gold.key,
+            "input": gold.input,
+            "output": gold.output,
+            "label": prediction.label if prediction is not None else None,
+            "confidence": prediction.confidence if prediction is not None else None,
+            "model_version": prediction.model_version
+            if prediction is not None
+            else gold.source_model_version,
+        }
+        segment = gold.segment
     if queue.show_segments:
-        shown["segment"] = prediction.segment
+        shown["segment"] = segment
     feedback = [
         {
             "kind": f.kind,
             "rating": f.rating,
-            "status": f.status,
+            "status": Feedback.DisputeStatus.IN_REVIEW
+            if item.gold_item_id is not None and f.status in RESOLVED_DISPUTE
+            else f.status,
             "categories": [c.slug for c in f.categories.all()],
             "comment": f.comment,
             "correction": f.correction,
             "created_at": f.created_at,
         }
-        for f in Feedback.objects.filter(prediction=prediction)
-        .prefetch_related("categories")
-        .order_by("id")
+        for f in (
+            Feedback.objects.filter(prediction=prediction)
+            .prefetch_related("categories")
+            .order_by("id")
+            if prediction is not None
+            else []
+        )
     ]
     return {
         "item": item.pk,
@@ -101,14 +157,21 @@ def claim_payload(*, item: QueueItem, lease_expires_at) -> dict[str, Any]:
 
 
 def queue_stats(*, queue: Queue) -> dict[str, Any]:
-    """Items by status, labels, agreement on verdicts, and per-reviewer figures."""
+    """Items by status, labels, agreement on verdicts, and per-reviewer figures.
+
+    Production items and labels only, but for each reviewer's gold figures: hidden gold checks
+    answered, answered as expected, and their share (``gold_accuracy``, None before the first).
+    For the project's admins and data scientists: a reviewer must not see these (the API and
+    the admin dashboard check).
+    """
     by_status = dict(
-        queue.items.order_by()
+        queue.items.filter(gold_item__isnull=True)
+        .order_by()
         .values_list("status")
         .annotate(n=Count("id"))
         .values_list("status", "n")
     )
-    labels = list(
+    rows = list(
         Label.objects.filter(item__queue=queue).values_list(
             "item_id",
             "reviewer_id",
@@ -116,12 +179,23 @@ def queue_stats(*, queue: Queue) -> dict[str, Any]:
             "verdict",
             "seconds_spent",
             "item__consensus",
+            "item__gold_item_id",
+            "gold_correct",
         )
     )
-    triples = [(item, reviewer, verdict) for item, reviewer, _, verdict, _, _ in labels]
     per_reviewer: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"labels": 0, "seconds": [], "agree": 0, "decided": 0}
+        lambda: {"labels": 0, "seconds": [], "agree": 0, "decided": 0, "gold": 0, "gold_ok": 0}
     )
+    labels = []
+    for row in rows:
+        gold_item, gold_correct = row[6], row[7]
+        if gold_item is None:
+            labels.append(row[:6])
+        elif gold_correct is not None:  # None: nothing in the gold item this queue could score
+            figures = per_reviewer[row[2]]
+            figures["gold"] += 1
+            figures["gold_ok"] += gold_correct
+    triples = [(item, reviewer, verdict) for item, reviewer, _, verdict, _, _ in labels]
     for _, _, username, verdict, seconds, consensus in labels:
         figures = per_reviewer[username]
         figures["labels"] += 1
@@ -135,6 +209,7 @@ def queue_stats(*, queue: Queue) -> dict[str, Any]:
         "items": {status: by_status.get(status, 0) for status in QueueItem.Status.values}
         | {"total": sum(by_status.values())},
         "labels": len(labels),
+        "gold_checks": sum(figures["gold"] for figures in per_reviewer.values()),
         "agreement": {
             "krippendorff_alpha": krippendorff_alpha_nominal(triples),
             "cohen_kappa": mean_pairwise_kappa(triples),
@@ -150,6 +225,9 @@ def queue_stats(*, queue: Queue) -> dict[str, Any]:
                 "agreement_with_consensus": (
                     figures["agree"] / figures["decided"] if figures["decided"] else None
                 ),
+                "gold_checks": figures["gold"],
+                "gold_correct": figures["gold_ok"],
+                "gold_accuracy": figures["gold_ok"] / figures["gold"] if figures["gold"] else None,
             }
             for username, figures in sorted(per_reviewer.items())
         ],

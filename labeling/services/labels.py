@@ -5,6 +5,11 @@ verdicts (correct / incorrect; ``unsure`` votes count toward agreement but canno
 ``true_label`` when the queue has label choices. A tie, or no decided vote, sends the item to
 adjudication by a project admin. A completed item resolves the disputes on its prediction:
 upheld when the consensus says the output was incorrect, rejected when correct.
+
+A hidden gold check (an item with ``gold_item`` set, see ``labeling/services/claims.py``) takes
+labels the same way, under the same rules, but never as a production label: its label records
+``gold_correct`` (``gold_answer_correct``), the item's ``labels_count`` stays 0, it never
+completes, never gets a consensus, never goes to adjudication and resolves no dispute.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from feedback.services.disputes import disputes_resolve_for_prediction
 from feedback.validation import CORRECTION_MAX_CHARS, canonical_json
 
 from ..consensus import dawid_skene, majority_vote
-from ..models import Assignment, Label, LabelRevision, QueueItem
+from ..models import Assignment, GoldItem, Label, LabelRevision, QueueItem
 
 Verdict = Label.Verdict
 LABEL_FIELDS = ("verdict", "categories", "true_label", "correction", "notes", "seconds_spent")
@@ -97,6 +102,40 @@ def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) 
     }
 
 
+def gold_answer_correct(
+    *, gold: GoldItem, verdict: str, true_label: str, label_choices: list[str]
+) -> bool | None:
+    """Does an answer match a gold item's expectation? None when nothing can be scored.
+
+    The verdict must equal the expected verdict; "unsure" is an answer like any other, so it
+    scores as wrong unless "unsure" is what the gold item expects (gold items are promoted from
+    clear consensus: not knowing is a miss). When the queue offers the expected label among its
+    label choices, the true label must equal it as well (a label the queue does not offer could
+    never be matched, so it is not checked). Categories are not scored: they are a multi-select
+    of what was wrong, where a partial overlap is the norm and production consensus only pools
+    them, so an exact-set rule would mostly measure noise; they are stored with the label.
+    An expectation left blank is not checked (the claim serves only items with something to
+    check, so None is for a gold item whose expectation is blank for this queue).
+    """
+    checks: list[bool] = []
+    if gold.expected_verdict:
+        checks.append(verdict == gold.expected_verdict)
+    if gold.expected_label and gold.expected_label in label_choices:
+        checks.append(true_label == gold.expected_label)
+    return all(checks) if checks else None
+
+
+def _gold_correct(item: QueueItem, clean: dict[str, Any]) -> bool | None:
+    if item.gold_item_id is None:
+        return None  # a production label: never scored against gold
+    return gold_answer_correct(
+        gold=GoldItem.objects.get(pk=item.gold_item_id),
+        verdict=clean["verdict"],
+        true_label=clean["true_label"],
+        label_choices=item.queue.label_choices or [],
+    )
+
+
 def item_label_submit(
     *, item_id: int, reviewer: AbstractBaseUser, data: dict[str, Any], categories: set[str]
 ) -> Label:
@@ -124,9 +163,15 @@ def item_label_submit(
             raise Conflict.one(
                 "item", "no_lease", "You hold no live lease on this item: claim it again."
             )
-        label = Label.objects.create(item=item, reviewer=reviewer, **clean)
+        label = Label.objects.create(
+            item=item, reviewer=reviewer, gold_correct=_gold_correct(item, clean), **clean
+        )
         lease.status, lease.closed_at = Assignment.Status.SUBMITTED, now
         lease.save(update_fields=["status", "closed_at"])
+        if item.gold_item_id is not None:
+            # A gold check's answer is scored, not counted: the item stays open for the next
+            # reviewer and never reaches consensus, adjudication or an export.
+            return label
         QueueItem.objects.filter(pk=item.pk).update(labels_count=F("labels_count") + 1)
         item.labels_count += 1
         if item.labels_count >= item.queue.overlap and item.status == QueueItem.Status.OPEN:
@@ -152,8 +197,9 @@ def label_update(
         )
         for name, value in clean.items():
             setattr(label, name, value)
+        label.gold_correct = _gold_correct(item, clean)  # an edited answer is scored again
         label.save()
-        if item.status != QueueItem.Status.OPEN:
+        if item.gold_item_id is None and item.status != QueueItem.Status.OPEN:
             item_consensus_update(item=item)
         return label
 
@@ -183,6 +229,8 @@ def consensus_of(labels: list[Label], *, with_true_label: bool) -> dict[str, Any
 
 def item_consensus_update(*, item: QueueItem) -> QueueItem:
     """Compute a full item's consensus: complete it, or send it to adjudication on a tie."""
+    if item.gold_item_id is not None:  # a gold check has no consensus; its answers are scored
+        return item
     labels = list(item.labels.all())
     consensus = consensus_of(labels, with_true_label=bool(item.queue.label_choices))
     item.consensus = consensus
@@ -216,7 +264,9 @@ def queue_consensus_recompute(*, queue_id: int) -> int:
     queue = Queue.objects.get(pk=queue_id)
     use_labels = bool(queue.label_choices)
     rows = list(
-        Label.objects.filter(item__queue=queue)
+        # Gold checks stay open, so the status alone keeps them out; the explicit filter says
+        # so and holds whatever their status: gold answers must never weigh a reviewer here.
+        Label.objects.filter(item__queue=queue, item__gold_item__isnull=True)
         .exclude(item__status=QueueItem.Status.OPEN)
         .values_list("item_id", "reviewer_id", "verdict", "true_label")
     )
@@ -233,7 +283,7 @@ def queue_consensus_recompute(*, queue_id: int) -> int:
     with transaction.atomic():
         items = (
             QueueItem.objects.select_for_update()
-            .filter(pk__in=list(fit.labels))
+            .filter(pk__in=list(fit.labels), gold_item__isnull=True)
             .exclude(status=QueueItem.Status.OPEN)
             .order_by("pk")
         )

@@ -11,7 +11,7 @@ from django.db import transaction
 from feedback.errors import FieldError, InvalidInput
 from feedback.models import Membership, Project
 
-from ..models import Queue
+from ..models import GoldSet, Queue
 from .sampling import POLICY_FIELDS, validate_policy
 
 CONFIG_FIELDS = (
@@ -23,7 +23,13 @@ CONFIG_FIELDS = (
     "show_segments",
     "consensus",
     "active",
+    "gold_set",
+    "gold_rate",
 )
+# Hidden gold checks (labeling/services/claims.py): the share of served items that are checks is
+# at most one half, so most of a reviewer's work is always production work.
+GOLD_FIELDS = ("gold_set", "gold_rate")
+GOLD_RATE_MAX = 0.5
 POLICY_DEFAULTS = {
     "source": Queue.Source.PREDICTIONS,
     "filter": {},
@@ -59,10 +65,52 @@ def _reviewers(project: Project, usernames: list[str]) -> list[AbstractBaseUser]
     return list(users.values())
 
 
+def _gold_set(project: Project, value: Any) -> GoldSet | None:
+    """The gold set named by a slug (the API) or given as an object (the admin form), which must
+    belong to the queue's project; None turns gold checks off."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, GoldSet):
+        if value.project_id != project.pk:
+            raise InvalidInput.one(
+                "gold_set", "other_project", f"Gold set {value.slug!r} is not of {project.slug}."
+            )
+        return value
+    found = (
+        GoldSet.objects.filter(project=project, slug=value).first()
+        if isinstance(value, str)
+        else None
+    )
+    if found is None:
+        valid = ", ".join(GoldSet.objects.filter(project=project).values_list("slug", flat=True))
+        raise InvalidInput.one(
+            "gold_set",
+            "not_found",
+            f"{value!r} is not a gold set of {project.slug}; valid: {valid or 'none yet'}.",
+        )
+    return found
+
+
+def _gold_rate(value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value <= GOLD_RATE_MAX
+    ):
+        raise InvalidInput.one(
+            "gold_rate", "invalid", f"A share of served items from 0 to {GOLD_RATE_MAX}."
+        )
+    return float(value)
+
+
 def _apply(queue: Queue, data: dict[str, Any]) -> None:
     for name in CONFIG_FIELDS:
-        if name in data:
+        if name in data and name not in GOLD_FIELDS:
             setattr(queue, name, data[name])
+    if "gold_set" in data:
+        queue.gold_set = _gold_set(queue.project, data["gold_set"])
+    if "gold_rate" in data:
+        queue.gold_rate = _gold_rate(data["gold_rate"])
     sampling = data.get("sampling") or {}
     for name in (*POLICY_FIELDS, "seed", "schedule_minutes"):
         if name in sampling:

@@ -309,4 +309,7 @@ def test_stats_report_agreement_and_reviewers(queue, make_items, make_reviewer, 
         "labels": 4,
         "median_seconds": 11.5,
         "agreement_with_consensus": 1.0,
+        "gold_checks": 0,  # no gold set: tests/labeling/test_gold_checks.py has the figures
+        "gold_correct": 0,
+        "gold_accuracy": None,
     }
