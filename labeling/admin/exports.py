@@ -1,0 +1,250 @@
+"""Exports in the admin: the list (status, progress, rows, checksum, a download link), a create
+form that calls ``export_create``, and a "Retry" action for failed exports.
+
+Who: superusers, and the data scientists and admins of a project for that project's exports
+(the API's rule; checked on the role, as ``labeling.selectors.READ_ROLES`` says, rather than on
+model permissions the role groups do not carry).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html
+
+from feedback.admin import pretty_json
+from feedback.errors import ServiceError
+from feedback.models import Project
+from feedback.selectors import projects_for_user
+
+from ..models import Export, Queue
+from ..selectors import READ_ROLES
+from ..services.exports import export_create, export_retry
+
+
+def _readable_projects(request: HttpRequest) -> QuerySet[Project]:
+    return projects_for_user(user=request.user, roles=READ_ROLES)
+
+
+class ExportCreateForm(forms.ModelForm):
+    """The API request as a form; the service validates it and names the field at fault."""
+
+    train = forms.FloatField(initial=0.8, min_value=0, max_value=1)
+    validation = forms.FloatField(initial=0.1, min_value=0, max_value=1)
+    test = forms.FloatField(initial=0.1, min_value=0, max_value=1)
+    split_key = forms.CharField(initial="external_id", help_text="external_id or segment.<key>")
+    seed = forms.IntegerField(initial=0, min_value=0)
+    include_labels = forms.BooleanField(required=False)
+    exclude_gold_from_train = forms.BooleanField(required=False, initial=True)
+    model_version = forms.CharField(required=False)
+    completed_after = forms.DateTimeField(required=False)
+    completed_before = forms.DateTimeField(required=False)
+    segment = forms.JSONField(required=False, help_text='e.g. {"locale": "de-DE"}')
+
+    class Meta:
+        model = Export
+        fields = ["project", "queue", "format"]
+
+    def request_data(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        spec_filter: dict[str, Any] = {}
+        if data.get("model_version"):
+            spec_filter["model_version"] = data["model_version"]
+        for name in ("completed_after", "completed_before"):
+            if data.get(name):
+                spec_filter[name] = data[name].isoformat()
+        if data.get("segment"):
+            spec_filter["segment"] = data["segment"]
+        return {
+            "queue": data["queue"].pk if data.get("queue") else None,
+            "format": data["format"],
+            "filter": spec_filter,
+            "include_labels": data["include_labels"],
+            "exclude_gold_from_train": data["exclude_gold_from_train"],
+            "split": {
+                "train": data["train"],
+                "validation": data["validation"],
+                "test": data["test"],
+                "key": data["split_key"],
+                "seed": data["seed"],
+            },
+        }
+
+
+FORM_FIELDS = {
+    "split_key": "split.key",
+    "train": "split.train",
+    "validation": "split.validation",
+    "test": "split.test",
+    "seed": "split.seed",
+}
+
+
+@admin.register(Export)
+class ExportAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "project",
+        "queue",
+        "format",
+        "status",
+        "progress_percent",
+        "rows",
+        "short_checksum",
+        "created_at",
+        "download",
+    ]
+    list_filter = ["status", "format", "project"]
+    list_select_related = ["project", "queue"]
+    search_fields = ["checksum", "project__slug"]
+    actions = ["retry"]
+    readonly_fields = [
+        "project",
+        "queue",
+        "gold_version",
+        "format",
+        "status",
+        "progress",
+        "rows",
+        "rows_per_split",
+        "checksum",
+        "size_bytes",
+        "download",
+        "manifest_pretty",
+        "spec_pretty",
+        "error",
+        "attempts",
+        "requested_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    exclude = ["manifest", "spec", "file"]
+
+    # --- who ----------------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Export]:
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(project__in=_readable_projects(request))
+
+    def _reads(self, request: HttpRequest, obj: Export | None = None) -> bool:
+        if not (request.user.is_active and request.user.is_staff):
+            return False
+        if request.user.is_superuser:
+            return True
+        projects = _readable_projects(request)
+        return (projects.filter(pk=obj.project_id) if obj else projects).exists()
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._reads(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._reads(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._reads(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # an export is a record: create another one instead
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    # --- create ---------------------------------------------------------------------------
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ExportCreateForm
+            kwargs["fields"] = None
+            kwargs["exclude"] = None
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None):
+        if obj is not None:
+            return super().get_fieldsets(request, obj)
+        return [
+            (None, {"fields": ["project", "queue", "format"]}),
+            ("Split", {"fields": ["train", "validation", "test", "split_key", "seed"]}),
+            (
+                "Filter",
+                {"fields": ["model_version", "completed_after", "completed_before", "segment"]},
+            ),
+            ("Content", {"fields": ["include_labels", "exclude_gold_from_train"]}),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None):
+        return self.readonly_fields if obj is not None else []
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "project" and not request.user.is_superuser:
+            kwargs["queryset"] = _readable_projects(request)
+        if db_field.name == "queue" and not request.user.is_superuser:
+            kwargs["queryset"] = Queue.objects.filter(project__in=_readable_projects(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Export, form, change: bool) -> None:
+        # The form was valid as a form; the service holds the rules. Its refusal is shown on
+        # the form's own page by raising it as a form error in ``_changeform_view`` below.
+        export = export_create(project=obj.project, data=form.request_data(), actor=request.user)
+        obj.pk = export.pk
+        obj.__dict__.update({k: v for k, v in export.__dict__.items() if not k.startswith("_")})
+
+    def _changeform_view(self, request, object_id, form_url, extra_context):
+        try:
+            return super()._changeform_view(request, object_id, form_url, extra_context)
+        except ServiceError as exc:
+            self.message_user(
+                request,
+                "; ".join(f"{FORM_FIELDS.get(e.field, e.field)}: {e.detail}" for e in exc.errors),
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(request.get_full_path())
+
+    # --- display ----------------------------------------------------------------------------
+
+    @admin.display(description="progress")
+    def progress_percent(self, obj: Export) -> str:
+        return f"{obj.progress:.0%}"
+
+    @admin.display(description="sha256")
+    def short_checksum(self, obj: Export) -> str:
+        return obj.checksum[:12] if obj.checksum else "-"
+
+    @admin.display(description="file")
+    def download(self, obj: Export) -> str:
+        if obj.status != Export.Status.DONE:
+            return "-"
+        url = reverse("export-download", args=[obj.pk])
+        return format_html('<a href="{}">download ({} bytes)</a>', url, f"{obj.size_bytes:,}")
+
+    @admin.display(description="manifest")
+    def manifest_pretty(self, obj: Export) -> str:
+        return pretty_json(obj.manifest)
+
+    @admin.display(description="request")
+    def spec_pretty(self, obj: Export) -> str:
+        return pretty_json(obj.spec)
+
+    @admin.action(description="Retry the selected failed exports")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Export]) -> None:
+        retried = 0
+        for export in queryset.filter(status=Export.Status.FAILED):
+            export_retry(export=export)
+            retried += 1
+        skipped = queryset.count() - retried
+        self.message_user(
+            request,
+            f"{retried} export(s) queued again"
+            + (f"; {skipped} skipped (only failed exports are retried)." if skipped else "."),
+            messages.SUCCESS if retried else messages.WARNING,
+        )
+
+
+__all__ = ["ExportAdmin"]

@@ -1,0 +1,1030 @@
+"""Exports: labeled batches as JSONL / CSV / Parquet files, and gold-set snapshots.
+
+Lifecycle (``Export.status``): ``export_create`` validates the request and records it
+``pending``, enqueueing the build after commit. ``export_build`` (the Celery task's body) claims
+it with a conditional update ``pending → running`` (a duplicate delivery finds nothing to claim),
+streams rows into a temporary file, moves the finished file into Django storage, and marks it
+``done`` with its sha256, size, counts and manifest in one final conditional update. Any error
+marks it ``failed`` with the error; nothing is ever ``done`` without its complete file. A worker
+killed mid-way leaves ``running``: ``exports_recover`` hands such exports back (``pending``,
+enqueued again) once they are older than the task's hard time limit, so no live build is ever
+taken over, and gives up after ``MAX_ATTEMPTS``.
+
+The build is not one transaction (a file is written meanwhile): its reads share one
+REPEATABLE READ snapshot on PostgreSQL, so counts, gold keys and rows agree with each other,
+and its writes are single conditional statements keyed on the attempt number, so a stale
+attempt can never overwrite a newer one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache, partial
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import OperationalError, connection, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
+from feedback.models import Project
+
+from ..models import Export, GoldSetVersion, Queue
+from ..selectors.exports import (
+    SPLIT_CODES,
+    ExportPlan,
+    export_copy_sql,
+    export_count_sql,
+    export_rows_portable,
+    gold_group_keys,
+    gold_items_for_export,
+    gold_versions_touched,
+)
+from ..splits import SEGMENT_PREFIX, SPLITS, SplitSpec
+from ..writers import (
+    ARROW_TYPES,
+    GOLD_COLUMNS,
+    CsvWriter,
+    JsonlWriter,
+    ParquetWriter,
+    export_columns,
+    writer_for,
+)
+
+MAX_ATTEMPTS = 3
+FORMATS = tuple(Export.Format.values)
+REQUEST_FIELDS = (
+    "project",
+    "queue",
+    "format",
+    "filter",
+    "include_labels",
+    "split",
+    "exclude_gold_from_train",
+)
+FILTER_FIELDS = ("model_version", "completed_after", "completed_before", "segment")
+SPLIT_FIELDS = ("train", "validation", "test", "key", "seed")
+SEGMENT_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1, "key": "external_id", "seed": 0}
+# How often a running build reports progress, at most.
+PROGRESS_SECONDS = 0.5
+
+
+class ExportTooLarge(Exception):
+    """The file grew past ``REDRESS_EXPORT_MAX_BYTES``."""
+
+
+# --- request ---------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _clean_datetime(value: Any, field: str, errors: list[FieldError]) -> str | None:
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        errors.append(FieldError(field, "invalid_datetime", "An ISO 8601 date-time."))
+        return None
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, dt.UTC)
+    return parsed.astimezone(dt.UTC).isoformat()
+
+
+def _clean_filter(raw: Any, errors: list[FieldError]) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errors.append(FieldError("filter", "invalid_type", "An object."))
+        return {}
+    cleaned: dict[str, Any] = {}
+    for name in sorted(set(raw) - set(FILTER_FIELDS)):
+        errors.append(
+            FieldError(f"filter.{name}", "unknown_field", f"Allowed: {', '.join(FILTER_FIELDS)}.")
+        )
+    if raw.get("model_version") is not None:
+        if isinstance(raw["model_version"], str) and len(raw["model_version"]) <= 100:
+            cleaned["model_version"] = raw["model_version"]
+        else:
+            errors.append(
+                FieldError("filter.model_version", "invalid_type", "A string (≤ 100 characters).")
+            )
+    for name in ("completed_after", "completed_before"):
+        if raw.get(name) is not None:
+            value = _clean_datetime(raw[name], f"filter.{name}", errors)
+            if value is not None:
+                cleaned[name] = value
+    segment = raw.get("segment")
+    if segment is not None:
+        if not isinstance(segment, dict):
+            errors.append(FieldError("filter.segment", "invalid_type", "An object of strings."))
+        else:
+            for key, value in segment.items():
+                if not SEGMENT_KEY.match(key):
+                    errors.append(
+                        FieldError(
+                            f"filter.segment.{key}",
+                            "invalid_key",
+                            "Letters, digits, '_' and '-', at most 64 characters.",
+                        )
+                    )
+                elif not isinstance(value, str) or len(value) > 128:
+                    errors.append(
+                        FieldError(
+                            f"filter.segment.{key}",
+                            "invalid_type",
+                            "A string of at most 128 characters.",
+                        )
+                    )
+            if segment and not any(e.field.startswith("filter.segment") for e in errors):
+                cleaned["segment"] = dict(sorted(segment.items()))
+    return cleaned
+
+
+def _clean_split(raw: Any, errors: list[FieldError]) -> dict:
+    if raw is None:
+        return dict(DEFAULT_SPLIT)
+    if not isinstance(raw, dict):
+        errors.append(FieldError("split", "invalid_type", "An object."))
+        return dict(DEFAULT_SPLIT)
+    for name in sorted(set(raw) - set(SPLIT_FIELDS)):
+        errors.append(
+            FieldError(f"split.{name}", "unknown_field", f"Allowed: {', '.join(SPLIT_FIELDS)}.")
+        )
+    split = {**DEFAULT_SPLIT, **{k: v for k, v in raw.items() if k in SPLIT_FIELDS}}
+    shares_ok = True
+    for name in SPLITS:
+        value = split[name]
+        if not _is_number(value) or not 0 <= value <= 1:
+            errors.append(FieldError(f"split.{name}", "invalid_share", "A number from 0 to 1."))
+            shares_ok = False
+        else:
+            split[name] = float(value)
+    if shares_ok and abs(sum(split[name] for name in SPLITS) - 1.0) > 1e-9:
+        errors.append(
+            FieldError(
+                "split",
+                "invalid_sum",
+                "train + validation + test must be 1 (missing shares default to 0.8/0.1/0.1).",
+            )
+        )
+    key = split["key"]
+    if not isinstance(key, str) or not (
+        key == "external_id"
+        or (key.startswith(SEGMENT_PREFIX) and SEGMENT_KEY.match(key[len(SEGMENT_PREFIX) :]))
+    ):
+        errors.append(
+            FieldError("split.key", "invalid_choice", "'external_id' or 'segment.<key>'.")
+        )
+    seed = split["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        errors.append(FieldError("split.seed", "invalid_type", "An integer from 0 to 2**63 - 1."))
+    return split
+
+
+def export_request_clean(*, data: Any, project: Project) -> tuple[Queue | None, str, dict]:
+    """Validate an export request; returns (queue, format, spec) or raises naming each field."""
+    if not isinstance(data, dict):
+        raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
+    errors: list[FieldError] = []
+    for name in sorted(set(data) - set(REQUEST_FIELDS)):
+        errors.append(FieldError(name, "unknown_field", f"Allowed: {', '.join(REQUEST_FIELDS)}."))
+    fmt = data.get("format")
+    if fmt not in FORMATS:
+        errors.append(FieldError("format", "invalid_choice", f"One of {', '.join(FORMATS)}."))
+    queue = None
+    raw_queue = data.get("queue")
+    if raw_queue is not None:
+        if not isinstance(raw_queue, int) or isinstance(raw_queue, bool):
+            errors.append(FieldError("queue", "invalid_type", "A queue id or null."))
+        else:
+            queue = Queue.objects.filter(pk=raw_queue, project=project).first()
+            if queue is None:
+                raise NotFound.one("queue", "not_found", f"No queue {raw_queue} in this project.")
+    flags = {}
+    for name, default in (("include_labels", False), ("exclude_gold_from_train", True)):
+        value = data.get(name, default)
+        if not isinstance(value, bool):
+            errors.append(FieldError(name, "invalid_type", "true or false."))
+        flags[name] = bool(value) if isinstance(value, bool) else default
+    spec = {
+        "filter": _clean_filter(data.get("filter"), errors),
+        "include_labels": flags["include_labels"],
+        "split": _clean_split(data.get("split"), errors),
+        "exclude_gold_from_train": flags["exclude_gold_from_train"],
+    }
+    if errors:
+        raise InvalidInput(errors)
+    return queue, fmt, spec
+
+
+def _requester(actor: AbstractBaseUser | None, key_id: int | None) -> str:
+    if key_id:
+        return f"api-key:{key_id}"
+    if actor is not None and actor.is_authenticated and actor.pk is not None:
+        return actor.get_username()
+    return "system"
+
+
+@transaction.atomic
+def export_create(
+    *,
+    project: Project,
+    data: Any,
+    actor: AbstractBaseUser | None = None,
+    key_id: int | None = None,
+) -> Export:
+    """Record a pending export of the project's labeled items and enqueue its build."""
+    from ..tasks import export_build_task  # tasks import services; import late (cycle)
+
+    queue, fmt, spec = export_request_clean(data=data, project=project)
+    now = timezone.now()
+    export = Export.objects.create(
+        project=project,
+        queue=queue,
+        format=fmt,
+        spec=spec,
+        requested_by=actor if actor is not None and actor.pk is not None else None,
+        manifest={"requested_by": _requester(actor, key_id), "requested_at": now.isoformat()},
+    )
+    transaction.on_commit(partial(export_build_task.delay, export.pk))
+    return export
+
+
+@transaction.atomic
+def export_retry(*, export: Export) -> Export:
+    """Send a failed export back to the queue (a fresh set of attempts)."""
+    from ..tasks import export_build_task
+
+    if not Export.objects.filter(pk=export.pk, status=Export.Status.FAILED).update(
+        status=Export.Status.PENDING, attempts=0, error="", progress=0.0
+    ):
+        raise Conflict.one("status", "not_failed", "Only a failed export can be retried.")
+    transaction.on_commit(partial(export_build_task.delay, export.pk))
+    export.refresh_from_db()
+    return export
+
+
+# --- the build -------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildResult:
+    path: str
+    rows: int
+    rows_per_split: dict[str, int]
+    gold_versions: list[dict]
+    gold_groups: int
+
+
+class Progress:
+    """Reports progress at most every ``PROGRESS_SECONDS``.
+
+    On PostgreSQL the rows stream through the main connection (a COPY occupies it), so progress
+    goes through a second, autocommit connection, visible to pollers at once. Inside an outer
+    transaction (tests, or a caller's atomic block) the export row may be locked by it, so
+    progress is then only written at the end.
+    """
+
+    def __init__(
+        self,
+        *,
+        export_id: int,
+        total: int,
+        side_connection: bool,
+        same: bool,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.export_id, self.total, self.callback = export_id, max(total, 1), callback
+        self.side = connections.create_connection("default") if side_connection else None
+        self.same = same
+        self.last = time.monotonic()
+
+    def __call__(self, rows: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_SECONDS:
+            return
+        self.last = now
+        if self.callback is not None:
+            self.callback(rows, self.total)
+        # Never 1.0 before the file is in storage: "done" says that.
+        value = min(rows / self.total, 0.99)
+        if self.side is not None:
+            with self.side.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE labeling_export SET progress = %s WHERE id = %s AND status = %s",
+                    [value, self.export_id, Export.Status.RUNNING],
+                )
+        elif self.same:
+            Export.objects.filter(pk=self.export_id, status=Export.Status.RUNNING).update(
+                progress=value
+            )
+
+    def close(self) -> None:
+        if self.side is not None:
+            self.side.close()
+
+
+class SizeGuard:
+    """A file object wrapper refusing to grow past ``REDRESS_EXPORT_MAX_BYTES``."""
+
+    def __init__(self, out: IO[bytes], limit: int | None) -> None:
+        self.out, self.limit, self.written = out, limit, 0
+
+    def write(self, data) -> int:
+        self.written += len(data)
+        if self.limit is not None and self.written > self.limit:
+            raise ExportTooLarge(
+                f"The export grew past REDRESS_EXPORT_MAX_BYTES ({self.limit:,} bytes)."
+            )
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def tell(self) -> int:
+        return self.written
+
+    # pyarrow and io.TextIOWrapper probe these on the file objects they are given.
+    closed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+def _plan(export: Export) -> ExportPlan:
+    spec = export.spec or {}
+    split = SplitSpec(**{**DEFAULT_SPLIT, **(spec.get("split") or {})})
+    exclude_gold = spec.get("exclude_gold_from_train", True)
+    return ExportPlan(
+        project=export.project,
+        queue_id=export.queue_id,
+        filter=spec.get("filter") or {},
+        include_labels=bool(spec.get("include_labels")),
+        split=split,
+        gold_groups=gold_group_keys(project=export.project, spec=split) if exclude_gold else [],
+    )
+
+
+def export_build(
+    *,
+    export_id: int,
+    portable: bool | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Export | None:
+    """Build a pending export (the Celery task's body). Idempotent: only a pending export is
+    claimed, so a retry or a duplicate delivery does the job once.
+
+    ``portable`` forces the ORM path (default: PostgreSQL COPY on PostgreSQL, ORM elsewhere);
+    ``on_progress(rows, total)`` is called as rows are written (the command's progress bar).
+    """
+    claimed = Export.objects.filter(pk=export_id, status=Export.Status.PENDING).update(
+        status=Export.Status.RUNNING,
+        started_at=timezone.now(),
+        finished_at=None,
+        attempts=F("attempts") + 1,
+        progress=0.0,
+        error="",
+    )
+    export = (
+        Export.objects.select_related("project", "queue", "requested_by")
+        .filter(pk=export_id)
+        .first()
+    )
+    if not claimed or export is None:  # done, failed, taken by another worker, or deleted
+        return export
+    attempt = export.attempts
+    mine = Export.objects.filter(pk=export_id, status=Export.Status.RUNNING, attempts=attempt)
+    result = None
+    try:
+        result = _build_file(export, portable=portable, on_progress=on_progress)
+        checksum, size = _sha256(result.path)
+        name = _store(export, result.path, checksum)
+        manifest = {
+            **(export.manifest or {}),
+            **_manifest(export, result),
+            "sha256": checksum,
+            "size_bytes": size,
+            "file": name,
+            "built_at": timezone.now().isoformat(),
+            "attempt": attempt,
+        }
+        updated = mine.update(
+            status=Export.Status.DONE,
+            progress=1.0,
+            rows=result.rows,
+            rows_per_split=result.rows_per_split,
+            checksum=checksum,
+            size_bytes=size,
+            manifest=manifest,
+            file=name,
+            finished_at=timezone.now(),
+        )
+        if not updated:
+            # The recovery sweep took this export over meanwhile; the newer attempt owns it.
+            default_storage.delete(name)
+    except OperationalError as exc:
+        # Transient (a lost connection, a failover): give the attempt back for a retry.
+        connection.close_if_unusable_or_obsolete()
+        if attempt < MAX_ATTEMPTS:
+            mine.update(status=Export.Status.PENDING, error=f"attempt {attempt}: {exc}")
+            raise
+        mine.update(status=Export.Status.FAILED, error=str(exc), finished_at=timezone.now())
+    except Exception as exc:  # every other error is the export's outcome, not the task's
+        mine.update(
+            status=Export.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}"[:5000],
+            finished_at=timezone.now(),
+        )
+    finally:
+        if result is not None and os.path.exists(result.path):
+            os.unlink(result.path)
+    export.refresh_from_db()
+    return export
+
+
+def _build_file(export: Export, *, portable: bool | None, on_progress=None) -> BuildResult:
+    use_copy = connection.vendor == "postgresql" and not portable
+    outer_atomic = connection.in_atomic_block
+    suffix = f".{export.format}"
+    # A worker killed mid-build leaves its temporary files behind; the next attempt on this
+    # machine removes them (files are named after the export).
+    for stale in Path(tempfile.gettempdir()).glob(f"redress-export-{export.pk}-*"):
+        stale.unlink(missing_ok=True)
+    fd, path = tempfile.mkstemp(prefix=f"redress-export-{export.pk}-", suffix=suffix)
+    limit = getattr(settings, "REDRESS_EXPORT_MAX_BYTES", None)
+    try:
+        with open(fd, "wb") as raw, transaction.atomic():
+            if connection.vendor == "postgresql" and not outer_atomic:
+                # One snapshot for the counts, the gold keys and the rows.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            plan = _plan(export)
+            out = SizeGuard(raw, limit)
+            columns = export_columns(include_labels=plan.include_labels)
+            if use_copy:
+                rows, per_split = _write_postgres(
+                    export, plan, out, columns, outer_atomic, on_progress
+                )
+            else:
+                rows, per_split = _write_portable(export, plan, out, columns, on_progress)
+            touched = gold_versions_touched(items=plan.items(), project=export.project)
+        return BuildResult(path, rows, per_split, touched, len(plan.gold_groups))
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+def _write_portable(
+    export: Export, plan: ExportPlan, out, columns, on_progress=None
+) -> tuple[int, dict]:
+    total = plan.items().count()
+    progress = Progress(
+        export_id=export.pk, total=total, side_connection=False, same=True, callback=on_progress
+    )
+    writer = writer_for(export.format, out, columns)
+    per_split: Counter[str] = Counter()
+    for chunk in export_rows_portable(plan=plan):
+        writer.write_rows(chunk)
+        per_split.update(row["split"] for row in chunk)
+        progress(writer.rows)
+    writer.close()
+    return writer.rows, {name: per_split.get(name, 0) for name in SPLITS}
+
+
+def _write_postgres(
+    export: Export, plan: ExportPlan, out, columns, outer_atomic: bool, on_progress=None
+) -> tuple[int, dict]:
+    count_sql, count_params = export_count_sql(plan=plan)
+    with connection.cursor() as cursor:
+        # JIT compiles this once-per-export query for seconds and wins nothing back.
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(count_sql, count_params)
+        total, low, high = cursor.fetchone()
+        snapshot = None
+        if not outer_atomic:
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+    # Extra streams read the same snapshot on their own connections; inside an outer
+    # transaction (tests) the rows may be uncommitted, so one stream does it all.
+    streams = 1 if snapshot is None or total < PARALLEL_MIN_ROWS else stream_count()
+    ranges = _id_ranges(low, high, streams)
+    progress = Progress(
+        export_id=export.pk,
+        total=total,
+        side_connection=not outer_atomic,
+        same=False,
+        callback=on_progress,
+    )
+    parts = [
+        Part(
+            plan=plan,
+            mode=_mode(export.format),
+            id_range=r,
+            first=(n == 0),
+            prefix=f"redress-export-{export.pk}-part-",
+        )
+        for n, r in enumerate(ranges)
+    ]
+    try:
+        rows = _run_parts(export.format, parts, out, columns, progress, snapshot)
+    finally:
+        progress.close()
+        for part in parts:
+            part.discard()
+    if rows != total:
+        raise RuntimeError(f"wrote {rows} rows where the snapshot counted {total}")
+    per_split = {name: 0 for name in SPLITS}
+    for part in parts:
+        for name, count in part.splits.items():
+            per_split[name] += count
+    return rows, per_split
+
+
+FLUSH_BYTES = 1 << 20
+# Below this many rows one stream is as fast as several (connections cost more than they save).
+PARALLEL_MIN_ROWS = 50_000
+
+
+def stream_count() -> int:
+    configured = getattr(settings, "REDRESS_EXPORT_STREAMS", None)
+    return max(1, configured or min(2, os.cpu_count() or 1))
+
+
+def _mode(fmt: str) -> str:
+    return "arrow" if fmt == Export.Format.PARQUET else fmt
+
+
+def _id_ranges(low: int | None, high: int | None, streams: int) -> list[tuple[int, int] | None]:
+    """Contiguous prediction-id ranges, one per stream, in export order."""
+    if low is None or high is None or streams <= 1:
+        return [None]
+    step = (high - low + 1) / streams
+    bounds = [low + round(step * k) for k in range(streams)] + [high + 1]
+    return [(bounds[k], bounds[k + 1] - 1) for k in range(streams) if bounds[k] < bounds[k + 1]]
+
+
+class Part:
+    """One COPY stream over a range of prediction ids: straight into the export file (the
+    first) or spooled into a temporary file, appended in order once the first is done."""
+
+    def __init__(
+        self, *, plan: ExportPlan, mode: str, id_range, first: bool, prefix: str = "redress-"
+    ) -> None:
+        self.plan, self.mode, self.id_range, self.first = plan, mode, id_range, first
+        self.prefix = prefix
+        self.splits: Counter[str] = Counter()
+        self.rows = 0
+        self.spool: str | None = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+    def statement(self) -> tuple[str, dict]:
+        sql, params = export_copy_sql(plan=self.plan, mode=self.mode, id_range=self.id_range)
+        if self.mode == "jsonl":
+            return f"COPY ({sql}) TO STDOUT", params
+        header = "true" if self.mode == "csv" and self.first else "false"
+        return f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER {header})", params
+
+    def records(self, raw_connection) -> Iterator[bytes]:
+        statement, params = self.statement()
+        with raw_connection.cursor() as cursor, cursor.copy(statement, params) as copy:
+            yield from copy
+
+    def copy_into(self, raw_connection, out, progress: Progress | None, done: list[int]) -> None:
+        """Text modes: strip each record's split code, count it, write in 1 MiB blocks."""
+        codes = Counter()
+        buffer = bytearray()
+        header = self.mode == "csv" and self.first
+        for record in self.records(raw_connection):
+            if self.cancelled:
+                raise RuntimeError("cancelled")
+            if header:
+                header = False
+            else:
+                codes[record[0]] += 1
+                done[0] += 1
+            buffer += record[2:] if self.mode == "csv" else record[1:]
+            if len(buffer) >= FLUSH_BYTES:
+                _emit(self.mode, buffer, out)
+                if progress is not None:
+                    progress(done[0])
+        _emit(self.mode, buffer, out)
+        self.rows = sum(codes.values())
+        self.splits.update({SPLIT_CODES[code]: n for code, n in codes.items()})
+
+    def spool_into_file(self, raw_connection, done: list[int]) -> None:
+        fd, self.spool = tempfile.mkstemp(prefix=self.prefix)
+        with open(fd, "wb") as handle:
+            if self.mode == "arrow":
+                buffer = bytearray()
+                for record in self.records(raw_connection):
+                    if self.cancelled:
+                        raise RuntimeError("cancelled")
+                    buffer += record
+                    done[0] += 1
+                    if len(buffer) >= FLUSH_BYTES:
+                        handle.write(buffer)
+                        buffer.clear()
+                handle.write(buffer)
+            else:
+                self.copy_into(raw_connection, handle, None, done)
+
+    def discard(self) -> None:
+        if self.spool and os.path.exists(self.spool):
+            os.unlink(self.spool)
+
+
+def _on_snapshot(snapshot: str | None, work: Callable[[Any], None]) -> None:
+    """Run ``work(raw_connection)`` on a new connection reading the exported snapshot."""
+    wrapper = connections.create_connection("default")
+    try:
+        wrapper.ensure_connection()
+        raw = wrapper.connection
+        raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if snapshot:
+            # Must come first in the transaction; the id is PostgreSQL's, not user input.
+            raw.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        raw.execute("SET LOCAL jit = off")
+        work(raw)
+        raw.execute("COMMIT")
+    finally:
+        wrapper.close()
+
+
+def _run_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) -> int:
+    done = [0]  # rows read by every stream, for progress (increments happen under the GIL)
+    threads = []
+    for part in parts[1:]:
+
+        def spool(part: Part = part) -> None:
+            try:
+                _on_snapshot(snapshot, lambda raw: part.spool_into_file(raw, done))
+            except BaseException as exc:  # re-raised by the main thread below
+                part.error = exc
+
+        thread = threading.Thread(target=spool, name=f"export-part-{len(threads) + 1}")
+        thread.start()
+        threads.append(thread)
+    try:
+        connection.ensure_connection()
+        main = connection.connection
+        if fmt == Export.Format.PARQUET:
+            rows = _parquet_parts(parts, main, out, columns, progress, done, threads)
+        else:
+            parts[0].copy_into(main, out, progress, done)
+            for part, thread in zip(parts[1:], threads, strict=True):
+                thread.join()
+                if part.error is not None:
+                    raise part.error
+                with open(part.spool, "rb") as handle:
+                    while block := handle.read(FLUSH_BYTES):
+                        out.write(block)
+                part.discard()
+                progress(done[0])
+            rows = sum(part.rows for part in parts)
+    except BaseException:
+        for part in parts:
+            part.cancelled = True
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+    out.flush()
+    return rows
+
+
+def _emit(fmt: str, buffer: bytearray, out) -> None:
+    if not buffer:
+        return
+    data = bytes(buffer)
+    buffer.clear()
+    if fmt == "jsonl":
+        # COPY's text format doubles every backslash; a JSON line holds no other character
+        # COPY escapes (JSON escapes control characters itself), so this undoes it exactly.
+        data = data.replace(b"\\\\", b"\\")
+    out.write(data)
+
+
+class CopyReader(io.RawIOBase):
+    """COPY … TO STDOUT records as a readable byte stream, for pyarrow's CSV reader."""
+
+    def __init__(self, records: Iterator[bytes], done: list[int]) -> None:
+        self.records = records
+        self.pending = bytearray()
+        self.finished = False
+        self.done = done
+
+    def readable(self) -> bool:
+        return True
+
+    def peek(self) -> bool:
+        """Whether any data comes at all (reads the first record ahead)."""
+        record = next(self.records, None) if not self.pending else None
+        if record is not None:
+            self.pending += record
+            self.done[0] += 1
+        self.finished = self.finished or (record is None and not self.pending)
+        return bool(self.pending)
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.finished and (size < 0 or len(self.pending) < size):
+            record = next(self.records, None)
+            if record is None:
+                self.finished = True
+            else:
+                self.pending += record
+                self.done[0] += 1
+        if size < 0 or size >= len(self.pending):
+            data, self.pending = bytes(self.pending), bytearray()
+        else:
+            data = bytes(self.pending[:size])
+            del self.pending[:size]
+        return data
+
+    def readinto(self, target) -> int:
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+
+def _parquet_parts(parts, main, out, columns, progress, done, threads) -> int:
+    """Parquet from COPY … (FORMAT csv) parsed by pyarrow with explicit column types."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    names = [name for name, _, _ in columns]
+    kinds = {name: kind for name, kind, _ in columns}
+    read_types = {
+        name: (pa.string() if kind == "list" else ARROW_TYPES[kind]) for name, kind in kinds.items()
+    }
+    options = {
+        # One parsing thread: the database streams are the bottleneck, and each extra thread
+        # holds blocks of its own (peak memory).
+        "read_options": pacsv.ReadOptions(
+            column_names=names, block_size=256 << 10, use_threads=False
+        ),
+        # External ids and labels may hold line breaks (CSV quotes them).
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            column_types=read_types,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,  # NULL is unquoted, '' is "" in COPY csv
+            null_values=[""],
+        ),
+    }
+    writer = ParquetWriter(out, columns)
+    pool = options["memory_pool"] = writer.pool
+    empty_list = pa.scalar([], type=pa.list_(pa.string()))
+
+    def consume(reader, part: Part) -> None:
+        for batch in reader:
+            arrays = []
+            for name in names:
+                column = batch.column(name)
+                if kinds[name] == "list":
+                    split = pc.split_pattern(column, ",", memory_pool=pool)
+                    empty = pc.equal(column, "", memory_pool=pool)
+                    column = pc.if_else(empty, empty_list, split, memory_pool=pool)
+                arrays.append(column)
+            counts = pc.value_counts(batch.column("split"), memory_pool=pool).to_pylist()
+            part.splits.update({c["values"]: c["counts"] for c in counts})
+            part.rows += batch.num_rows
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=writer.schema))
+            progress(done[0])
+
+    try:
+        first = parts[0]
+        reader = CopyReader(first.records(main), done)
+        if reader.peek():  # pyarrow refuses an empty CSV: no rows, no batches
+            consume(pacsv.open_csv(reader, **options), first)
+        for part, thread in zip(parts[1:], threads, strict=True):
+            thread.join()
+            if part.error is not None:
+                raise part.error
+            if os.path.getsize(part.spool):
+                consume(pacsv.open_csv(part.spool, **options), part)
+            part.discard()
+    finally:
+        # Also on errors, so pyarrow never flushes into a closed file when collected.
+        writer.close()
+    return writer.rows
+
+
+def _sha256(path: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(FLUSH_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class _TempFile(File):
+    """A finished temporary file: FileSystemStorage moves it instead of copying."""
+
+    def temporary_file_path(self) -> str:
+        return self.name
+
+
+def _store(export: Export, path: str, checksum: str) -> str:
+    name = f"exports/{export.project.slug}/export-{export.pk}-{checksum[:12]}.{export.format}"
+    # A previous attempt may have stored this very file before dying: replace it.
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    with open(path, "rb") as handle:
+        stored = default_storage.save(name, _TempFile(handle, name=path))
+    return stored
+
+
+@cache
+def code_version() -> str:
+    """``REDRESS_CODE_VERSION``, else the package version and the git commit if there is one."""
+    configured = os.environ.get("REDRESS_CODE_VERSION")
+    if configured:
+        return configured
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("redress")
+    except PackageNotFoundError:
+        package = "0+unknown"
+    root = Path(settings.BASE_DIR)
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{package}+{commit}" if commit else package
+
+
+def _manifest(export: Export, result: BuildResult) -> dict:
+    spec = export.spec or {}
+    return {
+        "export": export.pk,
+        "project": export.project.slug,
+        "queue": export.queue_id,
+        "format": export.format,
+        "filter": spec.get("filter") or {},
+        "include_labels": bool(spec.get("include_labels")),
+        "split": spec.get("split") or DEFAULT_SPLIT,
+        "seed": (spec.get("split") or DEFAULT_SPLIT).get("seed", 0),
+        "exclude_gold_from_train": spec.get("exclude_gold_from_train", True),
+        "gold_groups_kept_out_of_train": result.gold_groups,
+        "gold_versions": result.gold_versions,
+        "rows": result.rows,
+        "rows_per_split": result.rows_per_split,
+        "columns": [
+            {"name": name, "type": kind}
+            for name, kind, _ in export_columns(include_labels=bool(spec.get("include_labels")))
+        ],
+        "order": "queue item id",
+        "code_version": code_version(),
+    }
+
+
+def exports_recover(*, stale_after_seconds: int) -> int:
+    """Hand back exports whose worker died (``running`` past the time limit) or whose message
+    was lost (``pending`` too long): they are enqueued again; after ``MAX_ATTEMPTS`` they fail.
+    """
+    from ..tasks import export_build_task
+
+    cutoff = timezone.now() - dt.timedelta(seconds=stale_after_seconds)
+    Export.objects.filter(
+        status=Export.Status.RUNNING, started_at__lt=cutoff, attempts__gte=MAX_ATTEMPTS
+    ).update(
+        status=Export.Status.FAILED,
+        error=f"The worker was lost {MAX_ATTEMPTS} times.",
+        finished_at=timezone.now(),
+    )
+    stale_running = list(
+        Export.objects.filter(status=Export.Status.RUNNING, started_at__lt=cutoff).values_list(
+            "pk", "attempts"
+        )
+    )
+    handed_back = [
+        pk
+        for pk, attempts in stale_running
+        # Keyed on the attempt: a build that finishes meanwhile keeps its result.
+        if Export.objects.filter(pk=pk, status=Export.Status.RUNNING, attempts=attempts).update(
+            status=Export.Status.PENDING, error=f"attempt {attempts}: the worker was lost"
+        )
+    ]
+    lost_messages = list(
+        Export.objects.filter(status=Export.Status.PENDING, created_at__lt=cutoff)
+        .exclude(pk__in=handed_back)
+        .values_list("pk", flat=True)
+    )
+    for pk in [*handed_back, *lost_messages]:
+        transaction.on_commit(partial(export_build_task.delay, pk))
+    return len(handed_back) + len(lost_messages)
+
+
+# --- gold-set snapshots ----------------------------------------------------------------------
+
+
+def _gold_row(item) -> dict:
+    return {
+        "key": item.key,
+        "input": item.input,
+        "output": item.output,
+        "expected_verdict": item.expected_verdict or None,
+        "expected_label": item.expected_label or None,
+        "expected_categories": list(item.expected_categories or []),
+        "segment": item.segment or {},
+        "source_external_id": item.source_external_id or None,
+        "source_model_version": item.source_model_version or None,
+        "source_agreement": item.source_agreement,
+    }
+
+
+def goldset_version_snapshot(
+    *, version: GoldSetVersion, fmt: str, chunk_size: int = 500
+) -> Iterator[bytes]:
+    """The bytes of a published version's snapshot, in chunks (items ordered by key).
+
+    Only published versions: they are frozen, so the same version always gives the same bytes.
+    """
+    if fmt not in FORMATS:
+        raise InvalidInput.one("format", "invalid_choice", f"One of {', '.join(FORMATS)}.")
+    if version.status != GoldSetVersion.Status.PUBLISHED:
+        raise Conflict.one("version", "not_published", "Only a published version can be exported.")
+    items = gold_items_for_export(version=version)
+    return _snapshot_chunks(items, fmt, chunk_size)
+
+
+def _snapshot_chunks(items, fmt: str, chunk_size: int) -> Iterator[bytes]:
+    buffer = io.BytesIO()
+    writer = writer_for(fmt, buffer, GOLD_COLUMNS)
+    # Parquet records byte offsets in its footer: its buffer is only drained at the end.
+    streaming = fmt != "parquet"
+    chunk: list[dict] = []
+    for item in items.iterator(chunk_size=chunk_size):
+        chunk.append(_gold_row(item))
+        if len(chunk) >= chunk_size:
+            writer.write_rows(chunk)
+            chunk = []
+            if streaming:
+                yield from _drain(buffer)
+    if chunk:
+        writer.write_rows(chunk)
+    writer.close()
+    yield from _drain(buffer)
+
+
+def _drain(buffer: io.BytesIO) -> Iterator[bytes]:
+    data = buffer.getvalue()
+    if data:
+        buffer.seek(0)
+        buffer.truncate()
+        yield data
+
+
+CONTENT_TYPES = {
+    "jsonl": JsonlWriter.content_type,
+    "csv": CsvWriter.content_type,
+    "parquet": ParquetWriter.content_type,
+}
+
+__all__ = [
+    "CONTENT_TYPES",
+    "export_build",
+    "export_create",
+    "export_request_clean",
+    "export_retry",
+    "exports_recover",
+    "goldset_version_snapshot",
+]

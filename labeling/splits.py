@@ -1,0 +1,201 @@
+"""Deterministic train / validation / test splits by a hash of (seed, group key).
+
+A row's split depends only on the seed and its *group key* (default the prediction's
+``external_id``; ``segment.<key>`` groups by a segment value), never on the other rows, so every
+row of a group lands in the same split, an export built twice gives the same splits, and adding
+rows never moves old ones.
+
+``group_uniform(seed, key)`` is the first 32 bits of md5("<seed>:<key>") divided by 2**32, the
+same construction as :mod:`labeling.randomness` but over a text key. The split is then
+``train`` if u < train, ``validation`` if u < train + validation, else ``test``.
+
+Gold rows (predictions that are the source of an item in a published gold-set version) are kept
+out of train by default, as whole groups: a group holding a gold row that would fall in train
+goes to validation or test instead, in proportion of their shares, chosen by the same u
+rescaled (u / train, compared as u < train · share), so the move is deterministic too. With
+no validation nor test share it goes to test.
+
+The same function is available as SQL on PostgreSQL (md5 and a bit-string cast) and on SQLite
+(a Python function registered on every connection); the tests check all three agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db.backends.signals import connection_created
+from django.db.models import Case, CharField, Expression, F, FloatField, Func, Q, Value, When
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce
+
+SPLITS = ("train", "validation", "test")
+SQLITE_FUNCTION = "redress_group_uniform"
+SEGMENT_PREFIX = "segment."
+
+
+def group_uniform(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) that depends only on the seed and the group key."""
+    digest = hashlib.md5(f"{seed}:{key}".encode(), usedforsecurity=False).hexdigest()
+    return int(digest[:8], 16) / 4294967296.0
+
+
+@dataclass(frozen=True, slots=True)
+class SplitSpec:
+    """A validated split request: shares that sum to 1, a group key, a seed."""
+
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+    key: str = "external_id"
+    seed: int = 0
+
+    @property
+    def segment_key(self) -> str | None:
+        return self.key[len(SEGMENT_PREFIX) :] if self.key.startswith(SEGMENT_PREFIX) else None
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        """Upper bounds of train and validation on u, computed once so Python and SQL compare
+        u with the very same doubles."""
+        return self.train, self.train + self.validation
+
+    @property
+    def gold_share(self) -> float:
+        """Share of a gold group's rescaled u that goes to validation (the rest to test)."""
+        rest = self.validation + self.test
+        return self.validation / rest if rest > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "train": self.train,
+            "validation": self.validation,
+            "test": self.test,
+            "key": self.key,
+            "seed": self.seed,
+        }
+
+
+def split_of(u: float, spec: SplitSpec, *, gold: bool = False) -> str:
+    """The split of a group with uniform ``u``; ``gold`` groups are kept out of train."""
+    train_until, validation_until = spec.thresholds
+    if u < train_until:
+        if not gold:
+            return "train"
+        # Rescaled, u / train is uniform in [0, 1) given u < train: place the group among the
+        # rest. Written as a product so SQL (which compares the same way) agrees to the bit.
+        return "validation" if u < spec.train * spec.gold_share else "test"
+    if u < validation_until:
+        return "validation"
+    return "test"
+
+
+def group_key_of(spec: SplitSpec, *, external_id: str, segment: dict | None) -> str:
+    """The group key of a row, as the SQL expressions compute it (missing segment value: "")."""
+    name = spec.segment_key
+    if name is None:
+        return external_id
+    value = (segment or {}).get(name)
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def split_for_row(
+    spec: SplitSpec, *, external_id: str, segment: dict | None, gold_groups: set[str]
+) -> str:
+    key = group_key_of(spec, external_id=external_id, segment=segment)
+    return split_of(group_uniform(spec.seed, key), spec, gold=key in gold_groups)
+
+
+# --- SQL -------------------------------------------------------------------------------------
+
+
+def _register_sqlite(sender, connection, **kwargs) -> None:
+    if connection.vendor == "sqlite":
+        connection.connection.create_function(
+            SQLITE_FUNCTION, 2, lambda seed, key: group_uniform(seed, key), deterministic=True
+        )
+
+
+connection_created.connect(_register_sqlite, dispatch_uid="redress-group-uniform")
+
+
+class GroupUniform(Func):
+    """``GroupUniform(Value(seed), <text expression>)``: :func:`group_uniform` in SQL."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return super().as_sql(compiler, connection, function=SQLITE_FUNCTION, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = (
+            "(('x' || substr(md5(CAST(%(expressions)s AS text)), 1, 8))::bit(32)::bigint"
+            "::double precision / 4294967296.0)"
+        )
+        return super().as_sql(
+            compiler, connection, template=template, arg_joiner=" AS text) || ':' || CAST(", **extra
+        )
+
+
+def group_key_expression(spec: SplitSpec, prefix: str = "prediction__") -> Expression:
+    """The group key of a queue item (``prefix`` reaches the prediction) as a Django expression."""
+    name = spec.segment_key
+    if name is None:
+        return F(f"{prefix}external_id")
+    return Coalesce(KeyTextTransform(name, f"{prefix}segment"), Value(""), output_field=CharField())
+
+
+def split_expression(spec: SplitSpec, *, gold_groups: Sequence[str], u: str = "split_u") -> Case:
+    """``CASE`` giving the split from an annotated uniform ``u`` and group key ``split_key``."""
+    train_until, validation_until = spec.thresholds
+    whens = []
+    if gold_groups:
+        gold = Q(split_key__in=list(gold_groups)) & Q(**{f"{u}__lt": train_until})
+        # Same rescaling as split_of: u / train against the validation share of the rest.
+        whens.append(
+            When(
+                gold & Q(**{f"{u}__lt": train_until * spec.gold_share}),
+                then=Value("validation"),
+            )
+        )
+        whens.append(When(gold, then=Value("test")))
+    whens += [
+        When(**{f"{u}__lt": train_until}, then=Value("train")),
+        When(**{f"{u}__lt": validation_until}, then=Value("validation")),
+    ]
+    return Case(*whens, default=Value("test"), output_field=CharField())
+
+
+def sql_group_uniform(seed_sql: str, key_sql: str) -> str:
+    """:func:`group_uniform` as a PostgreSQL expression over two SQL snippets."""
+    return (
+        f"(('x' || substr(md5(CAST({seed_sql} AS text) || ':' || CAST({key_sql} AS text)), 1, 8))"
+        "::bit(32)::bigint::double precision / 4294967296.0)"
+    )
+
+
+def sql_split_case(spec: SplitSpec, *, u_sql: str, gold_sql: str | None) -> str:
+    """The split for PostgreSQL; ``gold_sql`` is a boolean expression (or None).
+
+    ``width_bucket`` counts the thresholds at or below u, so ``u_sql`` (an md5) is evaluated
+    once per row; thresholds are written with ``repr`` so PostgreSQL compares u with the very
+    doubles Python uses. A gold group below train goes to validation under train · share
+    (the rescaling of :func:`split_of`, without a division) and to test above it.
+    """
+    train_until, validation_until = spec.thresholds
+    plain = (
+        f"(ARRAY['train', 'validation', 'test'])[width_bucket({u_sql}, "
+        f"ARRAY[{train_until!r}, {validation_until!r}]::float8[]) + 1]"
+    )
+    if not gold_sql:
+        return plain
+    gold = (
+        f"(ARRAY['validation', 'test', 'validation', 'test'])[width_bucket({u_sql}, "
+        f"ARRAY[{train_until * spec.gold_share!r}, {train_until!r}, {validation_until!r}]"
+        "::float8[]) + 1]"
+    )
+    return f"(CASE WHEN {gold_sql} THEN {gold} ELSE {plain} END)"
