@@ -37,6 +37,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value is not None else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = env_str(name)
+    return float(value) if value is not None else default
+
+
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
     value = env_str(name)
     if value is None:
@@ -184,9 +189,23 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": 300.0,
     },
     "leases-expire": {"task": "labeling.tasks.leases_expire_task", "schedule": 60.0},
+    "exports-recover": {"task": "labeling.tasks.exports_recover_task", "schedule": 300.0},
+    "audits-recover": {"task": "labeling.tasks.audits_recover_task", "schedule": 300.0},
 }
+# Promotion to a gold set needs at least this share of an item's labels to agree with its
+# consensus (0.66: two reviewers of three); a request may ask for a stricter or looser bar.
+REDRESS_GOLD_MIN_AGREEMENT = env_float("REDRESS_GOLD_MIN_AGREEMENT", 0.66)
 # A sampling run pending or running longer than this was lost (broker outage, dead worker).
 REDRESS_SAMPLING_STALE_SECONDS = env_int("REDRESS_SAMPLING_STALE_SECONDS", 900)
+# An export still running after this was lost with its worker: past the hard time limit no
+# build can still be alive, so the sweep never takes one over.
+REDRESS_EXPORT_STALE_SECONDS = env_int(
+    "REDRESS_EXPORT_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 300
+)
+# Exports larger than this fail instead of filling the disk (bytes; unset: no limit).
+REDRESS_EXPORT_MAX_BYTES = env_int("REDRESS_EXPORT_MAX_BYTES", 0) or None
+# Audits of at most this many rows are computed in the request (201); larger ones by a worker.
+REDRESS_AUDIT_INLINE_ROWS = env_int("REDRESS_AUDIT_INLINE_ROWS", 20_000)
 
 # --- Auth, i18n, static ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -244,6 +263,7 @@ SPECTACULAR_SETTINGS = {
         "DisputeStatusEnum": "feedback.models.Feedback.DisputeStatus",
         "BatchItemStatusEnum": "feedback.api.serializers.BATCH_ITEM_STATUS_CHOICES",
         "RatingEnum": "feedback.api.serializers.RATING_CHOICES",
+        "JobStatusEnum": "labeling.models.Audit.Status",  # audits and sampling runs alike
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -6,7 +6,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from .services import claims, labels, sampling
+from .services import audits, claims, labels, sampling
 
 
 @shared_task(
@@ -40,3 +40,40 @@ def leases_expire_task() -> int:
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def queue_consensus_task(queue_id: int) -> int:
     return labels.queue_consensus_recompute(queue_id=queue_id)
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+    acks_late=True,
+)
+def export_build_task(self, export_id: int) -> str:
+    from .services.exports import export_build  # pyarrow loads only in workers that build
+
+    export = export_build(export_id=export_id)
+    return export.status if export is not None else "missing"
+
+
+@shared_task
+def exports_recover_task() -> int:
+    from .services.exports import exports_recover
+
+    return exports_recover(stale_after_seconds=settings.REDRESS_EXPORT_STALE_SECONDS)
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+    acks_late=True,
+)
+def audit_run_task(self, audit_id: int) -> str:
+    return audits.audit_run(audit_id=audit_id).status
+
+
+@shared_task
+def audits_recover_task() -> int:
+    return audits.audits_recover(stale_after_seconds=settings.REDRESS_SAMPLING_STALE_SECONDS)

@@ -73,6 +73,7 @@ TARGETS = {
     "claim_p95_ms_max": 15.0,
     "claim_duplicates": 0,
     "sampling_seconds_max": 2.0,
+    "audit_seconds_max": 5.0,
 }
 
 PROJECT_SLUG = "bench"
@@ -841,12 +842,26 @@ def bench_claims_section(bench: Bench) -> dict[str, Any]:
     }
 
 
+def bench_exports_section(bench: Bench) -> dict[str, Any]:
+    from tests.bench import export_bench
+
+    return {"exports": export_bench.bench_exports(rows=1_000_000)}
+
+
+def bench_audits_section(bench: Bench) -> dict[str, Any]:
+    from tests.bench import audit_bench
+
+    return audit_bench.bench_audits(rows=1_000_000)
+
+
 SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "http": bench_http,
     "batch_intake": bench_batch_intake,
     "copy_ceiling": bench_copy_ceiling,
     "sampling": bench_sampling_section,
     "claims": bench_claims_section,
+    "audits": bench_audits_section,
+    "exports": bench_exports_section,
 }
 
 
@@ -907,6 +922,8 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         )
     if "sampling" in report:
         meets["sampling_seconds"] = report["sampling"]["seconds"] <= TARGETS["sampling_seconds_max"]
+    if "audits" in report:
+        meets["audit_seconds"] = report["audits"]["audit_seconds"] <= TARGETS["audit_seconds_max"]
     # Not a target: whether the figures above were measured without other load on the machine.
     quiet = (
         [report["worker_classes"][report["worker_class"]]["comparable"]]

@@ -1,0 +1,291 @@
+"""Audits over REST: request one, read it, download its report, compare two. Thin views.
+
+Who: a project API key with the ``data`` scope (its own project only), or a person who is a
+data scientist or admin of the project. An ``ingest`` key, or a reviewer of the project, gets
+403; another project's audit is 404. Validation is the service's (``audit_create``), so every
+refusal names its field the same way everywhere (``segments[0]``, ``source.queue``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from feedback.api.auth import key_context
+from feedback.api.permissions import ReadsProjectData
+from feedback.api.serializers import ErrorSerializer
+from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
+from feedback.models import Membership, Project
+
+from ..audit_reports import audit_document, audits_compare, render_csv, render_json, render_markdown
+from ..models import Audit
+from ..selectors.audits import audit_projects_for_user, audits_for_project
+from ..services.audits import audit_create
+
+ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404, 409)}
+REPORT_TYPES = {
+    "json": "application/json; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "md": "text/markdown; charset=utf-8",
+}
+
+
+# --- documentation serializers (the service validates) ----------------------------------------
+
+
+class AuditSourceSerializer(serializers.Serializer):
+    queue = serializers.IntegerField(required=False, help_text="A queue's completed items.")
+    export = serializers.IntegerField(required=False, help_text="The items of an export.")
+    goldset = serializers.CharField(required=False, help_text="A gold set's slug.")
+    version = serializers.IntegerField(required=False, help_text="With goldset: its version.")
+    model_version = serializers.CharField(
+        required=False,
+        help_text="With goldset: whose predictions are scored (required). Otherwise an "
+        "optional filter on the predictions' model version.",
+    )
+
+
+class AuditCreateSerializer(serializers.Serializer):
+    project = serializers.SlugField()
+    source = AuditSourceSerializer(help_text="Exactly one of queue, export or goldset.")
+    segments = serializers.ListField(child=serializers.CharField(), min_length=1, max_length=5)
+    intersectional = serializers.BooleanField(default=False)
+    positive_label = serializers.CharField(required=False, allow_null=True, default=None)
+    reference = serializers.JSONField(
+        required=False,
+        default="overall",
+        help_text='"overall" (every audited row) or a segment, e.g. {"locale": "en-US"}.',
+    )
+    min_n = serializers.IntegerField(default=30, min_value=1)
+    tolerance = serializers.FloatField(default=0.05, min_value=0, max_value=1)
+    confidence = serializers.FloatField(default=0.95, min_value=0.5, max_value=0.999)
+    weighted = serializers.BooleanField(default=True)
+
+
+class AuditAcceptedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Audit.Status.choices)
+
+
+class AuditSerializer(serializers.Serializer):
+    """The audit: inputs, state, and when done its result (see API.md, "Audits")."""
+
+    id = serializers.IntegerField()
+    project = serializers.SlugField()
+    status = serializers.ChoiceField(choices=Audit.Status.choices)
+    progress = serializers.FloatField()
+    source = serializers.DictField()
+    model_version = serializers.CharField(allow_null=True)
+    params = serializers.DictField()
+    error = serializers.CharField(allow_blank=True)
+    requested_by = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    scope = serializers.DictField(allow_null=True)
+    method = serializers.DictField(allow_null=True)
+    reference = serializers.DictField(allow_null=True)
+    overall = serializers.DictField(
+        allow_null=True, help_text='{"n", "weighted_n", "effective_n", "metrics": {...}}'
+    )
+    segments = serializers.ListField(
+        child=serializers.DictField(),
+        help_text='[{"segment": {...}, "n", "weighted_n", "effective_n", "insufficient", '
+        '"flagged", "metrics": {"error_rate": {"value", "ci_low", "ci_high", "difference", '
+        '"ratio", "flagged", ...}, ...}}]',
+    )
+    flagged = serializers.ListField(child=serializers.DictField())
+    comparisons = serializers.IntegerField(allow_null=True)
+    caveats = serializers.ListField(child=serializers.CharField())
+    seconds = serializers.FloatField(allow_null=True)
+
+
+class AuditListSerializer(serializers.Serializer):
+    results = AuditSerializer(many=True)
+
+
+# --- access ------------------------------------------------------------------------------------
+
+
+def _caller_project_ids(request: Request) -> list[int] | None:
+    """Projects the caller may audit (None: a key without the data scope)."""
+    context = key_context(request)
+    if context is not None:
+        return [context.project_id] if context.has_scope("data") else None
+    return list(audit_projects_for_user(user=request.user).values_list("pk", flat=True))
+
+
+def _member_elsewhere(request: Request, project_id: int) -> bool:
+    """A person who belongs to the project, but in a role that does not read audits."""
+    return (
+        key_context(request) is None
+        and Membership.objects.filter(user=request.user, project_id=project_id).exists()
+    )
+
+
+def get_audit(request: Request, pk: int) -> Audit:
+    audit = Audit.objects.select_related("project").filter(pk=pk).first()
+    allowed = _caller_project_ids(request) or []
+    if audit is not None and audit.project_id in allowed:
+        return audits_for_project(project_id=audit.project_id).get(pk=pk)
+    if audit is not None and _member_elsewhere(request, audit.project_id):
+        raise PermissionDenied("Audits are for the project's data scientists and admins.")
+    raise NotFound(FieldError("id", "not_found", f"No audit {pk} of yours."))
+
+
+def _no_query(request: Request, allowed: set[str]) -> None:
+    for name in request.query_params:
+        if name not in allowed:
+            raise InvalidInput.one(name, "unknown_parameter", "Unknown query parameter.")
+
+
+# --- views -------------------------------------------------------------------------------------
+
+
+class AuditListView(APIView):
+    permission_classes = [ReadsProjectData]
+
+    @extend_schema(
+        operation_id="audits_list",
+        parameters=[OpenApiParameter("project", str, description="A project's slug.")],
+        responses={200: AuditListSerializer, **ERRORS},
+        description="The latest 100 audits of the caller's projects, newest first.",
+    )
+    def get(self, request: Request) -> Response:
+        _no_query(request, {"project"})
+        allowed = _caller_project_ids(request) or []
+        audits = Audit.objects.filter(project_id__in=allowed).select_related(
+            "project", "requested_by"
+        )
+        if "project" in request.query_params:
+            audits = audits.filter(project__slug=request.query_params["project"])
+        return Response({"results": [audit_document(a) for a in audits.order_by("-id")[:100]]})
+
+    @extend_schema(
+        operation_id="audits_create",
+        request=AuditCreateSerializer,
+        responses={201: AuditSerializer, 202: AuditAcceptedSerializer, **ERRORS},
+        description="Small sources are computed at once (201 with the result); larger ones by "
+        'a worker (202 {"id", "status"}: poll GET /audits/{id}).',
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data
+        if not isinstance(data, dict):
+            raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
+        project = self._project(request, data.get("project"))
+        actor = request.user if key_context(request) is None else None
+        audit = audit_create(project=project, data=data, actor=actor)
+        if audit.status == Audit.Status.PENDING:
+            return Response(
+                {"id": audit.pk, "status": audit.status}, status=status.HTTP_202_ACCEPTED
+            )
+        audit = audits_for_project(project_id=project.pk).get(pk=audit.pk)
+        return Response(audit_document(audit), status=status.HTTP_201_CREATED)
+
+    def _project(self, request: Request, slug: Any) -> Project:
+        if slug is None:
+            raise InvalidInput.one("project", "required", "The project's slug.")
+        if not isinstance(slug, str):
+            raise InvalidInput.one("project", "invalid_type", "The project's slug.")
+        allowed = _caller_project_ids(request)
+        if allowed is None:
+            raise PermissionDenied("Audits take an API key with the 'data' scope.")
+        project = Project.objects.filter(slug=slug).first()
+        if project is not None and project.pk in allowed:
+            return project
+        if project is not None and _member_elsewhere(request, project.pk):
+            raise PermissionDenied("Audits are for the project's data scientists and admins.")
+        raise NotFound(FieldError("project", "not_found", f"No project {slug!r} of yours."))
+
+
+class AuditDetailView(APIView):
+    permission_classes = [ReadsProjectData]
+
+    @extend_schema(operation_id="audits_retrieve", responses={200: AuditSerializer, **ERRORS})
+    def get(self, request: Request, pk: int) -> Response:
+        _no_query(request, set())
+        return Response(audit_document(get_audit(request, pk)))
+
+
+class ReportNegotiation(DefaultContentNegotiation):
+    """``?format=csv|json|md`` names the report, not a DRF renderer: never 404 on it. Errors
+    are still JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class AuditReportView(APIView):
+    permission_classes = [ReadsProjectData]
+    content_negotiation_class = ReportNegotiation
+
+    @extend_schema(
+        operation_id="audits_report",
+        parameters=[
+            OpenApiParameter("format", str, enum=list(REPORT_TYPES), description="Default json."),
+        ],
+        responses={
+            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR),
+            (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR),
+            **ERRORS,
+        },
+        description="The report of a finished audit as a download: JSON (the audit), CSV (one "
+        "row per segment and figure) or Markdown (a model-card section). 409 until done.",
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        _no_query(request, {"format"})
+        kind = request.query_params.get("format", "json")
+        if kind not in REPORT_TYPES:
+            raise InvalidInput.one("format", "invalid_choice", "One of csv, json, md.")
+        audit = get_audit(request, pk)
+        if audit.status != Audit.Status.DONE:
+            raise Conflict.one(
+                "status", "not_ready", f"The audit is {audit.status}; its report comes when done."
+            )
+        body = {"json": render_json, "csv": render_csv, "md": render_markdown}[kind](audit)
+        response = HttpResponse(body, content_type=REPORT_TYPES[kind])
+        response["Content-Disposition"] = f'attachment; filename="audit-{audit.pk}.{kind}"'
+        return response
+
+
+class AuditCompareView(APIView):
+    permission_classes = [ReadsProjectData]
+
+    @extend_schema(
+        operation_id="audits_compare",
+        parameters=[
+            OpenApiParameter("against", int, required=True, description="The other audit's id."),
+            OpenApiParameter("metric", str, description="Default error_rate."),
+        ],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), **ERRORS},
+        description="Two audits side by side, segment by segment (say, two model versions): "
+        "the figure in each (a = `against`, b = this audit), the change b - a, and its "
+        "Newcombe interval.",
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        _no_query(request, {"against", "metric"})
+        against = request.query_params.get("against", "")
+        if not against.isdigit():
+            raise InvalidInput.one("against", "invalid_type", "The other audit's id.")
+        b = get_audit(request, pk)
+        a = get_audit(request, int(against))
+        for audit in (a, b):
+            if audit.status != Audit.Status.DONE:
+                raise Conflict.one("status", "not_ready", f"Audit {audit.pk} is {audit.status}.")
+        metric = request.query_params.get("metric", "error_rate")
+        known = set((a.result or {}).get("overall", {}).get("metrics", {}))
+        if metric not in known:
+            raise InvalidInput.one(
+                "metric", "invalid_choice", f"One of {', '.join(sorted(known))}."
+            )
+        return Response(audits_compare(a, b, metric=metric))
