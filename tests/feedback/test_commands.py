@@ -82,10 +82,10 @@ def test_seed_demo_is_idempotent():
     second = run("seed_demo")
 
     project = Project.objects.get(slug="demo")
-    assert "300 predictions" in first
+    assert "1500 predictions" in first
     assert "2 queues with" in first
     assert "nothing to do" in second
-    assert Prediction.objects.filter(project=project).count() == 300
+    assert Prediction.objects.filter(project=project).count() == 1500
     assert Feedback.objects.filter(project=project, kind="dispute").exists()
     assert Feedback.objects.filter(comment__contains="[EMAIL]").exists()
     demo = get_user_model().objects.get(username="demo")

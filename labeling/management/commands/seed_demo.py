@@ -1,5 +1,9 @@
-"""Demo data: a project, its taxonomy, predictions with segments, feedback and disputes, and
-people to log in with. Idempotent: running it again adds nothing."""
+"""Demo data: a project, its taxonomy, predictions with segments, feedback and disputes,
+queues, labels by two simulated reviewers, a published gold set served as hidden checks, an
+audit, and people to log in with. Idempotent: running it again adds nothing.
+
+The model is deliberately worse for the 65+ age band, so the demo audit has a real finding.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,16 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from feedback.models import Membership, Project
-from feedback.selectors import project_context
+from feedback.selectors import active_categories, project_context
 from feedback.services.intake import feedback_submit, predictions_log
 from feedback.services.projects import membership_grant, project_create
-from labeling.models import SamplingRun
-from labeling.services.queues import queue_create
+from labeling.models import GoldSet, QueueItem, SamplingRun
+from labeling.services.audits import audit_create
+from labeling.services.claims import queue_claim_next
+from labeling.services.goldsets import gold_item_promote, goldset_version_publish
+from labeling.services.goldsets import goldset_create as gold_set_create
+from labeling.services.labels import item_label_submit
+from labeling.services.queues import queue_create, queue_update
 from labeling.services.sampling import policy_of, sampling_run_execute
 
 SLUG = "demo"
@@ -44,7 +53,7 @@ class Command(BaseCommand):
     help = "Load demo data (project 'demo', predictions, feedback, disputes, user demo/demo)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--predictions", type=int, default=300)
+        parser.add_argument("--predictions", type=int, default=1500)
 
     def handle(self, *args, predictions: int, **options):
         if Project.objects.filter(slug=SLUG).exists():
@@ -57,7 +66,10 @@ class Command(BaseCommand):
         items = []
         for n in range(predictions):
             intent = rng.choice(INTENTS)
-            predicted = intent if rng.random() < 0.8 else rng.choice(INTENTS)
+            age_band = rng.choice(AGE_BANDS)
+            # The demo model is worse for older users: the audit should find it.
+            hit_rate = 0.6 if age_band == "65+" else 0.85
+            predicted = intent if rng.random() < hit_rate else rng.choice(INTENTS)
             items.append(
                 {
                     "external_id": f"chat-{n:05d}",
@@ -73,7 +85,7 @@ class Command(BaseCommand):
                     "segment": {
                         "locale": rng.choice(LOCALES),
                         "device": rng.choice(DEVICES),
-                        "age_band": rng.choice(AGE_BANDS),
+                        "age_band": age_band,
                     },
                     "occurred_at": (now - timedelta(minutes=5 * (predictions - n))).isoformat(),
                 }
@@ -102,9 +114,10 @@ class Command(BaseCommand):
         results = feedback_submit(context=context, items=feedback)
         stored = sum(result.ok for result in results)
 
-        membership_grant(
-            project=project, username="demo", role=Membership.Role.REVIEWER, password="demo"
-        )
+        for username in ("demo", "ann", "ben"):
+            membership_grant(
+                project=project, username=username, role=Membership.Role.REVIEWER, password="demo"
+            )
         if settings.DEBUG:
             user_model = get_user_model()
             if not user_model.objects.filter(username="admin").exists():
@@ -130,13 +143,13 @@ class Command(BaseCommand):
                 "instructions": "Is the reply correct and helpful for the customer's message?",
                 "label_choices": INTENTS,
                 "overlap": 1,
-                "reviewers": ["demo"],
+                "reviewers": ["demo", "ann", "ben"],
                 "sampling": {
                     "strategy": "stratified",
-                    "size": 60,
+                    "size": 500,
                     "strata": ["locale"],
                     "allocation": "minimum",
-                    "min_per_stratum": 10,
+                    "min_per_stratum": 60,
                     "seed": 7,
                     "schedule_minutes": 1440,
                 },
@@ -148,8 +161,80 @@ class Command(BaseCommand):
                 queue=queue, seed=7, policy=policy_of(queue), trigger="seed_demo"
             )
             queued += sum(sampling_run_execute(run_id=run.pk).sampled.values())
+        labeled = self._simulate_reviewers(project, weekly, rng)
+        gold = self._gold_checks(project, weekly)
+        audit = audit_create(
+            project=project,
+            data={
+                "project": SLUG,
+                "source": {"queue": weekly.pk},
+                "segments": ["age_band", "locale"],
+                "intersectional": False,
+                "positive_label": "refund",
+            },
+            run="now",
+        )
         self.stdout.write(
             f"Demo project {SLUG!r}: {len(items)} predictions, {stored} feedback; "
-            f"2 queues with {queued} items; log in as demo/demo (reviewer)"
+            f"2 queues with {queued} items, {labeled} labeled by ann and ben; gold set "
+            f"{gold.slug!r} v1 served as hidden checks; audit {audit.pk} ({audit.status}); "
+            "log in as demo/demo (reviewer)"
             + (" or admin/admin (superuser)" if settings.DEBUG else "")
         )
+
+    def _simulate_reviewers(self, project: Project, queue, rng: random.Random) -> int:
+        """ann and ben label most of the weekly sample, through the same services as people:
+        mostly right, so consensus and agreement look like real work. demo/demo keeps the rest.
+        """
+        user_model = get_user_model()
+        categories = set(active_categories(project_id=project.pk))
+        total = QueueItem.objects.filter(queue=queue).count()
+        labeled = 0
+        for username in ("ann", "ben") * total:
+            if labeled >= total * 0.8:
+                break
+            reviewer = user_model.objects.get(username=username)
+            lease = queue_claim_next(queue=queue, reviewer=reviewer)
+            if lease is None:
+                break
+            item = QueueItem.objects.select_related("prediction").get(pk=lease.item_id)
+            intent = item.prediction.input["message"] if item.prediction else ""
+            truth = next(
+                (name for name, text in QUESTIONS.items() if text.split("{")[0] in intent),
+                "other",
+            )
+            right = item.prediction is not None and item.prediction.label == truth
+            if rng.random() < 0.05:  # reviewers are not perfect either
+                right = not right
+            item_label_submit(
+                item_id=item.pk,
+                reviewer=reviewer,
+                data={
+                    "verdict": "correct" if right else "incorrect",
+                    "true_label": truth,
+                    "categories": [] if right else ["incorrect"],
+                    "seconds_spent": round(rng.uniform(4, 40), 1),
+                },
+                categories=categories,
+            )
+            labeled += 1
+        return labeled
+
+    def _gold_checks(self, project: Project, queue) -> GoldSet:
+        """Promote a dozen completed items into a gold set, publish it, and serve it as hidden
+        checks in the weekly queue (10% of claims)."""
+        gold_set = gold_set_create(
+            project=project,
+            slug="support-checks",
+            name="Support answers checked by hand",
+            description="A dozen replies whose verdict two reviewers would sign.",
+        )
+        draft = gold_set.versions.get(number=1)
+        completed = QueueItem.objects.filter(
+            queue=queue, status=QueueItem.Status.COMPLETE, gold_item__isnull=True
+        ).order_by("id")[:12]
+        for item in completed:
+            gold_item_promote(version=draft, item_id=item.pk)
+        goldset_version_publish(version=draft, notes="Seeded by seed_demo.")
+        queue_update(queue=queue, data={"gold_set": gold_set.slug, "gold_rate": 0.1})
+        return gold_set

@@ -1,0 +1,38 @@
+"""The demo data shows every part working: labels, consensus, a published gold set served as
+hidden checks, and an audit that finds the segment the demo model is worse for."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from labeling.models import Audit, GoldItem, Label, Queue, QueueItem
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_builds_a_reviewed_queue_gold_checks_and_an_audit():
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+
+    weekly = Queue.objects.get(project__slug="demo", name="Weekly quality sample")
+    complete = QueueItem.objects.filter(queue=weekly, status="complete", gold_item__isnull=True)
+    assert 0 < complete.count() < QueueItem.objects.filter(queue=weekly).count()  # work left
+    assert Label.objects.filter(item__queue=weekly).count() == complete.count()  # overlap 1
+    assert all(item.consensus["verdict"] in ("correct", "incorrect") for item in complete)
+
+    assert weekly.gold_set.slug == "support-checks" and weekly.gold_rate == 0.1
+    version = weekly.gold_set.versions.get(number=1)
+    assert version.status == "published" and len(version.checksum) == 64
+    assert GoldItem.objects.filter(version=version).count() == 12
+
+    audit = Audit.objects.get(project__slug="demo")
+    assert audit.status == "done"
+    flagged = [
+        segment["segment"]
+        for segment in audit.result["segments"]
+        if segment["metrics"]["error_rate"].get("flagged")
+    ]
+    assert flagged == [{"age_band": "65+"}]
