@@ -37,6 +37,7 @@ from ..audit_reports import (
 )
 from ..models import Audit
 from ..selectors.audits import audit_projects_for_user
+from .access import reads_project_data
 
 
 @admin.register(Audit)
@@ -70,18 +71,10 @@ class AuditAdmin(admin.ModelAdmin):
         return queryset.filter(project__in=self._readable(request))
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return (
-            request.user.is_active
-            and request.user.is_staff
-            and (request.user.is_superuser or self._readable(request).exists())
-        )
+        return reads_project_data(request)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if not self.has_module_permission(request):
-            return False
-        if obj is None or request.user.is_superuser:
-            return True
-        return self._readable(request).filter(pk=obj.project_id).exists()
+        return reads_project_data(request, obj.project_id if obj else None)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -25,6 +25,7 @@ from feedback.selectors import projects_for_user
 from ..models import Export, Queue
 from ..selectors import READ_ROLES
 from ..services.exports import export_create, export_retry
+from .access import reads_project_data
 
 
 def _readable_projects(request: HttpRequest) -> QuerySet[Project]:
@@ -135,12 +136,7 @@ class ExportAdmin(admin.ModelAdmin):
         return queryset.filter(project__in=_readable_projects(request))
 
     def _reads(self, request: HttpRequest, obj: Export | None = None) -> bool:
-        if not (request.user.is_active and request.user.is_staff):
-            return False
-        if request.user.is_superuser:
-            return True
-        projects = _readable_projects(request)
-        return (projects.filter(pk=obj.project_id) if obj else projects).exists()
+        return reads_project_data(request, obj.project_id if obj else None)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self._reads(request)

@@ -31,7 +31,7 @@ from feedback.errors import ServiceError
 from feedback.models import Project
 
 from ..models import GoldItem, GoldSet, GoldSetVersion, QueueItem
-from ..selectors.gold import gold_projects_for, goldset_list, goldset_versions_diff_detail
+from ..selectors.gold import goldset_list, goldset_versions_diff_detail
 from ..services.goldsets import (
     gold_item_add,
     gold_item_promote,
@@ -44,6 +44,7 @@ from ..services.goldsets import (
     goldset_version_publish,
     min_agreement_setting,
 )
+from .access import data_project_ids
 from .queues import CommaListField
 
 # The promotion page pins the selected ids in hidden inputs (see feedback's resolve action).
@@ -57,16 +58,7 @@ def _errors(exc: ServiceError) -> str:
 # --- who may curate gold ---------------------------------------------------------------------
 
 
-def gold_project_ids(request: HttpRequest) -> set[int] | None:
-    """Projects whose gold the person curates (None: every project, a superuser). Cached on the
-    request: the admin asks for permissions many times per page."""
-    if request.user.is_superuser:
-        return None
-    cached = getattr(request, "_gold_project_ids", None)
-    if cached is None:
-        cached = set(gold_projects_for(user=request.user).values_list("pk", flat=True))
-        request._gold_project_ids = cached  # type: ignore[attr-defined]
-    return cached
+gold_project_ids = data_project_ids  # gold is curated by the data roles
 
 
 def curates(request: HttpRequest, project_id: int | None = None) -> bool:
