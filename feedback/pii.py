@@ -29,6 +29,7 @@ PHONE = re.compile(
     r"\d{2,5}(?:[\s.\-]?\d{2,5}){1,4}"  # groups of digits
     r"(?!\w)"
 )
+DIGIT = re.compile(r"\d")  # every pattern below that needs a digit matches it with \d
 DATE_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
 
 
@@ -75,7 +76,7 @@ def scrub_text(text: str) -> str:
     """Return ``text`` with personal data replaced by placeholders."""
     if not text:
         return text
-    has_digit = any(ch.isdigit() for ch in text)
+    has_digit = DIGIT.search(text) is not None  # a C scan: a generator showed in the profile
     if "@" in text:
         text = EMAIL.sub("[EMAIL]", text)
     if ":" in text:

@@ -37,10 +37,15 @@ class KeyContext:
 def api_key_context(raw_key: str) -> KeyContext | None:
     """Resolve a raw key to its context, or None when unknown or revoked."""
     key_hash = hash_key(raw_key)
-    cache_key = cache_key_for_hash(key_hash)
-    cached = cache.get(cache_key)
+    cached = cache.get(cache_key_for_hash(key_hash))
     if cached is not None:
         return cached or None  # False caches "unknown or revoked"
+    return api_key_context_load(key_hash)
+
+
+def api_key_context_load(key_hash: str) -> KeyContext | None:
+    """The context of a key not in the cache, from the database; cached for the next ones."""
+    cache_key = cache_key_for_hash(key_hash)
     key = (
         ApiKey.objects.select_related("project")
         .filter(key_hash=key_hash, revoked_at__isnull=True)

@@ -6,6 +6,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from ..selectors import KeyContext, api_key_context
+from ..services.keys import hash_key
 
 
 class ApiKeyClient:
@@ -19,8 +20,9 @@ class ApiKeyClient:
     pk = None
     id = None
 
-    def __init__(self, context: KeyContext) -> None:
+    def __init__(self, context: KeyContext, key_hash: str) -> None:
         self.context = context
+        self.key_hash = key_hash  # names the key's rate-limit counter
 
     def __str__(self) -> str:
         return f"api-key:{self.context.key_id}"
@@ -43,7 +45,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         context = api_key_context(raw_key)
         if context is None:
             raise AuthenticationFailed("Unknown or revoked API key.")
-        return ApiKeyClient(context), context
+        return ApiKeyClient(context, hash_key(raw_key)), context
 
     def authenticate_header(self, request) -> str:
         # Makes DRF answer 401 (not 403) when credentials are missing or invalid.

@@ -15,14 +15,30 @@ Races are settled by the database's unique constraints, not by locks: when a con
 inserts the same idempotency key or external_id first, the transaction rolls back and the
 items are resolved again against what is now stored (a replay or a conflict), so two
 simultaneous requests with one key create one row. Nothing here talks to the broker.
+
+PostgreSQL has two faster write paths (the bench profile: per-statement round trips and ORM
+compilation cost more than the rows themselves):
+
+- one item referring to a logged prediction (the single endpoint's common case) is one
+  statement in autocommit: a data-modifying CTE that resolves the prediction, inserts the
+  feedback (``ON CONFLICT … DO NOTHING`` on the idempotency key) and its category links. When
+  it stores nothing (a key used before, an unknown prediction) the general path above answers.
+- batches reserve their ids from the sequence and ``COPY`` the rows and links, in one
+  transaction, in idempotency-key order (two batches sharing keys wait for each other instead
+  of deadlocking). A unique violation rolls it all back and the items are resolved again.
 """
 
 from __future__ import annotations
 
+import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+import psycopg
 from django.db import IntegrityError, connection, transaction
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from ..errors import FieldError
@@ -38,7 +54,12 @@ from ..validation import (
 )
 
 MAX_RACE_RETRIES = 3
+# From this many rows a batch is written with COPY on PostgreSQL (below it, the two extra
+# round trips of reserving ids and a second COPY cost more than multi-row INSERTs save).
+COPY_MIN_ROWS = 8
 CREATED, REPLAYED, INVALID, CONFLICT = 201, 200, 400, 409
+# Plain strings (not the enum members): COPY and json take them as they are.
+OPEN, DISPUTE = Feedback.DisputeStatus.OPEN.value, Feedback.Kind.DISPUTE.value
 
 
 @dataclass(slots=True)
@@ -132,23 +153,49 @@ FEEDBACK_PREDICTION_COLUMNS = ("id", "project_id", "external_id", "segment", "co
                                "occurred_at")
 
 
-def _referenced_predictions(project_id: int, external_ids: set[str]) -> dict[str, Prediction]:
+def _referenced_predictions(
+    project_id: int, external_ids: set[str], *, compared: bool = True
+) -> dict[str, Prediction]:
     """``_stored_predictions`` for feedback, in plain SQL: the ORM query cost more than the
     INSERT on the single-item path (bench profile), and loading the prediction's JSON input
-    and output cost more than validating the item on the batch path."""
+    and output cost more than validating the item on the batch path. Without ``compared`` (no
+    inline prediction to compare) content_hash and occurred_at are left to load on access."""
     if not external_ids:
         return {}
+    names = FEEDBACK_PREDICTION_COLUMNS if compared else FEEDBACK_PREDICTION_COLUMNS[:4]
     quote = connection.ops.quote_name
-    columns = ", ".join(
-        quote(Prediction._meta.get_field(name).column) for name in FEEDBACK_PREDICTION_COLUMNS
-    )
+    columns = ", ".join(quote(Prediction._meta.get_field(name).column) for name in names)
     matches, params = _any_of("external_id", external_ids)
-    rows = Prediction.objects.raw(
+    sql = (
         f"SELECT {columns} FROM {quote(Prediction._meta.db_table)} "
-        f"WHERE project_id = %s AND {matches}",
-        [project_id, *params],
+        f"WHERE project_id = %s AND {matches}"
     )
-    return {p.external_id: p for p in rows}
+    if connection.vendor != "postgresql":  # the backend's converters (SQLite: text dates)
+        return {p.external_id: p for p in Prediction.objects.raw(sql, [project_id, *params])}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project_id, *params])
+        rows = cursor.fetchall()
+    db = connection.alias  # once: each access to ``connection`` is a thread-local lookup
+    found = {}
+    for row in rows:
+        values = dict(zip(names, row, strict=True))
+        values["segment"] = json.loads(values["segment"])  # Django loads jsonb as text
+        found[values["external_id"]] = stored_instance(Prediction, values, db)
+    return found
+
+
+def stored_instance(model, values: dict[str, Any], db: str):
+    """An instance of a stored row from the values at hand, without ``Model.__init__``: its
+    per-field bookkeeping cost more than the row's share of the COPY in the batch profile
+    (1,000 feedback and 1,000 predictions per request). The result is what ``Model.from_db``
+    builds for a query of these columns: fields left out load on access, like deferred ones."""
+    instance = model.__new__(model)
+    instance.__dict__.update(values)
+    state = ModelState()
+    state.adding = False
+    state.db = db
+    instance._state = state
+    return instance
 
 
 def _any_of(column: str, values: set[str]) -> tuple[str, list[Any]]:
@@ -246,6 +293,16 @@ def feedback_submit(
     if not cleans:
         return results
 
+    if len(cleans) == 1 and connection.vendor == "postgresql":
+        index, clean = cleans[0]
+        if clean.prediction_ref is not None:
+            stored = _store_one_postgres(context, clean)
+            if stored is not None:
+                results[index].obj = stored
+                return results
+            # Nothing stored: the key was used before or the prediction is unknown (or a race
+            # lost): the general path below finds out which and answers.
+
     for attempt in range(MAX_RACE_RETRIES):
         try:
             outcome = _store_feedback(context, cleans, prefix_items)
@@ -312,11 +369,11 @@ def _store_feedback(
         if c.prediction_inline is not None
     ]
     stored_predictions = _referenced_predictions(
-        project_id, referenced | {p.external_id for _, p, _ in inline}
+        project_id, referenced | {p.external_id for _, p, _ in inline}, compared=bool(inline)
     )
     inline_outcome, to_create = _resolve_predictions(project_id, inline, stored_predictions, now)
 
-    to_insert: list[tuple[int, CleanFeedback, Feedback]] = []
+    to_insert: list[tuple[int, CleanFeedback, dict[str, Any], Prediction]] = []
     for index, clean in fresh:
         if clean.prediction_ref is not None:
             prediction = stored_predictions.get(clean.prediction_ref)
@@ -339,22 +396,29 @@ def _store_feedback(
             if status == CONFLICT:
                 outcome[index] = (CONFLICT, None, errors)
                 continue
-        to_insert.append((index, clean, _new_feedback(context, clean, prediction, now)))
+        values = _feedback_values(context, clean, prediction, now)
+        to_insert.append((index, clean, values, prediction))
 
     # 3. Write everything in one transaction.
     with transaction.atomic():
         if to_create:
             Prediction.objects.bulk_create(to_create)
-        Feedback.objects.bulk_create([feedback for _, _, feedback in to_insert])
-        links = [
-            (feedback.pk, category_id)
-            for _, clean, feedback in to_insert
-            for category_id in clean.category_ids
-        ]
-        if links:
-            _insert_links(links)
+        if connection.vendor == "postgresql" and len(to_insert) >= COPY_MIN_ROWS:
+            stored = _copy_feedback(to_insert)
+        else:
+            stored = [
+                Feedback(prediction=prediction, **values) for _, _, values, prediction in to_insert
+            ]
+            Feedback.objects.bulk_create(stored)
+            links = [
+                (feedback.pk, category_id)
+                for (_, clean, _, _), feedback in zip(to_insert, stored, strict=True)
+                for category_id in clean.category_ids
+            ]
+            if links:
+                _insert_links(links)
 
-    for index, clean, feedback in to_insert:
+    for (index, clean, _, _), feedback in zip(to_insert, stored, strict=True):
         feedback.category_slugs = clean.category_slugs  # for rendering without a query
         outcome[index] = (CREATED, feedback, [])
     for index, first_index in replays_in_batch:
@@ -417,24 +481,206 @@ def _key_conflict(key: str, prefix_items: bool, index: int) -> list[FieldError]:
     )
 
 
-def _new_feedback(
+def _feedback_values(
     context: KeyContext, clean: CleanFeedback, prediction: Prediction, now
-) -> Feedback:
+) -> dict[str, Any]:
+    """A new feedback row's fields (but its id and prediction)."""
+    comment, correction, end_user = _scrubbed(context, clean)
+    return {
+        "project_id": context.project_id,
+        "kind": clean.kind,
+        "rating": clean.rating,
+        "comment": comment,
+        "correction": correction,
+        "end_user": end_user,
+        "segment": {**(prediction.segment or {}), **clean.segment},
+        "idempotency_key": clean.idempotency_key,
+        "request_hash": clean.request_hash,
+        "status": OPEN if clean.kind == DISPUTE else None,
+        "created_at": now,
+    }
+
+
+# --- PostgreSQL write paths ------------------------------------------------------------------
+
+# One statement, one round trip, no explicit transaction: resolve the prediction, insert the
+# feedback unless its idempotency key is taken, insert its category links. The segment is the
+# prediction's (when it is an object) updated with the feedback's own, as ``_new_feedback``
+# merges it. Every CTE sees the same snapshot; the links' foreign key to the new row is checked
+# at the end of the statement, when the row exists.
+SINGLE_INSERT_SQL = """
+WITH p AS (
+    SELECT id, segment FROM feedback_prediction
+    WHERE project_id = %(project)s AND external_id = %(ref)s
+), f AS (
+    INSERT INTO feedback_feedback (
+        project_id, prediction_id, kind, rating, comment, correction, end_user, segment,
+        idempotency_key, request_hash, status, resolution_note, created_at
+    )
+    SELECT %(project)s, p.id, %(kind)s, %(rating)s, %(comment)s, %(correction)s::jsonb,
+           %(end_user)s,
+           CASE WHEN jsonb_typeof(p.segment) = 'object' THEN p.segment ELSE '{}'::jsonb END
+               || %(segment)s::jsonb,
+           %(key)s, %(request_hash)s, %(status)s, '', %(created_at)s
+    FROM p
+    ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, prediction_id, segment
+), links AS (
+    INSERT INTO feedback_feedback_categories (feedback_id, feedbackcategory_id)
+    SELECT f.id, category_id FROM f, unnest(%(categories)s::bigint[]) AS category_id
+)
+SELECT id, prediction_id, segment::text FROM f
+"""
+
+
+def _scrubbed(context: KeyContext, clean: CleanFeedback) -> tuple[str, Any, str]:
+    """The comment, correction and end user as stored: PII scrubbed, the end user an HMAC."""
     comment, correction = clean.comment, clean.correction
     if context.scrub_pii:
         comment = scrub_text(comment)
         correction = scrub_value(correction)
-    return Feedback(
-        project_id=context.project_id,
-        prediction=prediction,
-        kind=clean.kind,
-        rating=clean.rating,
-        comment=comment,
-        correction=correction,
-        end_user=pseudonymise(context.project_secret, clean.end_user) if clean.end_user else "",
-        segment={**(prediction.segment or {}), **clean.segment},
-        idempotency_key=clean.idempotency_key,
-        request_hash=clean.request_hash,
-        status=Feedback.DisputeStatus.OPEN if clean.kind == Feedback.Kind.DISPUTE else None,
-        created_at=now,
+    end_user = pseudonymise(context.project_secret, clean.end_user) if clean.end_user else ""
+    return comment, correction, end_user
+
+
+def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback | None:
+    """Store one item referring to a logged prediction in one statement; None when nothing
+    was stored (key used before, unknown prediction, or a lost race), for the general path to
+    resolve."""
+    now = timezone.now()
+    comment, correction, end_user = _scrubbed(context, clean)
+    status = OPEN if clean.kind == DISPUTE else None
+    params = {
+        "project": context.project_id,
+        "ref": clean.prediction_ref,
+        "kind": clean.kind,
+        "rating": clean.rating,
+        "comment": comment,
+        "correction": None if correction is None else json.dumps(correction),
+        "end_user": end_user,
+        "segment": json.dumps(clean.segment),
+        "key": clean.idempotency_key,
+        "request_hash": clean.request_hash,
+        "status": status,
+        "created_at": now,
+        "categories": clean.category_ids,
+    }
+    # Inside a caller's transaction a failed statement must not poison it: a savepoint. Alone
+    # (autocommit, as on the request path) the statement is its own transaction: no BEGIN and
+    # COMMIT round trips.
+    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    try:
+        with (
+            guard,
+            connection.cursor() as cursor,
+            connection.wrap_database_errors,
+            # Server-side binding and a prepared statement: planning the CTE cost PostgreSQL
+            # about as much as running it (EXPLAIN ANALYZE: 0.7 ms planning, 0.8 ms execution),
+            # and Django's cursors bind on the client, so they never reuse a plan. (Behind
+            # PgBouncer in transaction mode this needs its max_prepared_statements.)
+            psycopg.Cursor(cursor.cursor.connection) as server,
+        ):
+            server.execute(SINGLE_INSERT_SQL, params, prepare=True)
+            row = server.fetchone()
+    except IntegrityError:
+        return None  # e.g. the prediction was deleted meanwhile: resolved by the general path
+    if row is None:
+        return None
+    feedback_id, prediction_id, segment = row
+    feedback = stored_instance(
+        Feedback,
+        {
+            "id": feedback_id,
+            "project_id": context.project_id,
+            "prediction_id": prediction_id,
+            "kind": clean.kind,
+            "rating": clean.rating,
+            "comment": comment,
+            "correction": correction,
+            "end_user": end_user,
+            "segment": json.loads(segment),
+            "idempotency_key": clean.idempotency_key,
+            "request_hash": clean.request_hash,
+            "status": status,
+            "resolution_note": "",
+            "resolved_at": None,
+            "resolved_by_id": None,
+            "created_at": now,
+        },
+        connection.alias,
     )
+    # For rendering without a query.
+    feedback.category_slugs = clean.category_slugs
+    feedback.prediction_external_id = clean.prediction_ref
+    return feedback
+
+
+FEEDBACK_COPY_COLUMNS = (
+    "id", "project_id", "prediction_id", "kind", "rating", "comment", "correction", "end_user",
+    "segment", "idempotency_key", "request_hash", "status", "resolution_note", "created_at",
+)
+
+
+@cache
+def _feedback_id_sequence() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence('feedback_feedback', 'id')")
+        return cursor.fetchone()[0]
+
+
+def _copy_feedback(
+    to_insert: list[tuple[int, CleanFeedback, dict[str, Any], Prediction]],
+) -> list[Feedback]:
+    """Write feedback rows and their category links with COPY (PostgreSQL, inside the caller's
+    transaction); returns the stored feedback. Ids come from the table's sequence first, so
+    links need no RETURNING."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(%s) FROM generate_series(1, %s)",
+            [_feedback_id_sequence(), len(to_insert)],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    stored: list[Feedback] = []
+    rows = []
+    links = []
+    db = connection.alias
+    for (_, clean, values, prediction), feedback_id in zip(to_insert, ids, strict=True):
+        correction = values["correction"]
+        key = values["idempotency_key"]
+        row = (
+            feedback_id, values["project_id"], prediction.pk, values["kind"], values["rating"],
+            values["comment"], None if correction is None else json.dumps(correction),
+            values["end_user"], json.dumps(values["segment"]), key, values["request_hash"],
+            values["status"], "", values["created_at"],
+        )
+        rows.append((key or "", row))  # sorted below: the order of unique-index locks
+        links.extend((feedback_id, category_id) for category_id in clean.category_ids)
+        feedback = stored_instance(
+            Feedback,
+            {
+                **values,
+                "id": feedback_id,
+                "prediction_id": prediction.pk,
+                "resolution_note": "",
+                "resolved_at": None,
+                "resolved_by_id": None,
+            },
+            db,
+        )
+        feedback._state.fields_cache["prediction"] = prediction
+        stored.append(feedback)
+    rows.sort(key=lambda pair: pair[0])
+    with connection.wrap_database_errors, connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
+        with raw.copy(
+            f"COPY feedback_feedback ({', '.join(FEEDBACK_COPY_COLUMNS)}) FROM STDIN"
+        ) as copy:
+            for _, row in rows:
+                copy.write_row(row)
+        if links:
+            with raw.copy(
+                "COPY feedback_feedback_categories (feedback_id, feedbackcategory_id) FROM STDIN"
+            ) as copy:
+                for link in links:
+                    copy.write_row(link)
+    return stored

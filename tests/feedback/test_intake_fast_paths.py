@@ -1,0 +1,383 @@
+"""The fast intake paths answer exactly as the DRF views do, and store exactly what they report.
+
+``POST /feedback`` and ``/feedback/batch`` are plain Django views for an ordinary request (a
+Bearer key, a JSON body; feedback/api/intake.py) and hand anything else to the DRF view. An
+``Accept`` header the plain view does not take on (``application/json, */*``) sends the same
+request down the DRF view, so each case below is answered by both and compared. On PostgreSQL
+a single item is one SQL statement and a batch is written with COPY
+(feedback/services/intake.py); on SQLite the same tests cover the portable path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import select
+import time
+
+import pytest
+from django.db import IntegrityError, connection
+
+from feedback.api.intake import _skip_health_check_if_idle
+from feedback.api.serializers import FeedbackSerializer
+from feedback.models import Feedback, FeedbackCategory
+from feedback.selectors import project_context
+from feedback.services.intake import feedback_submit
+from tests.conftest import client_for
+
+pytestmark = pytest.mark.django_db
+
+DRF_ACCEPT = "application/json, */*"  # not one the plain view serves: DRF answers
+VOLATILE = ("id", "created_at")
+
+
+def post(client, path, body, *, drf=False, raw=None, **headers):
+    if drf:
+        headers["HTTP_ACCEPT"] = DRF_ACCEPT
+    data = raw if raw is not None else json.dumps(body)
+    return client.post(path, data=data, content_type="application/json", **headers)
+
+
+def stable(body):
+    if isinstance(body, dict):
+        return {k: stable(v) for k, v in body.items() if k not in VOLATILE}
+    if isinstance(body, list):
+        return [stable(v) for v in body]
+    return body
+
+
+@pytest.fixture
+def logged(project, prediction_factory):
+    prediction_factory(
+        project=project, external_id="chat-1", segment={"locale": "de-DE", "device": "ios"}
+    )
+    return "chat-1"
+
+
+# --- the plain views answer as the DRF views do ---------------------------------------------
+
+CASES = [
+    ({"prediction": "chat-1", "kind": "report", "categories": ["unsafe", "incorrect"]}, 201),
+    ({"prediction": "chat-1", "kind": "dispute", "comment": "mail me: bob@example.com"}, 201),
+    ({"prediction": "chat-1", "kind": "rating", "rating": 1, "segment": {"locale": "fr"}}, 201),
+    ({"prediction": "chat-1", "kind": "report", "correction": {"a": "1.2.3.4"}}, 201),
+    ({"prediction": {"external_id": "x", "output": "o"}, "kind": "rating", "rating": -1}, 201),
+    ({"prediction": "nope", "kind": "report"}, 400),
+    ({"prediction": "chat-1", "kind": "rating"}, 400),
+    ({"prediction": "chat-1", "kind": "report", "categories": ["rude"]}, 400),
+    ({"prediction": "chat-1", "kind": "report", "typo": 1}, 400),
+    (["not", "an", "object"], 400),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), CASES)
+def test_single_intake_answers_like_the_drf_view(ingest_client, logged, body, status):
+    fast = post(ingest_client, "/api/v1/feedback", body)
+    if status == 201:  # the DRF leg stores a second row: the same answer but the id
+        Feedback.objects.all().delete()
+    via_drf = post(ingest_client, "/api/v1/feedback", body, drf=True)
+
+    assert fast.status_code == via_drf.status_code == status
+    assert stable(fast.json()) == stable(via_drf.json())
+    assert fast["Content-Type"] == via_drf["Content-Type"] == "application/json"
+    assert fast["Allow"] == via_drf["Allow"]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{not json", b'{"a": NaN}', b"[" * 100_000, b'{"k": "\\ud800"}', b"\xff\xfe"]
+)
+def test_unparseable_bodies_are_refused_alike(ingest_client, raw):
+    fast = post(ingest_client, "/api/v1/feedback/batch", None, raw=raw)
+    via_drf = post(ingest_client, "/api/v1/feedback/batch", None, raw=raw, drf=True)
+
+    assert fast.status_code == via_drf.status_code == 400
+    assert fast.json() == via_drf.json()
+    assert fast.json()["errors"][0]["code"] == "parse_error"
+
+
+@pytest.mark.parametrize("length", ["0", "", "abc"])
+def test_a_body_without_a_usable_length_is_read_as_empty(ingest_client, logged, length):
+    body = {"prediction": logged, "kind": "report"}
+
+    response = post(ingest_client, "/api/v1/feedback", body, CONTENT_LENGTH=length)
+
+    assert response.status_code == 400  # as DRF reads it: {} (nothing required is there)
+    assert {e["field"] for e in response.json()["errors"]} == {"prediction", "kind"}
+    assert Feedback.objects.count() == 0
+
+
+def test_an_oversized_body_is_413_alike(ingest_client, logged):
+    huge = {"prediction": logged, "kind": "report", "comment": "x" * (1024 * 1024)}
+
+    fast = post(ingest_client, "/api/v1/feedback", huge)
+    via_drf = post(ingest_client, "/api/v1/feedback", huge, drf=True)
+
+    assert fast.status_code == via_drf.status_code == 413
+    assert fast.json() == via_drf.json()
+
+
+def test_replays_and_conflicts_answer_alike(ingest_client, logged):
+    body = {"prediction": logged, "kind": "report", "categories": ["incorrect"]}
+    first = post(ingest_client, "/api/v1/feedback", body, HTTP_IDEMPOTENCY_KEY="k1")
+
+    replays = [
+        post(ingest_client, "/api/v1/feedback", body, drf=drf, HTTP_IDEMPOTENCY_KEY="k1")
+        for drf in (False, True)
+    ]
+    conflicts = [
+        post(
+            ingest_client,
+            "/api/v1/feedback",
+            {**body, "comment": "other"},
+            drf=drf,
+            HTTP_IDEMPOTENCY_KEY="k1",
+        )
+        for drf in (False, True)
+    ]
+
+    assert first.status_code == 201
+    assert [r.status_code for r in replays] == [200, 200]
+    assert replays[0].json() == replays[1].json() == first.json()
+    assert [r.status_code for r in conflicts] == [409, 409]
+    assert conflicts[0].json() == conflicts[1].json()
+    assert Feedback.objects.count() == 1
+
+
+def test_batch_answers_like_the_drf_view(ingest_client, logged):
+    items = [
+        {"prediction": logged, "kind": "report", "idempotency_key": "a"},
+        {"prediction": logged, "kind": "bogus"},
+        {"prediction": logged, "kind": "report", "idempotency_key": "a"},
+        {"prediction": logged, "kind": "rating", "rating": 1, "idempotency_key": "b"},
+    ]
+
+    fast = post(ingest_client, "/api/v1/feedback/batch", {"items": items})
+    via_drf = post(ingest_client, "/api/v1/feedback/batch", {"items": items}, drf=True)
+
+    assert fast.status_code == via_drf.status_code == 200
+    assert [r["status"] for r in fast.json()["results"]] == [201, 400, 200, 201]
+    assert [r["status"] for r in via_drf.json()["results"]] == [200, 400, 200, 200]  # replays
+    assert fast.json()["results"][1] == via_drf.json()["results"][1]
+    assert [r["id"] for r in fast.json()["results"]] == [r["id"] for r in via_drf.json()["results"]]
+    assert fast["Allow"] == via_drf["Allow"]
+
+
+def test_the_created_response_is_the_stored_row_rendered(ingest_client, logged, project):
+    body = {
+        "prediction": logged,
+        "kind": "dispute",
+        "categories": ["unsafe", "incorrect"],
+        "comment": "Call me at 555-123-4567",
+        "correction": {"reply": "mail bob@example.com"},
+        "end_user": "user-7",
+        "segment": {"age_band": "65+", "locale": "en-GB"},
+    }
+
+    response = post(ingest_client, "/api/v1/feedback", body, HTTP_IDEMPOTENCY_KEY="r1")
+
+    assert response.status_code == 201
+    stored = Feedback.objects.select_related("prediction").get(pk=response.json()["id"])
+    assert response.json() == FeedbackSerializer(stored).data
+    assert stored.segment == {"locale": "en-GB", "device": "ios", "age_band": "65+"}
+    assert stored.comment == "Call me at [PHONE]"
+    assert stored.correction == {"reply": "mail [EMAIL]"}
+    assert stored.status == "open"
+    secret = project.secret.encode()
+    assert stored.end_user == hmac.new(secret, b"user-7", hashlib.sha256).hexdigest()
+    assert list(stored.categories.order_by("position").values_list("slug", flat=True)) == [
+        "incorrect",
+        "unsafe",
+    ]
+
+
+# --- key lookup and rate limit ----------------------------------------------------------------
+
+
+def test_the_fast_views_and_drf_views_share_one_budget_per_key(settings, ingest_key, logged):
+    settings.REDRESS_INGEST_RATE = "3/minute"
+    client = client_for(ingest_key)
+    body = {"prediction": logged, "kind": "report"}
+
+    statuses = [
+        post(client, "/api/v1/feedback", body).status_code,
+        client.get("/api/v1/categories").status_code,
+        post(client, "/api/v1/feedback/batch", {"items": [body]}).status_code,
+        post(client, "/api/v1/feedback", body).status_code,
+        client.get("/api/v1/categories").status_code,
+    ]
+
+    assert statuses == [201, 200, 200, 429, 429]
+    refused = post(client, "/api/v1/feedback", body)
+    assert 1 <= int(refused["Retry-After"]) <= 61
+    assert refused.json()["errors"][0]["code"] == "throttled"
+    assert Feedback.objects.count() == 2
+
+
+def test_refused_keys_are_not_counted(settings, data_key, logged):
+    settings.REDRESS_INGEST_RATE = "2/minute"
+    client = client_for(data_key)
+
+    body = {"prediction": logged}
+    refused = [post(client, "/api/v1/feedback", body).status_code for _ in range(4)]
+    reads = [client.get("/api/v1/feedback").status_code for _ in range(3)]
+
+    assert refused == [403] * 4  # never 429: DRF counts only requests it lets through
+    assert reads == [200, 200, 429]
+
+
+def test_unknown_and_revoked_keys_are_401(
+    logged, project, make_key, django_capture_on_commit_callbacks
+):
+    from feedback.models import ApiKey
+    from feedback.services.keys import apikey_revoke
+
+    raw = make_key(project, ["ingest"])
+    client = client_for(raw)
+    body = {"prediction": logged, "kind": "report"}
+    assert post(client, "/api/v1/feedback", body).status_code == 201
+    with django_capture_on_commit_callbacks(execute=True):  # drops the cached lookup
+        apikey_revoke(key=ApiKey.objects.get(project=project, prefix=raw[:12]))
+
+    for key in (raw, "rdr_unknown"):
+        response = post(client_for(key), "/api/v1/feedback", {"prediction": logged})
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert Feedback.objects.count() == 1
+
+
+# --- what the batch path stores -------------------------------------------------------------
+
+
+def test_a_batch_stores_exactly_the_rows_and_links_it_reports(ingest_client, logged, project):
+    items = []
+    for i in range(60):
+        item = {
+            "prediction": logged,
+            "kind": ("report", "dispute", "rating")[i % 3],
+            "categories": [["incorrect"], ["unsafe", "incorrect"], []][i % 3],
+            "comment": f"order {i}, write to a{i}@example.com",
+            "end_user": f"u{i % 7}",
+            "segment": {"age_band": str(i % 4)},
+            "idempotency_key": f"key-{i % 50}",  # items 50-59 replay 0-9 (same body) or not
+        }
+        if i % 3 == 2:
+            item["rating"] = 1
+        if i >= 50:
+            item = {**items[i - 50]} if i % 2 == 0 else {**item, "comment": "other"}
+        items.append(item)
+    items[5] = {"prediction": "unknown", "kind": "report", "idempotency_key": "key-5"}
+    items[7] = {"prediction": logged, "kind": "report", "categories": ["rude"]}
+
+    response = post(ingest_client, "/api/v1/feedback/batch", {"items": items})
+
+    results = response.json()["results"]
+    created = {r["index"]: r["id"] for r in results if r["status"] == 201}
+    # items 5 and 7 are invalid; 57 is the first use of key-7 (item 7 carries none)
+    assert len(created) == 49
+    assert [r["status"] for r in results[50:]] == [200, 409, 200, 409, 200, 409, 200, 201, 200, 409]
+    assert results[5]["errors"][0]["code"] == "unknown_prediction"
+    assert {r["id"] for r in results[50:] if r["status"] == 200} <= set(created.values())
+    stored = {f.pk: f for f in Feedback.objects.prefetch_related("categories")}
+    assert set(stored) == set(created.values())
+    secret = project.secret.encode()
+    for index, feedback_id in created.items():
+        item, feedback = items[index], stored[feedback_id]
+        assert feedback.kind == item["kind"]
+        assert feedback.comment == re.sub(r"\S+@example\.com", "[EMAIL]", item["comment"])
+        expected_user = hmac.new(secret, item["end_user"].encode(), "sha256").hexdigest()
+        assert feedback.end_user == expected_user
+        assert feedback.segment == {"locale": "de-DE", "device": "ios", **item["segment"]}
+        assert feedback.idempotency_key == item["idempotency_key"]
+        assert feedback.status == ("open" if item["kind"] == "dispute" else None)
+        assert feedback.rating == item.get("rating")
+        assert feedback.resolution_note == ""
+        assert sorted(c.slug for c in feedback.categories.all()) == sorted(item["categories"])
+    links = Feedback.categories.through.objects.count()
+    assert links == sum(len(items[index]["categories"]) for index in created)
+
+
+def test_a_replayed_batch_stores_nothing_more(ingest_client, logged):
+    items = [
+        {"prediction": logged, "kind": "report", "idempotency_key": f"k{i}"} for i in range(30)
+    ]
+    first = post(ingest_client, "/api/v1/feedback/batch", {"items": items}).json()["results"]
+
+    again = post(ingest_client, "/api/v1/feedback/batch", {"items": items}).json()["results"]
+
+    assert {r["status"] for r in first} == {201}
+    assert {r["status"] for r in again} == {200}
+    assert [r["id"] for r in again] == [r["id"] for r in first]
+    assert Feedback.objects.count() == 30
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_error_mid_batch_leaves_no_rows_visible(project, logged):
+    # given a key context cached while a category existed, and the category gone since:
+    # the feedback rows are written, then their links fail (foreign key, at COMMIT)
+    doomed = FeedbackCategory.objects.create(project=project, slug="doomed", name="Doomed")
+    context = project_context(project=project)
+    doomed.delete()
+    items = [
+        {"prediction": logged, "kind": "report", "categories": ["doomed"], "idempotency_key": i}
+        for i in map(str, range(40))
+    ]
+
+    with pytest.raises(IntegrityError):
+        feedback_submit(context=context, items=items)
+
+    assert Feedback.objects.count() == 0
+    assert Feedback.categories.through.objects.count() == 0
+    # and the next batch goes through
+    fresh = project_context(project=project)
+    results = feedback_submit(context=fresh, items=[{**item, "categories": []} for item in items])
+    assert {r.status for r in results} == {201}
+    assert Feedback.objects.count() == 40
+
+
+# --- the connection health check ------------------------------------------------------------
+
+
+def _end_from_the_server_side(pid: int) -> None:
+    import psycopg
+
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        user=settings["USER"] or None,
+        password=settings["PASSWORD"] or None,
+        dbname=settings["NAME"],
+        autocommit=True,
+    ) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    deadline = time.monotonic() + 5
+    while not select.select([connection.connection.fileno()], [], [], 0.05)[0]:
+        assert time.monotonic() < deadline, "the server's goodbye never arrived"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_health_check_is_skipped_only_on_an_idle_quiet_connection(ingest_client, logged):
+    body = {"prediction": logged, "kind": "report"}
+    assert post(ingest_client, "/api/v1/feedback", body).status_code == 201
+    connection.health_check_enabled = True
+
+    connection.health_check_done = False
+    _skip_health_check_if_idle()
+    assert connection.health_check_done is True  # healthy and idle: no SELECT 1 needed
+
+    connection.health_check_done = False
+    old_pid = connection.connection.info.backend_pid
+    _end_from_the_server_side(old_pid)  # a restart, an idle timeout, pg_terminate_backend
+    _skip_health_check_if_idle()
+    assert connection.health_check_done is False  # its goodbye is waiting: check it
+
+    # and the request that follows gets a new connection from Django's check, and stores
+    response = post(ingest_client, "/api/v1/feedback", body)
+
+    assert response.status_code == 201
+    assert connection.connection.info.backend_pid != old_pid
+    assert Feedback.objects.count() == 2
