@@ -30,9 +30,18 @@ def test_seed_demo_builds_a_reviewed_queue_gold_checks_and_an_audit():
 
     audit = Audit.objects.get(project__slug="demo")
     assert audit.status == "done"
-    flagged = [
-        segment["segment"]
+    # The sample depends on row ids (u(seed, id)), which differ between databases and runs, so
+    # the test asserts the built-in finding, not exact figures: 65+ is the one band flagged as
+    # worse on error rate, and the worst band.
+    error_rates = {
+        tuple(segment["segment"].items()): segment["metrics"]["error_rate"]
         for segment in audit.result["segments"]
-        if segment["metrics"]["error_rate"].get("flagged")
+    }
+    worse = [
+        key
+        for key, metric in error_rates.items()
+        if metric.get("flagged") and metric["direction"] == "worse"
     ]
-    assert flagged == [{"age_band": "65+"}]
+    assert worse == [(("age_band", "65+"),)]
+    bands = {key: m["value"] for key, m in error_rates.items() if key[0][0] == "age_band"}
+    assert max(bands, key=bands.get) == (("age_band", "65+"),)

@@ -68,7 +68,7 @@ class Command(BaseCommand):
             intent = rng.choice(INTENTS)
             age_band = rng.choice(AGE_BANDS)
             # The demo model is worse for older users: the audit should find it.
-            hit_rate = 0.6 if age_band == "65+" else 0.85
+            hit_rate = 0.5 if age_band == "65+" else 0.85
             predicted = intent if rng.random() < hit_rate else rng.choice(INTENTS)
             items.append(
                 {
