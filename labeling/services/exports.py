@@ -469,15 +469,23 @@ def export_build(
     return export
 
 
+def temp_prefix(export: Export) -> str:
+    """Temporary files of a build are named after the export and its database: builds for
+    another database on this machine (a bench, a test run) may use the same export id."""
+    database = re.sub(r"[^A-Za-z0-9_.]", "_", str(connection.settings_dict.get("NAME") or ""))
+    return f"redress-export-{database}-{export.pk}-"
+
+
 def _build_file(export: Export, *, portable: bool | None, on_progress=None) -> BuildResult:
     use_copy = connection.vendor == "postgresql" and not portable
     outer_atomic = connection.in_atomic_block
     suffix = f".{export.format}"
     # A worker killed mid-build leaves its temporary files behind; the next attempt on this
     # machine removes them (files are named after the export).
-    for stale in Path(tempfile.gettempdir()).glob(f"redress-export-{export.pk}-*"):
+    prefix = temp_prefix(export)
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
         stale.unlink(missing_ok=True)
-    fd, path = tempfile.mkstemp(prefix=f"redress-export-{export.pk}-", suffix=suffix)
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix)
     limit = getattr(settings, "REDRESS_EXPORT_MAX_BYTES", None)
     try:
         with open(fd, "wb") as raw, transaction.atomic():
@@ -525,6 +533,7 @@ def _write_postgres(
     with connection.cursor() as cursor:
         # JIT compiles this once-per-export query for seconds and wins nothing back.
         cursor.execute("SET LOCAL jit = off")
+        cursor.execute(EXPORT_WORK_MEM)
         cursor.execute(count_sql, count_params)
         total, low, high = cursor.fetchone()
         snapshot = None
@@ -548,7 +557,7 @@ def _write_postgres(
             mode=_mode(export.format),
             id_range=r,
             first=(n == 0),
-            prefix=f"redress-export-{export.pk}-part-",
+            prefix=f"{temp_prefix(export)}part-",
         )
         for n, r in enumerate(ranges)
     ]
@@ -568,6 +577,10 @@ def _write_postgres(
 
 
 FLUSH_BYTES = 1 << 20
+# Room for the hashed set of items holding a correction (see ``_CORRECTION`` in the selectors):
+# PostgreSQL hashes it only if it fits in work_mem times hash_mem_multiplier, and otherwise scans
+# the whole set for every row. 64 MB holds a few million item ids (and the feedback aggregate).
+EXPORT_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 # Below this many rows one stream is as fast as several (connections cost more than they save).
 PARALLEL_MIN_ROWS = 50_000
 
@@ -672,6 +685,7 @@ def _on_snapshot(snapshot: str | None, work: Callable[[Any], None]) -> None:
             # Must come first in the transaction; the id is PostgreSQL's, not user input.
             raw.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         raw.execute("SET LOCAL jit = off")
+        raw.execute(EXPORT_WORK_MEM)
         work(raw)
         raw.execute("COMMIT")
     finally:

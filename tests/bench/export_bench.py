@@ -47,6 +47,51 @@ print(json.dumps({{"status": status, "seconds": seconds, "cpu_seconds": time.pro
 """
 
 
+class BackendCpu:
+    """CPU seconds (user + system) of the PostgreSQL backends serving one database, sampled
+    from ``/proc`` (server on this machine) while an export runs: the database's share of the
+    work, which the shared machine's load does not inflate the way it inflates wall time."""
+
+    def __init__(self, dbname: str) -> None:
+        import threading
+
+        self.tag = f" {dbname} ".encode()
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if self.tag not in handle.read().replace(b"\0", b" ") + b" ":
+                        continue
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            self.seen[int(entry)] = (int(fields[11]) + int(fields[12])) / self.tick
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.05):
+            self._sample()
+
+    def __enter__(self) -> BackendCpu:
+        self._sample()
+        self.before = dict(self.seen)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+        self.seconds = sum(v - self.before.get(pid, 0.0) for pid, v in self.seen.items())
+
+
 def log(message: str) -> None:
     print(f"[export-bench] {message}", file=sys.stderr, flush=True)
 
@@ -101,14 +146,15 @@ def bench_exports(rows: int = 1_000_000, formats: tuple[str, ...] = ("jsonl", "c
         _, _, spec = export_request_clean(data={"queue": queue.pk, "format": fmt}, project=project)
         export = Export.objects.create(project=project, queue=queue, format=fmt, spec=spec)
         load_before = os.getloadavg()[0]
-        child = subprocess.run(
-            [sys.executable, "-c", WORKER.format(root=str(ROOT), export_id=export.pk)],
-            cwd=ROOT,
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        with BackendCpu(connection.settings_dict["NAME"]) as backend_cpu:
+            child = subprocess.run(
+                [sys.executable, "-c", WORKER.format(root=str(ROOT), export_id=export.pk)],
+                cwd=ROOT,
+                env=os.environ.copy(),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         if child.returncode != 0:
             raise RuntimeError(f"export worker failed: {child.stderr[-3000:]}")
         measured = json.loads(child.stdout.strip().splitlines()[-1])
@@ -121,6 +167,8 @@ def bench_exports(rows: int = 1_000_000, formats: tuple[str, ...] = ("jsonl", "c
             "rows_per_s": round(export.rows / measured["seconds"]),
             "seconds": round(measured["seconds"], 2),
             "worker_cpu_seconds": round(measured["cpu_seconds"], 2),
+            # Includes the worker's Django queries (claiming, counting, marking done): small.
+            "postgres_cpu_seconds": round(backend_cpu.seconds, 2),
             "peak_rss_mb": round(measured["peak_rss_mb"], 1),
             "rss_after_django_setup_mb": round(measured["baseline_rss_mb"], 1),
             "bytes": export.size_bytes,
@@ -132,6 +180,8 @@ def bench_exports(rows: int = 1_000_000, formats: tuple[str, ...] = ("jsonl", "c
         report["formats"][fmt] = result
         log(
             f"{fmt}: {result['rows_per_s']:,} rows/s, {result['seconds']} s, "
+            f"CPU worker {result['worker_cpu_seconds']} s, "
+            f"postgres {result['postgres_cpu_seconds']} s, "
             f"peak RSS {result['peak_rss_mb']} MB, {export.size_bytes:,} bytes, "
             f"load {result['loadavg_1m']}"
         )

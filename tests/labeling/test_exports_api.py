@@ -28,6 +28,7 @@ from labeling.services.exports import (
     export_create,
     export_request_clean,
     exports_recover,
+    temp_prefix,
 )
 from tests.conftest import client_for
 
@@ -367,7 +368,7 @@ def test_a_killed_worker_leaves_no_done_export_and_the_retry_finishes(project, s
 
     import tempfile
 
-    left = list(Path(tempfile.gettempdir()).glob(f"redress-export-{export.pk}-*"))
+    left = list(Path(tempfile.gettempdir()).glob(f"{temp_prefix(export)}*"))
     assert left  # what the dead worker was writing
     assert exports_recover(stale_after_seconds=0) == 1
     export = export_build(export_id=export.pk)
