@@ -12,7 +12,12 @@ from typing import Any
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -25,6 +30,7 @@ from feedback.api.permissions import ReadsProjectData
 from feedback.api.serializers import ErrorSerializer
 from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 from feedback.models import Membership, Project
+from feedback.validation import SEGMENT_KEY_MAX_CHARS, SEGMENT_KEY_RE
 
 from ..audit_reports import audit_document, audits_compare, render_csv, render_json, render_markdown
 from ..models import Audit
@@ -42,22 +48,57 @@ REPORT_TYPES = {
 # --- documentation serializers (the service validates) ----------------------------------------
 
 
-class AuditSourceSerializer(serializers.Serializer):
-    queue = serializers.IntegerField(required=False, help_text="A queue's completed items.")
-    export = serializers.IntegerField(required=False, help_text="The items of an export.")
-    goldset = serializers.CharField(required=False, help_text="A gold set's slug.")
-    version = serializers.IntegerField(required=False, help_text="With goldset: its version.")
-    model_version = serializers.CharField(
-        required=False,
-        help_text="With goldset: whose predictions are scored (required). Otherwise an "
-        "optional filter on the predictions' model version.",
-    )
+_MODEL_VERSION = {"type": "string", "minLength": 1, "maxLength": 100}
+
+
+def _source(kind: dict[str, Any], required: list[str], model_version: dict[str, Any]) -> dict:
+    return {
+        "type": "object",
+        "properties": {**kind, "model_version": model_version},
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+# Exactly one kind of source, each closed: the service refuses a mix and unknown fields.
+AUDIT_SOURCE_SCHEMA = {
+    "oneOf": [
+        _source(
+            {"queue": {"type": "integer", "minimum": 1, "description": "Its completed items."}},
+            ["queue"],
+            {**_MODEL_VERSION, "nullable": True, "description": "Optional filter."},
+        ),
+        _source(
+            {"export": {"type": "integer", "minimum": 1, "description": "The export's items."}},
+            ["export"],
+            {**_MODEL_VERSION, "nullable": True, "description": "Optional filter."},
+        ),
+        _source(
+            {
+                "goldset": {"type": "string", "minLength": 1, "description": "A gold set's slug."},
+                "version": {"type": "integer", "minimum": 1, "description": "A published one."},
+            },
+            ["goldset", "version", "model_version"],
+            {**_MODEL_VERSION, "description": "Whose predictions are scored."},
+        ),
+    ],
+}
+
+
+@extend_schema_field(AUDIT_SOURCE_SCHEMA)
+class AuditSourceField(serializers.JSONField):
+    """``{"queue": id}``, ``{"export": id}`` or ``{"goldset", "version", "model_version"}``."""
 
 
 class AuditCreateSerializer(serializers.Serializer):
     project = serializers.SlugField()
-    source = AuditSourceSerializer(help_text="Exactly one of queue, export or goldset.")
-    segments = serializers.ListField(child=serializers.CharField(), min_length=1, max_length=5)
+    source = AuditSourceField(help_text="Exactly one of queue, export or goldset.")
+    segments = serializers.ListField(
+        child=serializers.RegexField(SEGMENT_KEY_RE.pattern, max_length=SEGMENT_KEY_MAX_CHARS),
+        min_length=1,
+        max_length=5,
+        help_text="Distinct segment keys.",
+    )
     intersectional = serializers.BooleanField(default=False)
     positive_label = serializers.CharField(required=False, allow_null=True, default=None)
     reference = serializers.JSONField(
@@ -143,9 +184,12 @@ def get_audit(request: Request, pk: int) -> Audit:
 
 
 def _no_query(request: Request, allowed: set[str]) -> None:
-    for name in request.query_params:
+    for name, values in request.query_params.lists():
         if name not in allowed:
             raise InvalidInput.one(name, "unknown_parameter", "Unknown query parameter.")
+        if any("\x00" in value for value in values):
+            # PostgreSQL cannot compare text holding NUL: a 500 otherwise.
+            raise InvalidInput.one(name, "invalid", "NUL characters are not allowed.")
 
 
 # --- views -------------------------------------------------------------------------------------
@@ -196,6 +240,8 @@ class AuditListView(APIView):
             raise InvalidInput.one("project", "required", "The project's slug.")
         if not isinstance(slug, str):
             raise InvalidInput.one("project", "invalid_type", "The project's slug.")
+        if "\x00" in slug:
+            raise InvalidInput.one("project", "invalid", "NUL characters are not allowed.")
         allowed = _caller_project_ids(request)
         if allowed is None:
             raise PermissionDenied("Audits take an API key with the 'data' scope.")

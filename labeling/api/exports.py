@@ -33,32 +33,53 @@ from ..services.exports import CONTENT_TYPES, export_create, goldset_version_sna
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404, 409)}
 
 
+def file_responses(description: str) -> dict[tuple[int, str], OpenApiResponse]:
+    """A 200 per file format, under the content type the file is served with."""
+    return {
+        (200, content_type): OpenApiResponse(OpenApiTypes.BINARY, description=description)
+        for content_type in CONTENT_TYPES.values()
+    }
+
+
 class ExportFilterSerializer(serializers.Serializer):
-    model_version = serializers.CharField(required=False)
-    completed_after = serializers.DateTimeField(required=False)
-    completed_before = serializers.DateTimeField(required=False)
-    segment = serializers.DictField(child=serializers.CharField(), required=False)
+    model_version = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=100
+    )
+    completed_after = serializers.DateTimeField(required=False, allow_null=True)
+    completed_before = serializers.DateTimeField(required=False, allow_null=True)
+    segment = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, max_length=128),
+        required=False,
+        allow_null=True,
+        help_text="Segment values to match: keys of letters, digits, '_' and '-' (≤ 64).",
+    )
 
 
 class ExportSplitSerializer(serializers.Serializer):
-    train = serializers.FloatField(required=False, default=0.8)
-    validation = serializers.FloatField(required=False, default=0.1)
-    test = serializers.FloatField(required=False, default=0.1)
+    train = serializers.FloatField(required=False, default=0.8, min_value=0, max_value=1)
+    validation = serializers.FloatField(required=False, default=0.1, min_value=0, max_value=1)
+    test = serializers.FloatField(required=False, default=0.1, min_value=0, max_value=1)
     key = serializers.CharField(
         required=False, default="external_id", help_text="'external_id' or 'segment.<key>'."
     )
-    seed = serializers.IntegerField(required=False, default=0)
+    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**63 - 1)
 
 
 class ExportRequestSerializer(serializers.Serializer):
     """Documents the request; the service validates it (errors name the field)."""
 
-    project = serializers.SlugField(help_text="Optional with an API key (its own project).")
+    project = serializers.SlugField(
+        required=False,
+        allow_null=True,
+        help_text="Optional (or null) with an API key: its own project.",
+    )
     queue = serializers.IntegerField(required=False, allow_null=True)
     format = serializers.ChoiceField(Export.Format.choices)
-    filter = ExportFilterSerializer(required=False)
+    filter = ExportFilterSerializer(required=False, allow_null=True, help_text="null: no filter.")
     include_labels = serializers.BooleanField(required=False, default=False)
-    split = ExportSplitSerializer(required=False)
+    split = ExportSplitSerializer(
+        required=False, allow_null=True, help_text="null: the default 0.8/0.1/0.1 by external_id."
+    )
     exclude_gold_from_train = serializers.BooleanField(required=False, default=True)
 
 
@@ -102,6 +123,8 @@ class ExportSerializer(serializers.ModelSerializer):
 
 
 def _project_for_create(request: Request, slug: object) -> Project:
+    if slug is not None and not isinstance(slug, str):
+        raise InvalidInput.one("project", "invalid_type", "The project's slug.")
     context = key_context(request)
     if context is not None:
         if slug is not None and slug != context.project_slug:
@@ -169,9 +192,7 @@ class ExportDownloadView(APIView):
     @extend_schema(
         operation_id="exports_download",
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="The file (JSONL, CSV or Parquet)."
-            ),
+            **file_responses("The file (JSONL, CSV or Parquet, as the export's format)."),
             **ERRORS,
         },
     )
@@ -214,10 +235,7 @@ class GoldSnapshotExportView(APIView):
         operation_id="goldsets_versions_export",
         parameters=SNAPSHOT_PARAMETERS,
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY,
-                description="The published version's items by key; the same bytes every time.",
-            ),
+            **file_responses("The published version's items by key; the same bytes every time."),
             **ERRORS,
         },
     )
@@ -230,6 +248,9 @@ class GoldSnapshotExportView(APIView):
                     for name in unknown
                 ]
             )
+        if "\x00" in request.query_params.get("project", ""):
+            # PostgreSQL cannot compare text holding NUL: a 500 otherwise.
+            raise InvalidInput.one("project", "invalid", "NUL characters are not allowed.")
         fmt = request.query_params.get("format", "jsonl")
         if fmt not in CONTENT_TYPES:
             raise InvalidInput.one("format", "invalid_choice", "One of jsonl, csv, parquet.")

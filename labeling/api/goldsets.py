@@ -149,7 +149,7 @@ def _body(request: Request) -> dict[str, Any]:
 
 def _notes(request: Request) -> str:
     """The optional ``{"notes": "..."}`` body of version creation and publication."""
-    data = _body(request) if request.data else {}
+    data = _body(request)  # no body is {}; a JSON null, list or string is not an object
     unknown = sorted(set(data) - {"notes"})
     if unknown:
         raise InvalidInput(
@@ -193,14 +193,19 @@ class GoldSetInSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {
-                        name: [serializers.ErrorDetail("Unknown field.", "unknown_field")]
-                        for name in unknown
-                    }
-                )
+            errors = {
+                name: [serializers.ErrorDetail("Unknown field.", "unknown_field")]
+                for name in sorted(set(data) - set(self.fields))
+            }
+            # DRF's CharField turns numbers into text; the schema (and a typo's author) says
+            # these are strings, so a number is refused rather than stored as "123".
+            errors |= {
+                name: [serializers.ErrorDetail("A string.", "invalid_type")]
+                for name in sorted(set(data) & set(self.fields))
+                if data[name] is not None and not isinstance(data[name], str)
+            }
+            if errors:
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 
@@ -278,7 +283,7 @@ class GoldItemInSerializer(serializers.Serializer):
     input = AnyJSONField(required=False)
     output = AnyJSONField(required=False)
     expected = ExpectedSerializer()
-    segment = SegmentField(required=False)
+    segment = SegmentField(required=False, allow_null=True)
 
 
 class GoldItemPatchSerializer(serializers.Serializer):
@@ -286,19 +291,24 @@ class GoldItemPatchSerializer(serializers.Serializer):
     input = AnyJSONField(required=False)
     output = AnyJSONField(required=False)
     expected = ExpectedSerializer(required=False, help_text="Replaced as a whole.")
-    segment = SegmentField(required=False)
+    segment = SegmentField(required=False, allow_null=True)
 
 
 class GoldPromoteSerializer(serializers.Serializer):
     from_item = serializers.IntegerField(help_text="A completed queue item of the project.")
     key = serializers.CharField(
-        max_length=255, required=False, help_text="Default: the prediction's external_id."
+        max_length=255,
+        required=False,
+        allow_null=True,
+        help_text="Default (absent or null): the prediction's external_id.",
     )
     min_agreement = serializers.FloatField(
         required=False,
+        allow_null=True,
         min_value=0,
         max_value=1,
-        help_text="Override of REDRESS_GOLD_MIN_AGREEMENT for this request (0 to 1).",
+        help_text="Override of REDRESS_GOLD_MIN_AGREEMENT for this request (0 to 1; null: the "
+        "setting).",
     )
 
 

@@ -155,10 +155,26 @@ def audit_params_validate(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     elif not 0.5 <= confidence <= 0.999:
         errors.append(FieldError("confidence", "out_of_range", "Between 0.5 and 0.999."))
     _validate_reference(params, errors)
+    errors += _nul_errors(source, params)
     if errors:
         raise InvalidInput(errors)
     params["tolerance"], params["confidence"] = float(tolerance), float(confidence)
     return source, params
+
+
+def _nul_errors(source: dict[str, Any], params: dict[str, Any]) -> list[FieldError]:
+    """Text that reaches a query or a stored document may not hold NUL: PostgreSQL can neither
+    compare it nor store it in jsonb (a 500 otherwise)."""
+    texts = [(f"source.{name}", source.get(name)) for name in ("goldset", "model_version")]
+    texts.append(("positive_label", params.get("positive_label")))
+    reference = params.get("reference")
+    if isinstance(reference, dict):
+        texts += [(f"reference.{key}", value) for key, value in reference.items()]
+    return [
+        FieldError(field, "invalid", "NUL characters (\\u0000) are not allowed.")
+        for field, value in texts
+        if isinstance(value, str) and "\x00" in value
+    ]
 
 
 def _validate_source(source: Any, errors: list[FieldError]) -> dict[str, Any]:

@@ -99,13 +99,21 @@ def _is_number(value: Any) -> bool:
 
 
 def _clean_datetime(value: Any, field: str, errors: list[FieldError]) -> str | None:
-    parsed = parse_datetime(value) if isinstance(value, str) else None
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well-formed but impossible, e.g. February 30th
+        parsed = None
     if parsed is None:
         errors.append(FieldError(field, "invalid_datetime", "An ISO 8601 date-time."))
         return None
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, dt.UTC)
-    return parsed.astimezone(dt.UTC).isoformat()
+    try:
+        # 9999-12-31T23:59-14:00 is past year 9999 once in UTC (and 0001-01-01+14:00 before 1).
+        return parsed.astimezone(dt.UTC).isoformat()
+    except OverflowError:
+        errors.append(FieldError(field, "out_of_range", "The date-time is out of range in UTC."))
+        return None
 
 
 def _clean_filter(raw: Any, errors: list[FieldError]) -> dict:
@@ -120,7 +128,11 @@ def _clean_filter(raw: Any, errors: list[FieldError]) -> dict:
             FieldError(f"filter.{name}", "unknown_field", f"Allowed: {', '.join(FILTER_FIELDS)}.")
         )
     if raw.get("model_version") is not None:
-        if isinstance(raw["model_version"], str) and len(raw["model_version"]) <= 100:
+        if "\x00" in str(raw["model_version"]):  # PostgreSQL text cannot hold NUL
+            errors.append(
+                FieldError("filter.model_version", "invalid", "NUL characters are not allowed.")
+            )
+        elif isinstance(raw["model_version"], str) and len(raw["model_version"]) <= 100:
             cleaned["model_version"] = raw["model_version"]
         else:
             errors.append(
@@ -151,6 +163,12 @@ def _clean_filter(raw: Any, errors: list[FieldError]) -> dict:
                             f"filter.segment.{key}",
                             "invalid_type",
                             "A string of at most 128 characters.",
+                        )
+                    )
+                elif "\x00" in value:
+                    errors.append(
+                        FieldError(
+                            f"filter.segment.{key}", "invalid", "NUL characters are not allowed."
                         )
                     )
             if segment and not any(e.field.startswith("filter.segment") for e in errors):
