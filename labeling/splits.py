@@ -5,9 +5,9 @@ A row's split depends only on the seed and its *group key* (default the predicti
 row of a group lands in the same split, an export built twice gives the same splits, and adding
 rows never moves old ones.
 
-``group_uniform(seed, key)`` is the first 32 bits of md5("<seed>:<key>") divided by 2**32, the
-same construction as :mod:`labeling.randomness` but over a text key. The split is then
-``train`` if u < train, ``validation`` if u < train + validation, else ``test``.
+``group_uniform(seed, key)`` is :mod:`labeling.randomness`'s uniform over a text key: the first
+32 bits of md5("<seed>:<key>") divided by 2**32, the same function sampling draws with. The
+split is then ``train`` if u < train, ``validation`` if u < train + validation, else ``test``.
 
 Gold rows (predictions that are the source of an item in a published gold-set version) are kept
 out of train by default, as whole groups: a group holding a gold row that would fall in train
@@ -21,24 +21,18 @@ The same function is available as SQL on PostgreSQL (md5 and a bit-string cast) 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db.backends.signals import connection_created
-from django.db.models import Case, CharField, Expression, F, FloatField, Func, Q, Value, When
+from django.db.models import Case, CharField, Expression, F, Q, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
+from .randomness import HashUniform as GroupUniform  # noqa: F401  (the SQL side, for callers)
+from .randomness import uniform as group_uniform
+
 SPLITS = ("train", "validation", "test")
-SQLITE_FUNCTION = "redress_group_uniform"
 SEGMENT_PREFIX = "segment."
-
-
-def group_uniform(seed: int, key: str) -> float:
-    """A uniform number in [0, 1) that depends only on the seed and the group key."""
-    digest = hashlib.md5(f"{seed}:{key}".encode(), usedforsecurity=False).hexdigest()
-    return int(digest[:8], 16) / 4294967296.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,35 +104,6 @@ def split_for_row(
 
 
 # --- SQL -------------------------------------------------------------------------------------
-
-
-def _register_sqlite(sender, connection, **kwargs) -> None:
-    if connection.vendor == "sqlite":
-        connection.connection.create_function(
-            SQLITE_FUNCTION, 2, lambda seed, key: group_uniform(seed, key), deterministic=True
-        )
-
-
-connection_created.connect(_register_sqlite, dispatch_uid="redress-group-uniform")
-
-
-class GroupUniform(Func):
-    """``GroupUniform(Value(seed), <text expression>)``: :func:`group_uniform` in SQL."""
-
-    output_field = FloatField()
-    arity = 2
-
-    def as_sqlite(self, compiler, connection, **extra):
-        return super().as_sql(compiler, connection, function=SQLITE_FUNCTION, **extra)
-
-    def as_postgresql(self, compiler, connection, **extra):
-        template = (
-            "(('x' || substr(md5(CAST(%(expressions)s AS text)), 1, 8))::bit(32)::bigint"
-            "::double precision / 4294967296.0)"
-        )
-        return super().as_sql(
-            compiler, connection, template=template, arg_joiner=" AS text) || ':' || CAST(", **extra
-        )
 
 
 def group_key_expression(spec: SplitSpec, prefix: str = "prediction__") -> Expression:
