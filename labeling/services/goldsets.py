@@ -46,6 +46,7 @@ from feedback.validation import (
 from ..models import Export, GoldItem, GoldSet, GoldSetVersion, Label, QueueItem
 from ..models.gold import PublishedGoldError, allow_gold_purge
 from ..selectors.gold import (
+    CONTENT_FIELDS,
     gold_canonical_bytes,
     gold_item_content,
     goldset_versions_diff,
@@ -79,13 +80,7 @@ EXPECTED_FIELDS = frozenset({"verdict", "label", "categories"})
 PROMOTE_FIELDS = frozenset({"from_item", "key", "min_agreement"})
 # Fields a copy into a new draft carries over: the content and its lineage.
 COPIED_FIELDS = (
-    "key",
-    "input",
-    "output",
-    "expected_verdict",
-    "expected_label",
-    "expected_categories",
-    "segment",
+    *CONTENT_FIELDS,
     "source_prediction_id",
     "source_external_id",
     "source_model_version",
@@ -571,17 +566,7 @@ def goldset_version_publish(
         raise InvalidInput(errors)
     with transaction.atomic():
         version = _locked_draft(version)
-        rows = list(
-            GoldItem.objects.filter(version=version).values(
-                "key",
-                "input",
-                "output",
-                "expected_verdict",
-                "expected_label",
-                "expected_categories",
-                "segment",
-            )
-        )
+        rows = list(GoldItem.objects.filter(version=version).values(*CONTENT_FIELDS))
         if not rows:
             raise Conflict.one(
                 "version", "empty", f"v{version.number} has no items: nothing to publish."
