@@ -7,19 +7,14 @@ audits — say of two model versions — can be put side by side later.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 
 from feedback.models import Project
 
+from .jobs import BackgroundJob
 
-class Audit(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
 
+class Audit(BackgroundJob):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="audits")
     # The source as requested, plus typed links for the admin and for queries.
     source = models.JSONField(default=dict)
@@ -38,19 +33,9 @@ class Audit(models.Model):
     )
     model_version = models.CharField(max_length=100, blank=True)
     params = models.JSONField(default=dict)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    progress = models.FloatField(default=0.0)
     result = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(BackgroundJob.Meta):
         indexes = [models.Index(fields=["status", "created_at"], name="audit_status_created")]
 
     def __str__(self) -> str:

@@ -8,20 +8,15 @@ a worker that dies half-way leaves ``running`` (picked up again by the recovery 
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from feedback.models import Project
 
+from .jobs import BackgroundJob
 
-class Export(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
 
+class Export(BackgroundJob):
     class Format(models.TextChoices):
         JSONL = "jsonl", "JSON lines"
         CSV = "csv", "CSV"
@@ -42,25 +37,15 @@ class Export(models.Model):
     format = models.CharField(max_length=10, choices=Format.choices)
     # The request as accepted (filter, include_labels, split, exclude_gold_from_train).
     spec = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    progress = models.FloatField(default=0.0)
     rows = models.PositiveBigIntegerField(default=0)
     rows_per_split = models.JSONField(default=dict, blank=True)
     checksum = models.CharField(max_length=64, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
     manifest = models.JSONField(default=dict, blank=True)
     file = models.FileField(upload_to="exports/", max_length=500, blank=True)
-    error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(BackgroundJob.Meta):
         indexes = [models.Index(fields=["status", "created_at"], name="export_status_created")]
         constraints = [
             models.CheckConstraint(
