@@ -199,11 +199,13 @@ REDRESS_GOLD_MIN_AGREEMENT = env_float("REDRESS_GOLD_MIN_AGREEMENT", 0.66)
 REDRESS_SAMPLING_STALE_SECONDS = env_int("REDRESS_SAMPLING_STALE_SECONDS", 900)
 # An export still running after this was lost with its worker: past the hard time limit no
 # build can still be alive, so the sweep never takes one over.
-REDRESS_EXPORT_STALE_SECONDS = env_int(
-    "REDRESS_EXPORT_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 300
-)
+REDRESS_EXPORT_STALE_SECONDS = env_int("REDRESS_EXPORT_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 300)
 # Exports larger than this fail instead of filling the disk (bytes; unset: no limit).
 REDRESS_EXPORT_MAX_BYTES = env_int("REDRESS_EXPORT_MAX_BYTES", 0) or None
+# On PostgreSQL, JSON-lines and Parquet exports read committed rows as Arrow columns through
+# ADBC (binary COPY on connections of their own); off: psycopg COPY text on Django's connection
+# settings, e.g. for a pooler that ADBC's libpq connections cannot reach.
+REDRESS_EXPORT_ARROW_READER = env_bool("REDRESS_EXPORT_ARROW_READER", True)
 # Audits of at most this many rows are computed in the request (201); larger ones by a worker.
 REDRESS_AUDIT_INLINE_ROWS = env_int("REDRESS_AUDIT_INLINE_ROWS", 20_000)
 

@@ -342,7 +342,11 @@ SPLIT_CODES = {ord("t"): "train", ord("v"): "validation", ord("s"): "test"}
 
 
 def export_copy_sql(
-    *, plan: ExportPlan, mode: str, id_range: tuple[int, int] | None = None
+    *,
+    plan: ExportPlan,
+    mode: str,
+    id_range: tuple[int, int] | None = None,
+    arrow_reader: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """A SELECT for ``COPY (…) TO STDOUT`` and its parameters.
 
@@ -357,6 +361,11 @@ def export_copy_sql(
     come by prediction id, then item id: a stable key whose order the joins on prediction id
     can keep, so no sort of rendered rows is needed. ``id_range`` (inclusive prediction ids)
     selects one stream's share of a parallel export.
+
+    ``arrow_reader``: the rows are read as Arrow columns (``labeling.pg_arrow``), not COPY text.
+    ``jsonl`` then gives two columns, the split code and the line (with its newline), so the
+    lines are one contiguous buffer the writer copies as is; ``arrow`` gives feedback categories
+    as a text array (an Arrow list) instead of joined slugs.
     """
     params: dict[str, Any] = {}
     where = _where(plan, params)
@@ -366,7 +375,9 @@ def export_copy_sql(
     split = _split_sql(plan, params)
     # Feedback categories are rendered once per prediction that has any (a few percent), in
     # the aggregate, rather than once per row.
-    if mode == "arrow":
+    if mode == "arrow" and arrow_reader:
+        slugs = "fb.slugs::text[] AS slugs"
+    elif mode == "arrow":
         slugs = "array_to_string(fb.slugs, ',') AS slugs"
     else:
         slugs = "to_jsonb(fb.slugs)::text AS slugs"
@@ -411,15 +422,20 @@ def export_copy_sql(
             pieces.append(("labels", "coalesce(x.labels, '[]'::jsonb)::text"))
         # One concat() call, not json_build_object (no per-row JSON value, compact separators)
         # nor a chain of || (each copies the whole line so far: quadratic in its length).
-        parts = [code]
+        parts = [] if arrow_reader else [code]
         for n, (name, expression) in enumerate(pieces):
             parts += [f"'{'{' if n == 0 else ','}\"{name}\":'", expression]
-        select = f"SELECT concat({', '.join(parts)}, '}}')"
+        if arrow_reader:
+            select = f"SELECT {code} AS code, concat({', '.join(parts)}, E'}}\\n') AS line"
+        else:
+            select = f"SELECT concat({', '.join(parts)}, '}}')"
     else:
         if mode == "arrow":
             # Category slugs are letters, digits, '_' and '-' (validated at intake and labeling),
             # so a comma joins them unambiguously and pyarrow splits them back into lists.
-            feedback_list = "coalesce(x.slugs, '')"
+            feedback_list = (
+                "coalesce(x.slugs, '{}'::text[])" if arrow_reader else "coalesce(x.slugs, '')"
+            )
             label_list = "translate(coalesce(x.consensus -> 'categories', '[]')::text, '[]\" ', '')"
         columns = [
             "x.external_id",

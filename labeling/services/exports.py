@@ -34,6 +34,9 @@ from functools import cache, partial
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
@@ -47,6 +50,7 @@ from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 from feedback.models import Project
 
 from ..models import Export, GoldSetVersion, Queue
+from ..pg_arrow import conninfo, inline, record_batches
 from ..selectors.exports import (
     SPLIT_CODES,
     ExportPlan,
@@ -562,6 +566,13 @@ def _write_postgres(
     # transaction (tests) the rows may be uncommitted, so one stream does it all.
     streams = 1 if snapshot is None or total < PARALLEL_MIN_ROWS else stream_count()
     ranges = _id_ranges(low, high, streams)
+    # Committed rows (a snapshot to share) are read as Arrow columns on connections of their
+    # own; rows of an outer transaction only through this connection, as COPY text.
+    arrow_reader = (
+        snapshot is not None
+        and export.format in ARROW_READ_FORMATS
+        and getattr(settings, "REDRESS_EXPORT_ARROW_READER", True)
+    )
     progress = Progress(
         export_id=export.pk,
         total=total,
@@ -576,11 +587,15 @@ def _write_postgres(
             id_range=r,
             first=(n == 0),
             prefix=f"{temp_prefix(export)}part-",
+            arrow_reader=arrow_reader,
         )
         for n, r in enumerate(ranges)
     ]
     try:
-        rows = _run_parts(export.format, parts, out, columns, progress, snapshot)
+        if arrow_reader:
+            rows = _run_arrow_parts(export.format, parts, out, columns, progress, snapshot)
+        else:
+            rows = _run_parts(export.format, parts, out, columns, progress, snapshot)
     finally:
         progress.close()
         for part in parts:
@@ -601,6 +616,12 @@ FLUSH_BYTES = 1 << 20
 EXPORT_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 # Below this many rows one stream is as fast as several (connections cost more than they save).
 PARALLEL_MIN_ROWS = 50_000
+# Formats whose rows are read as Arrow columns (ADBC) when the build runs on committed rows:
+# CSV stays COPY text, which is already its final form.
+ARROW_READ_FORMATS = (Export.Format.JSONL, Export.Format.PARQUET)
+ARROW_READ_SETUP = ("SET LOCAL jit = off", EXPORT_WORK_MEM)
+# Split of a row from the code a COPY record or an Arrow code column starts with.
+SPLIT_OF_CODE = {"t": "train", "v": "validation", "s": "test"}
 
 
 def stream_count() -> int:
@@ -626,10 +647,23 @@ class Part:
     first) or spooled into a temporary file, appended in order once the first is done."""
 
     def __init__(
-        self, *, plan: ExportPlan, mode: str, id_range, first: bool, prefix: str = "redress-"
+        self,
+        *,
+        plan: ExportPlan,
+        mode: str,
+        id_range,
+        first: bool,
+        prefix: str = "redress-",
+        arrow_reader: bool = False,
     ) -> None:
         self.plan, self.mode, self.id_range, self.first = plan, mode, id_range, first
         self.prefix = prefix
+        self.query: str | None = None  # the Arrow reader's statement, parameters inlined
+        if arrow_reader:
+            sql, params = export_copy_sql(
+                plan=plan, mode=mode, id_range=id_range, arrow_reader=True
+            )
+            self.query = inline(connection, sql, params)
         self.splits: Counter[str] = Counter()
         self.rows = 0
         self.spool: str | None = None
@@ -691,6 +725,33 @@ class Part:
         if self.spool and os.path.exists(self.spool):
             os.unlink(self.spool)
 
+    # --- the Arrow reader (committed rows, see ``labeling.pg_arrow``) ---
+
+    def batches(self, dsn: str, snapshot: str | None, done: list[int]) -> Iterator[pa.RecordBatch]:
+        """This part's rows as Arrow record batches, counted into ``done`` as they come."""
+        assert self.query is not None
+        with record_batches(dsn, self.query, snapshot=snapshot, setup=ARROW_READ_SETUP) as reader:
+            for batch in reader:
+                if self.cancelled:
+                    raise RuntimeError("cancelled")
+                done[0] += batch.num_rows
+                self.rows += batch.num_rows
+                yield batch
+
+    def tally(self, column: pa.Array) -> None:
+        """Count rows per split from a split (or split-code) column."""
+        for entry in pc.value_counts(column).to_pylist():
+            value = entry["values"]
+            self.splits[SPLIT_OF_CODE.get(value, value)] += entry["counts"]
+
+    def lines_into(self, batches: Iterator[pa.RecordBatch], out, progress=None, done=None) -> None:
+        """JSON lines: each batch's line column is one contiguous buffer, written as is."""
+        for batch in batches:
+            self.tally(batch.column(0))
+            out.write(_string_bytes(batch.column(1)))
+            if progress is not None:
+                progress(done[0])
+
 
 def _on_snapshot(snapshot: str | None, work: Callable[[Any], None]) -> None:
     """Run ``work(raw_connection)`` on a new connection reading the exported snapshot."""
@@ -750,6 +811,109 @@ def _run_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) ->
             thread.join()
     out.flush()
     return rows
+
+
+def _run_arrow_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) -> int:
+    """Every part read as Arrow batches on its own connection (the snapshot's), the first
+    straight into the file, the others spooled (JSON lines, or Arrow IPC for Parquet) and
+    appended in order once the first is done."""
+    done = [0]
+    dsn = conninfo(connection)
+    writer = ParquetWriter(out, columns) if fmt == Export.Format.PARQUET else None
+    convert = _arrow_converter(columns, writer) if writer is not None else None
+
+    def spool(part: Part) -> None:
+        try:
+            fd, part.spool = tempfile.mkstemp(prefix=part.prefix)
+            with open(fd, "wb") as handle:
+                batches = part.batches(dsn, snapshot, done)
+                if writer is None:
+                    part.lines_into(batches, handle)
+                    return
+                with pa.ipc.new_stream(handle, writer.schema) as sink:
+                    for batch in batches:
+                        sink.write_batch(convert(batch, part))
+        except BaseException as exc:  # re-raised by the main thread below
+            part.error = exc
+
+    threads = [
+        threading.Thread(target=spool, args=(part,), name=f"export-part-{n}")
+        for n, part in enumerate(parts[1:], start=1)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        first = parts[0]
+        if writer is None:
+            first.lines_into(first.batches(dsn, snapshot, done), out, progress, done)
+        else:
+            for batch in first.batches(dsn, snapshot, done):
+                writer.write_batch(convert(batch, first))
+                progress(done[0])
+        for part, thread in zip(parts[1:], threads, strict=True):
+            thread.join()
+            if part.error is not None:
+                raise part.error
+            if writer is None:
+                with open(part.spool, "rb") as handle:
+                    while block := handle.read(FLUSH_BYTES):
+                        out.write(block)
+            else:
+                # Read, not memory-mapped: mapped pages would count in the worker's resident
+                # memory as they are touched (the whole spool by the end).
+                with pa.OSFile(part.spool, "rb") as source, pa.ipc.open_stream(source) as stream:
+                    for batch in stream:
+                        writer.write_batch(batch)
+            part.discard()
+            progress(done[0])
+    except BaseException:
+        for part in parts:
+            part.cancelled = True
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+        if writer is not None:
+            # Also on errors, so pyarrow never flushes into a closed file when collected.
+            writer.close()
+    out.flush()
+    return sum(part.rows for part in parts)
+
+
+def _string_bytes(array: pa.Array) -> memoryview | bytes:
+    """The concatenated values of a string array without nulls, without a copy."""
+    if array.null_count:
+        raise RuntimeError("an export line was NULL")
+    if len(array) == 0:
+        return b""
+    _, offsets, data = array.buffers()
+    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    bounds = np.frombuffer(offsets, dtype=width)
+    return memoryview(data)[bounds[array.offset] : bounds[array.offset + len(array)]]
+
+
+def _arrow_converter(columns, writer: ParquetWriter):
+    """A function turning one Arrow-reader batch into a batch of the Parquet schema (label
+    categories arrive as comma-joined slugs, see ``export_copy_sql``), counting splits."""
+    names = [name for name, _, _ in columns]
+    pool = writer.pool
+    empty_list = pa.scalar([], type=pa.list_(pa.string()))
+
+    def convert(batch: pa.RecordBatch, part: Part) -> pa.RecordBatch:
+        arrays = []
+        for name, field in zip(names, writer.schema, strict=True):
+            column = batch.column(name)
+            if pa.types.is_list(field.type) and pa.types.is_string(column.type):
+                split = pc.split_pattern(column, ",", memory_pool=pool)
+                empty = pc.equal(column, "", memory_pool=pool)
+                column = pc.if_else(empty, empty_list, split, memory_pool=pool)
+            if column.type != field.type:
+                column = column.cast(field.type, memory_pool=pool)
+            arrays.append(column)
+        part.tally(batch.column("split"))
+        return pa.RecordBatch.from_arrays(arrays, schema=writer.schema)
+
+    return convert
 
 
 def _emit(fmt: str, buffer: bytearray, out) -> None:

@@ -311,9 +311,12 @@ import django
 django.setup()
 from django.conf import settings
 settings.STORAGES = {storages!r}
+settings.REDRESS_EXPORT_ARROW_READER = {arrow}
+from labeling import pg_arrow
 from labeling.services import exports
 exports.PROGRESS_SECONDS = 0      # report at every block written
 exports.FLUSH_BYTES = 4096        # small blocks, so there are many
+pg_arrow.BATCH_BYTES = 16384      # small Arrow batches too
 def die_half_way(rows, total):
     if rows >= total // 2:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -324,7 +327,8 @@ exports.export_build(export_id={export_id}, on_progress=die_half_way)
 @pytest.mark.postgres
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
 @pytest.mark.django_db(transaction=True)
-def test_a_killed_worker_leaves_no_done_export_and_the_retry_finishes(project, settings):
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow-reader", "copy-text"])
+def test_a_killed_worker_leaves_no_done_export_and_the_retry_finishes(project, settings, arrow):
     queue = make_labeled(project, count=1500)
 
     def record() -> Export:
@@ -347,7 +351,9 @@ def test_a_killed_worker_leaves_no_done_export_and_the_retry_finishes(project, s
         [
             sys.executable,
             "-c",
-            CHILD.format(root=str(ROOT), storages=settings.STORAGES, export_id=export.pk),
+            CHILD.format(
+                root=str(ROOT), storages=settings.STORAGES, export_id=export.pk, arrow=arrow
+            ),
         ],
         env=env,
         cwd=ROOT,
