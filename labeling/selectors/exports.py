@@ -406,16 +406,18 @@ def export_copy_sql(
             ("input", "coalesce(x.input::text, 'null')"),
             ("output", "coalesce(x.output::text, 'null')"),
             ("predicted_label", "coalesce(to_json(x.label)::text, 'null')"),
-            ("confidence", "coalesce(to_json(x.confidence)::text, 'null')"),
+            # Numbers as float8 text: the shortest exact form, as to_json gives for finite
+            # values (confidence is checked to lie in [0, 1], π in (0, 1]), without its cost.
+            ("confidence", "coalesce(x.confidence::text, 'null')"),
             ("segment", "x.segment::text"),
             ("feedback_categories", feedback_list),
             ("verdict", "coalesce((x.consensus -> 'verdict')::text, 'null')"),
             ("true_label", "coalesce((x.consensus -> 'true_label')::text, 'null')"),
             ("label_categories", label_list),
             ("correction", "coalesce(x.correction::text, 'null')"),
-            ("agreement", "coalesce((x.consensus -> 'agreement')::text, 'null')"),
+            ("agreement", "coalesce(x.consensus ->> 'agreement', 'null')"),  # a JSON number
             ("n_labels", f"{n_labels}::text"),
-            ("weight", "to_json(1.0::float8 / x.pi)::text"),
+            ("weight", "(1.0::float8 / x.pi)::text"),
             ("split", "'\"' || x.split || '\"'"),
         ]
         if plan.include_labels:
