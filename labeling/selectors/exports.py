@@ -287,11 +287,14 @@ def _split_sql(plan: ExportPlan, params: dict[str, Any]) -> str:
     return sql_split_case(plan.split, u_sql=u_sql, gold_sql=gold_sql)
 
 
-_FROM = """
+_FROM_ITEMS = """
     FROM labeling_queueitem qi
     JOIN labeling_queue q ON q.id = qi.queue_id
+"""
+_JOIN_PREDICTIONS = """
     JOIN feedback_prediction p ON p.id = qi.prediction_id
 """
+_FROM = _FROM_ITEMS + _JOIN_PREDICTIONS
 
 _JOINS = """
     LEFT JOIN (
@@ -477,8 +480,11 @@ def export_count_sql(*, plan: ExportPlan) -> tuple[str, dict[str, Any]]:
     and the range of their prediction ids (to share the work between streams)."""
     params: dict[str, Any] = {}
     where = _where(plan, params)
+    # The join with predictions only when a filter needs it: the count comes before any row
+    # streams, and joining a million predictions for it took 1.1 s of the build (0.27 s without).
+    tables = _FROM if "p." in where else _FROM_ITEMS
     return (
-        f"SELECT count(*), min(qi.prediction_id), max(qi.prediction_id) {_FROM} WHERE {where}",
+        f"SELECT count(*), min(qi.prediction_id), max(qi.prediction_id) {tables} WHERE {where}",
         params,
     )
 
