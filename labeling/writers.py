@@ -69,10 +69,14 @@ ARROW_TYPES = {
 # Rows per Parquet row group: a fixed number makes the file layout independent of how rows
 # arrived; 16k rows of a typical export are 5-10 MB in memory: the worker stays small.
 ROW_GROUP_ROWS = 16_384
+# Columns whose values are (nearly) unique per row: a dictionary only costs time there before
+# the writer falls back to plain encoding (1M export rows: 1.53 → 1.35 s, 17.9 → 16.5 MB).
+UNIQUE_COLUMNS = frozenset(
+    {"external_id", "input", "output", "correction", "labels", "key", "source_external_id"}
+)
 PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "compression_level": 1,
-    "use_dictionary": True,
     "write_statistics": True,
     "version": "2.6",
 }
@@ -187,7 +191,13 @@ class ParquetWriter:
         self.columns = list(columns)
         self.schema = arrow_schema(self.columns)
         self.pool = arrow_pool()
-        self.writer = pq.ParquetWriter(out, self.schema, memory_pool=self.pool, **PARQUET_OPTIONS)
+        self.writer = pq.ParquetWriter(
+            out,
+            self.schema,
+            memory_pool=self.pool,
+            use_dictionary=[name for name, _, _ in self.columns if name not in UNIQUE_COLUMNS],
+            **PARQUET_OPTIONS,
+        )
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.rows = 0
