@@ -314,8 +314,7 @@ class CleanFeedback:
     prediction_inline: CleanPrediction | None  # or a prediction logged inline
     kind: str
     rating: int | None
-    category_ids: list[int]
-    category_slugs: list[str]
+    category_slugs: list[str]  # sorted, distinct: as Feedback.categories stores them
     comment: str
     correction: Any
     end_user: str
@@ -353,7 +352,8 @@ def validate_feedback(
     categories: dict[str, int],
     extra_fields: frozenset[str] = frozenset(),
 ) -> CleanFeedback | None:
-    """Check one feedback item. ``categories`` maps the project's active slugs to ids."""
+    """Check one feedback item. ``categories`` maps the project's active slugs (in taxonomy
+    order, the order an unknown_category error lists them in) to ids."""
     before = len(errors)
     if not isinstance(data, dict):
         errors.append(
@@ -415,7 +415,6 @@ def validate_feedback(
         )
 
     raw_categories = data.get("categories")
-    category_ids: list[int] = []
     category_slugs: list[str] = []
     if raw_categories is not None:
         path = _join(prefix, "categories")
@@ -431,8 +430,7 @@ def validate_feedback(
             errors.append(FieldError(path, "too_many", f"At most {CATEGORIES_MAX} categories."))
         else:
             for position, slug in enumerate(raw_categories):
-                category_id = categories.get(slug) if isinstance(slug, str) else None
-                if category_id is None:
+                if not isinstance(slug, str) or slug not in categories:
                     errors.append(
                         FieldError(
                             f"{path}[{position}]",
@@ -441,15 +439,10 @@ def validate_feedback(
                             f"{', '.join(categories) or '(none)'}.",
                         )
                     )
-                elif category_id not in category_ids:
-                    category_ids.append(category_id)
-                    category_slugs.append(slug)
-
-    if len(category_slugs) > 1:  # taxonomy order, as the stored links are read back
-        order = {slug: position for position, slug in enumerate(categories)}
-        pairs = sorted(zip(category_slugs, category_ids, strict=True), key=lambda p: order[p[0]])
-        category_slugs = [slug for slug, _ in pairs]
-        category_ids = [category_id for _, category_id in pairs]
+            if len(raw_categories) > 1:
+                category_slugs = sorted(set(raw_categories))  # as stored: sorted, distinct
+            else:
+                category_slugs = raw_categories[:]
 
     comment = data.get("comment")
     if comment is None:
@@ -507,7 +500,6 @@ def validate_feedback(
         prediction_inline=prediction_inline,
         kind=kind,
         rating=rating,
-        category_ids=category_ids,
         category_slugs=category_slugs,
         comment=comment,
         correction=correction,

@@ -20,7 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
-from feedback.models import Feedback, FeedbackCategory, Prediction
+from feedback.models import Feedback, Prediction
 from labeling.models import Export, GoldItem, GoldSet, GoldSetVersion, Label, Queue, QueueItem
 from labeling.selectors.exports import export_items
 from labeling.services.exports import (
@@ -97,12 +97,14 @@ def make_labeled(project, *, count: int, name: str = "labeled", reviewer=None) -
         segment={"locale": "en-US"},
     )
     QueueItem.objects.create(queue=queue, prediction=extra, inclusion_probability=0.5)
-    categories = {c.slug: c for c in FeedbackCategory.objects.filter(project=project)}
     for i in range(0, count, 10):
-        feedback = Feedback.objects.create(
-            project=project, prediction=predictions[i], kind="report", segment={}
+        Feedback.objects.create(
+            project=project,
+            prediction=predictions[i],
+            kind="report",
+            segment={},
+            categories=["incorrect", "unsafe"],
         )
-        feedback.categories.add(categories["unsafe"], categories["incorrect"])
     if reviewer is not None:
         Label.objects.bulk_create(
             Label(
