@@ -600,7 +600,10 @@ def _copy_feedback(
     stored: list[Feedback] = []
     rows = []
     db = connection.alias
-    encoded_categories: dict[tuple[str, ...], str] = {}  # a batch repeats a few combinations
+    # A batch repeats a few category combinations, and most items add nothing to their
+    # prediction's segment: each is JSON-encoded once (batch profile).
+    encoded_categories: dict[tuple[str, ...], str] = {}
+    encoded_segments: dict[int, str] = {}
     for (_, clean, values, prediction), feedback_id in zip(to_insert, ids, strict=True):
         correction = values["correction"]
         key = values["idempotency_key"]
@@ -608,26 +611,29 @@ def _copy_feedback(
         categories = encoded_categories.get(slugs)
         if categories is None:
             categories = encoded_categories[slugs] = json.dumps(clean.category_slugs)
+        if clean.segment:
+            segment = json.dumps(values["segment"])
+        else:
+            segment = encoded_segments.get(prediction.pk)
+            if segment is None:
+                segment = encoded_segments[prediction.pk] = json.dumps(values["segment"])
         row = (
             feedback_id, values["project_id"], prediction.pk, values["kind"], values["rating"],
             categories, values["comment"],
             None if correction is None else json.dumps(correction),
-            values["end_user"], json.dumps(values["segment"]), key, values["request_hash"],
+            values["end_user"], segment, key, values["request_hash"],
             values["status"], "", values["created_at"],
         )
         rows.append((key or "", row))  # sorted below: the order of unique-index locks
-        feedback = stored_instance(
-            Feedback,
-            {
-                **values,
-                "id": feedback_id,
-                "prediction_id": prediction.pk,
-                "resolution_note": "",
-                "resolved_at": None,
-                "resolved_by_id": None,
-            },
-            db,
+        # ``values`` is this row's own dict (``_feedback_values``): completed in place.
+        values.update(
+            id=feedback_id,
+            prediction_id=prediction.pk,
+            resolution_note="",
+            resolved_at=None,
+            resolved_by_id=None,
         )
+        feedback = stored_instance(Feedback, values, db)
         feedback._state.fields_cache["prediction"] = prediction
         stored.append(feedback)
     rows.sort(key=lambda pair: pair[0])
