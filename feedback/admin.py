@@ -40,7 +40,7 @@ from .models import (
     Prediction,
     Project,
 )
-from .selectors import feedback_list, projects_for_user
+from .selectors import feedback_list, projects_for_user, with_any_category
 from .services.categories import category_save
 from .services.disputes import dispute_resolve
 from .services.keys import apikey_create, apikey_revoke, project_cache_invalidate
@@ -308,7 +308,8 @@ class FeedbackCategoryAdmin(ProjectScopedMixin, admin.ModelAdmin):
     def get_readonly_fields(
         self, request: HttpRequest, obj: FeedbackCategory | None = None
     ) -> list[str]:
-        return ["project"] if obj is not None else []
+        # Feedback stores slugs (Feedback.categories): a slug never changes once created.
+        return ["project", "slug"] if obj is not None else []
 
     def save_model(
         self, request: HttpRequest, obj: FeedbackCategory, form: Any, change: bool
@@ -522,9 +523,7 @@ class CategoryFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Feedback]) -> QuerySet[Feedback]:
         if self.value():
-            # Slugs are unique per project and feedback links only its own project's
-            # categories, so this join cannot duplicate rows.
-            return queryset.filter(categories__slug=self.value())
+            return queryset.filter(with_any_category([self.value()]))
         return queryset
 
 
@@ -613,7 +612,7 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
     readonly_fields = feedback_fields + prediction_fields + dispute_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Feedback]:
-        # The selector scopes to the projects and prefetches the category slugs (no N+1).
+        # The selector scopes to the projects and joins the prediction (no N+1).
         queryset = feedback_list(project_ids=projects_where(request).values("pk"))
         # The prediction's payloads can be large and the list never shows them.
         return queryset.defer("prediction__input", "prediction__output")
@@ -644,7 +643,7 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
 
     @admin.display(description="categories")
     def category_slugs(self, obj: Feedback) -> str:
-        return ", ".join(category.slug for category in obj.categories.all()) or "-"
+        return ", ".join(obj.categories or []) or "-"
 
     @admin.display(description="comment", ordering="comment")
     def short_comment(self, obj: Feedback) -> str:

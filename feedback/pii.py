@@ -9,7 +9,6 @@ order number of 9+ digits will read as a phone number.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import re
@@ -30,6 +29,9 @@ PHONE = re.compile(
     r"(?!\w)"
 )
 DIGIT = re.compile(r"\d")  # every pattern below that needs a digit matches it with \d
+# Fewer digits than this in the whole text: no card (13+), no phone (7+; ``_phone`` keeps
+# shorter runs), and an IPv4 address needs 4 digits and 3 dots.
+MIN_PII_DIGITS = 7
 DATE_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
 
 
@@ -76,16 +78,24 @@ def scrub_text(text: str) -> str:
     """Return ``text`` with personal data replaced by placeholders."""
     if not text:
         return text
-    has_digit = DIGIT.search(text) is not None  # a C scan: a generator showed in the profile
+    # Digits counted before the e-mail and IPv6 placeholders take theirs away (a C scan: a
+    # generator showed in the profile); most comments hold a few digits or none, and then the
+    # three digit patterns below cannot replace anything (batch profile: they were a quarter
+    # of the per-item Python time).
+    digits = len(DIGIT.findall(text))
     if "@" in text:
         text = EMAIL.sub("[EMAIL]", text)
     if ":" in text:
         text = IPV6.sub(_ipv6, text)
-    if not has_digit:
+    if digits == 0:
         return text
-    text = CARD.sub(_card, text)
-    text = IPV4.sub("[IP]", text)
-    return PHONE.sub(_phone, text)
+    if digits >= MIN_PII_DIGITS:
+        text = CARD.sub(_card, text)
+    if digits >= 4 and text.count(".") >= 3:
+        text = IPV4.sub("[IP]", text)
+    if digits >= MIN_PII_DIGITS:
+        text = PHONE.sub(_phone, text)
+    return text
 
 
 def scrub_value(value: Any) -> Any:
@@ -101,4 +111,6 @@ def scrub_value(value: Any) -> Any:
 
 def pseudonymise(secret: str, end_user: str) -> str:
     """HMAC-SHA256 of an app's end-user id under the project's secret (hex)."""
-    return hmac.new(secret.encode(), end_user.encode(), hashlib.sha256).hexdigest()
+    # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...) without building
+    # an HMAC object per call (batch profile).
+    return hmac.digest(secret.encode(), end_user.encode(), "sha256").hex()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import ApiKey, Feedback, FeedbackCategory, Membership, Project
@@ -108,13 +108,17 @@ def projects_for_user(
 
 
 def feedback_list(*, project_ids: list[int] | QuerySet) -> QuerySet[Feedback]:
-    return (
-        Feedback.objects.filter(project_id__in=project_ids)
-        .select_related("prediction", "project")
-        .prefetch_related(
-            Prefetch("categories", queryset=FeedbackCategory.objects.only("id", "slug"))
-        )
+    return Feedback.objects.filter(project_id__in=project_ids).select_related(
+        "prediction", "project"
     )
+
+
+def with_any_category(slugs: list[str], *, path: str = "categories") -> Q:
+    """Feedback (or, through ``path``, rows related to feedback) holding at least one of
+    ``slugs``: the one category filter of the API, the admin, sampling and dashboards.
+    PostgreSQL: JSON containment served by the GIN index; SQLite: ``json_each``. See
+    ``feedback.fields.ContainsAny``."""
+    return Q(**{f"{path}__contains_any": list(slugs)})
 
 
 def dispute_get(*, project_ids: list[int] | QuerySet, dispute_id: int) -> Feedback | None:

@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from django.utils import timezone
@@ -314,8 +315,7 @@ class CleanFeedback:
     prediction_inline: CleanPrediction | None  # or a prediction logged inline
     kind: str
     rating: int | None
-    category_ids: list[int]
-    category_slugs: list[str]
+    category_slugs: list[str]  # sorted, distinct: as Feedback.categories stores them
     comment: str
     correction: Any
     end_user: str
@@ -345,6 +345,103 @@ def validate_idempotency_key(value: Any, path: str | None, errors: list[FieldErr
     return key
 
 
+FEEDBACK_KIND_SET = frozenset(FEEDBACK_KINDS)
+
+
+@cache
+def _allowed_fields(extra_fields: frozenset[str]) -> frozenset[str]:
+    return FEEDBACK_FIELDS | extra_fields
+
+
+def _plain_string(value: Any, max_chars: int) -> bool:
+    """What ``check_string`` accepts (blank allowed), for a ``str`` exactly."""
+    return type(value) is str and len(value) <= max_chars and "\x00" not in value
+
+
+def _plain_segment(value: Any) -> bool:
+    """What ``check_segment`` accepts, for a ``dict`` of ``str`` exactly."""
+    if type(value) is not dict or len(value) > SEGMENT_MAX_KEYS:
+        return False
+    match = SEGMENT_KEY_RE.match
+    for key, item in value.items():
+        if type(key) is not str or len(key) > SEGMENT_KEY_MAX_CHARS or not match(key):
+            return False
+        if not _plain_string(item, SEGMENT_VALUE_MAX_CHARS):
+            return False
+    return True
+
+
+def _feedback_fast(
+    data: Any, categories: dict[str, int], allowed: frozenset[str], extra_fields: frozenset[str]
+) -> CleanFeedback | None:
+    """The common item (a logged prediction's external_id, plain strings, known slugs, no JSON
+    correction) checked in one pass without building field paths; None for anything else,
+    which ``validate_feedback`` then checks field by field. It accepts only what the full
+    checks accept and returns what they return (the batch profile: building paths and error
+    plumbing for valid items cost more than the checks)."""
+    if type(data) is not dict:
+        return None
+    for name in data:
+        if name not in allowed:
+            return None
+    prediction = data.get("prediction")
+    if not _plain_string(prediction, EXTERNAL_ID_MAX_CHARS) or not prediction.strip():
+        return None
+    kind = data.get("kind")
+    if type(kind) is not str or kind not in FEEDBACK_KIND_SET:
+        return None
+    rating = data.get("rating")
+    if rating is None:
+        if kind == "rating":
+            return None
+    elif type(rating) is not int or rating not in (1, -1):
+        return None
+    raw = data.get("categories")
+    if raw is None:
+        slugs: list[str] = []
+    elif type(raw) is list and len(raw) <= CATEGORIES_MAX:
+        for slug in raw:
+            if type(slug) is not str or slug not in categories:
+                return None
+        slugs = sorted(set(raw)) if len(raw) > 1 else raw[:]
+    else:
+        return None
+    comment = data.get("comment")
+    if comment is None:
+        comment = ""
+    elif not _plain_string(comment, COMMENT_MAX_CHARS):
+        return None
+    correction = data.get("correction")
+    if correction is not None and not _plain_string(correction, CORRECTION_MAX_CHARS):
+        return None
+    end_user = data.get("end_user")
+    if end_user is None:
+        end_user = ""
+    elif not _plain_string(end_user, END_USER_MAX_CHARS):
+        return None
+    segment = data.get("segment")
+    if segment is None:
+        segment = {}
+    elif not _plain_segment(segment):
+        return None
+    if extra_fields:
+        hashed = {name: value for name, value in data.items() if name not in extra_fields}
+    else:
+        hashed = data
+    return CleanFeedback(
+        prediction_ref=prediction,
+        prediction_inline=None,
+        kind=kind,
+        rating=rating,
+        category_slugs=slugs,
+        comment=comment,
+        correction=correction,
+        end_user=end_user,
+        segment=segment,
+        request_hash=content_hash(hashed),
+    )
+
+
 def validate_feedback(
     data: Any,
     prefix: str,
@@ -353,7 +450,25 @@ def validate_feedback(
     categories: dict[str, int],
     extra_fields: frozenset[str] = frozenset(),
 ) -> CleanFeedback | None:
-    """Check one feedback item. ``categories`` maps the project's active slugs to ids."""
+    """Check one feedback item. ``categories`` maps the project's active slugs (in taxonomy
+    order, the order an unknown_category error lists them in) to ids."""
+    clean = _feedback_fast(data, categories, _allowed_fields(extra_fields), extra_fields)
+    if clean is not None:
+        return clean
+    return validate_feedback_fields(
+        data, prefix, errors, categories=categories, extra_fields=extra_fields
+    )
+
+
+def validate_feedback_fields(
+    data: Any,
+    prefix: str,
+    errors: list[FieldError],
+    *,
+    categories: dict[str, int],
+    extra_fields: frozenset[str] = frozenset(),
+) -> CleanFeedback | None:
+    """``validate_feedback`` field by field, naming every refusal."""
     before = len(errors)
     if not isinstance(data, dict):
         errors.append(
@@ -415,7 +530,6 @@ def validate_feedback(
         )
 
     raw_categories = data.get("categories")
-    category_ids: list[int] = []
     category_slugs: list[str] = []
     if raw_categories is not None:
         path = _join(prefix, "categories")
@@ -430,9 +544,10 @@ def validate_feedback(
         elif len(raw_categories) > CATEGORIES_MAX:
             errors.append(FieldError(path, "too_many", f"At most {CATEGORIES_MAX} categories."))
         else:
+            known = True
             for position, slug in enumerate(raw_categories):
-                category_id = categories.get(slug) if isinstance(slug, str) else None
-                if category_id is None:
+                if not isinstance(slug, str) or slug not in categories:
+                    known = False
                     errors.append(
                         FieldError(
                             f"{path}[{position}]",
@@ -441,15 +556,8 @@ def validate_feedback(
                             f"{', '.join(categories) or '(none)'}.",
                         )
                     )
-                elif category_id not in category_ids:
-                    category_ids.append(category_id)
-                    category_slugs.append(slug)
-
-    if len(category_slugs) > 1:  # taxonomy order, as the stored links are read back
-        order = {slug: position for position, slug in enumerate(categories)}
-        pairs = sorted(zip(category_slugs, category_ids, strict=True), key=lambda p: order[p[0]])
-        category_slugs = [slug for slug, _ in pairs]
-        category_ids = [category_id for _, category_id in pairs]
+            if known:  # as stored: sorted, distinct
+                category_slugs = sorted(set(raw_categories))
 
     comment = data.get("comment")
     if comment is None:
@@ -507,7 +615,6 @@ def validate_feedback(
         prediction_inline=prediction_inline,
         kind=kind,
         rating=rating,
-        category_ids=category_ids,
         category_slugs=category_slugs,
         comment=comment,
         correction=correction,

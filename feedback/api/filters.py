@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC
 
 from django import forms
-from django.db.models import Exists, OuterRef
 from django.db.models.fields.json import KeyTransform
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
@@ -13,6 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 
 from ..errors import FieldError, InvalidInput
 from ..models import Feedback
+from ..selectors import with_any_category
 from ..validation import SEGMENT_KEY_MAX_CHARS, SEGMENT_KEY_RE
 
 SEGMENT_PREFIX = "segment."
@@ -68,10 +68,7 @@ class FeedbackFilterSet(filters.FilterSet):
     def filter_category(self, queryset, name, value):
         if not value:
             return queryset
-        links = Feedback.categories.through.objects.filter(
-            feedback_id=OuterRef("pk"), feedbackcategory__slug__in=value
-        )
-        return queryset.filter(Exists(links))
+        return queryset.filter(with_any_category(value))
 
 
 def segment_params(params) -> dict[str, str]:

@@ -240,7 +240,9 @@ class FeedbackBatchOutSerializer(serializers.Serializer):
 class FeedbackSerializer(serializers.ModelSerializer):
     prediction = serializers.SerializerMethodField(help_text="The prediction's external_id.")
     rating = serializers.ChoiceField(choices=RATING_CHOICES, allow_null=True, read_only=True)
-    categories = serializers.SerializerMethodField(help_text="Category slugs.")
+    categories = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="Category slugs, sorted."
+    )
     # No length limit here: scrubbing may lengthen a string ("a@b.io" becomes "[EMAIL]").
     correction = CorrectionField(read_only=True, help_text=FEEDBACK_CORRECTION_HELP)
     segment = MergedSegmentField(read_only=True)
@@ -264,13 +266,6 @@ class FeedbackSerializer(serializers.ModelSerializer):
         if external_id is not None:
             return external_id
         return obj.prediction.external_id
-
-    @extend_schema_field({"type": "array", "items": {"type": "string"}})
-    def get_categories(self, obj: Feedback) -> list[str]:
-        slugs = getattr(obj, "category_slugs", None)
-        if slugs is not None:
-            return slugs
-        return [category.slug for category in obj.categories.all()]
 
 
 class CategorySerializer(serializers.ModelSerializer):

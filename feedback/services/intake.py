@@ -8,8 +8,8 @@ transaction with a handful of statements whatever the batch size:
     SELECT earlier uses of idempotency keys   (one query, only when keys are given; the
                                               replayed rows are loaded only when some were used)
     INSERT new inline predictions             (one multi-row INSERT)
-    INSERT feedback                           (one multi-row INSERT … RETURNING id)
-    INSERT feedback ↔ category links          (one multi-row INSERT)
+    INSERT feedback                           (one multi-row INSERT … RETURNING id; the
+                                              categories are a column of the row)
 
 Races are settled by the database's unique constraints, not by locks: when a concurrent request
 inserts the same idempotency key or external_id first, the transaction rolls back and the
@@ -20,12 +20,12 @@ PostgreSQL has two faster write paths (the bench profile: per-statement round tr
 compilation cost more than the rows themselves):
 
 - one item referring to a logged prediction (the single endpoint's common case) is one
-  statement in autocommit: a data-modifying CTE that resolves the prediction, inserts the
-  feedback (``ON CONFLICT … DO NOTHING`` on the idempotency key) and its category links. When
-  it stores nothing (a key used before, an unknown prediction) the general path above answers.
-- batches reserve their ids from the sequence and ``COPY`` the rows and links, in one
-  transaction, in idempotency-key order (two batches sharing keys wait for each other instead
-  of deadlocking). A unique violation rolls it all back and the items are resolved again.
+  statement in autocommit: a data-modifying CTE that resolves the prediction and inserts the
+  feedback (``ON CONFLICT … DO NOTHING`` on the idempotency key). When it stores nothing (a key
+  used before, an unknown prediction) the general path above answers.
+- batches reserve their ids from the sequence and ``COPY`` the rows, in one transaction, in
+  idempotency-key order (two batches sharing keys wait for each other instead of
+  deadlocking). A unique violation rolls it all back and the items are resolved again.
 """
 
 from __future__ import annotations
@@ -336,7 +336,6 @@ def _store_feedback(
             f.idempotency_key: f
             for f in Feedback.objects.filter(project_id=project_id, idempotency_key__in=used)
             .select_related("prediction")
-            .prefetch_related("categories")
         }
     fresh: list[tuple[int, CleanFeedback]] = []
     first_in_batch: dict[str, tuple[int, CleanFeedback]] = {}
@@ -410,16 +409,8 @@ def _store_feedback(
                 Feedback(prediction=prediction, **values) for _, _, values, prediction in to_insert
             ]
             Feedback.objects.bulk_create(stored)
-            links = [
-                (feedback.pk, category_id)
-                for (_, clean, _, _), feedback in zip(to_insert, stored, strict=True)
-                for category_id in clean.category_ids
-            ]
-            if links:
-                _insert_links(links)
 
-    for (index, clean, _, _), feedback in zip(to_insert, stored, strict=True):
-        feedback.category_slugs = clean.category_slugs  # for rendering without a query
+    for (index, _, _, _), feedback in zip(to_insert, stored, strict=True):
         outcome[index] = (CREATED, feedback, [])
     for index, first_index in replays_in_batch:
         status, obj, errors = outcome[first_index]
@@ -443,37 +434,6 @@ def _used_keys(project_id: int, keys: set[str]) -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def _insert_links(links: list[tuple[int, int]]) -> None:
-    """INSERT feedback ↔ category rows, (feedback_id, category_id) pairs: what ``bulk_create``
-    of the through model does (UNNEST of two arrays on PostgreSQL, multi-row VALUES elsewhere),
-    without building a model per link (two per feedback item, so it showed in the batch
-    profile)."""
-    through = Feedback.categories.through
-    fields = [through._meta.get_field("feedback"), through._meta.get_field("feedbackcategory")]
-    quote = connection.ops.quote_name
-    head = (
-        f"INSERT INTO {quote(through._meta.db_table)} "
-        f"({', '.join(quote(f.column) for f in fields)}) "
-    )
-    if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{f.db_type(connection).split('(')[0]}[]" for f in fields)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"{head}SELECT * FROM UNNEST({arrays})",
-                [[link[0] for link in links], [link[1] for link in links]],
-            )
-        return
-    head += "VALUES "
-    size = max(1, connection.ops.bulk_batch_size(fields, links))  # SQLite: 999 parameters
-    with connection.cursor() as cursor:
-        for start in range(0, len(links), size):
-            chunk = links[start : start + size]
-            cursor.execute(
-                head + ", ".join(["(%s, %s)"] * len(chunk)),
-                [value for link in chunk for value in link],
-            )
-
-
 def _key_conflict(key: str, prefix_items: bool, index: int) -> list[FieldError]:
     field_name = f"items[{index}].idempotency_key" if prefix_items else "Idempotency-Key"
     return _conflict(
@@ -490,6 +450,7 @@ def _feedback_values(
         "project_id": context.project_id,
         "kind": clean.kind,
         "rating": clean.rating,
+        "categories": clean.category_slugs,
         "comment": comment,
         "correction": correction,
         "end_user": end_user,
@@ -504,30 +465,26 @@ def _feedback_values(
 # --- PostgreSQL write paths ------------------------------------------------------------------
 
 # One statement, one round trip, no explicit transaction: resolve the prediction, insert the
-# feedback unless its idempotency key is taken, insert its category links. The segment is the
-# prediction's (when it is an object) updated with the feedback's own, as ``_new_feedback``
-# merges it. Every CTE sees the same snapshot; the links' foreign key to the new row is checked
-# at the end of the statement, when the row exists.
+# feedback (its categories on the row) unless its idempotency key is taken. The segment is the
+# prediction's (when it is an object) updated with the feedback's own, as ``_feedback_values``
+# merges it.
 SINGLE_INSERT_SQL = """
 WITH p AS (
     SELECT id, segment FROM feedback_prediction
     WHERE project_id = %(project)s AND external_id = %(ref)s
 ), f AS (
     INSERT INTO feedback_feedback (
-        project_id, prediction_id, kind, rating, comment, correction, end_user, segment,
-        idempotency_key, request_hash, status, resolution_note, created_at
+        project_id, prediction_id, kind, rating, categories, comment, correction, end_user,
+        segment, idempotency_key, request_hash, status, resolution_note, created_at
     )
-    SELECT %(project)s, p.id, %(kind)s, %(rating)s, %(comment)s, %(correction)s::jsonb,
-           %(end_user)s,
+    SELECT %(project)s, p.id, %(kind)s, %(rating)s, %(categories)s::jsonb, %(comment)s,
+           %(correction)s::jsonb, %(end_user)s,
            CASE WHEN jsonb_typeof(p.segment) = 'object' THEN p.segment ELSE '{}'::jsonb END
                || %(segment)s::jsonb,
            %(key)s, %(request_hash)s, %(status)s, '', %(created_at)s
     FROM p
     ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, prediction_id, segment
-), links AS (
-    INSERT INTO feedback_feedback_categories (feedback_id, feedbackcategory_id)
-    SELECT f.id, category_id FROM f, unnest(%(categories)s::bigint[]) AS category_id
 )
 SELECT id, prediction_id, segment::text FROM f
 """
@@ -563,7 +520,7 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
         "request_hash": clean.request_hash,
         "status": status,
         "created_at": now,
-        "categories": clean.category_ids,
+        "categories": json.dumps(clean.category_slugs),
     }
     # Inside a caller's transaction a failed statement must not poison it: a savepoint. Alone
     # (autocommit, as on the request path) the statement is its own transaction: no BEGIN and
@@ -595,6 +552,7 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
             "prediction_id": prediction_id,
             "kind": clean.kind,
             "rating": clean.rating,
+            "categories": clean.category_slugs,
             "comment": comment,
             "correction": correction,
             "end_user": end_user,
@@ -610,14 +568,14 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
         connection.alias,
     )
     # For rendering without a query.
-    feedback.category_slugs = clean.category_slugs
     feedback.prediction_external_id = clean.prediction_ref
     return feedback
 
 
 FEEDBACK_COPY_COLUMNS = (
-    "id", "project_id", "prediction_id", "kind", "rating", "comment", "correction", "end_user",
-    "segment", "idempotency_key", "request_hash", "status", "resolution_note", "created_at",
+    "id", "project_id", "prediction_id", "kind", "rating", "categories", "comment", "correction",
+    "end_user", "segment", "idempotency_key", "request_hash", "status", "resolution_note",
+    "created_at",
 )
 
 
@@ -631,9 +589,8 @@ def _feedback_id_sequence() -> str:
 def _copy_feedback(
     to_insert: list[tuple[int, CleanFeedback, dict[str, Any], Prediction]],
 ) -> list[Feedback]:
-    """Write feedback rows and their category links with COPY (PostgreSQL, inside the caller's
-    transaction); returns the stored feedback. Ids come from the table's sequence first, so
-    links need no RETURNING."""
+    """Write feedback rows with COPY (PostgreSQL, inside the caller's transaction); returns the
+    stored feedback. Ids come from the table's sequence first: no RETURNING needed."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(%s) FROM generate_series(1, %s)",
@@ -642,31 +599,41 @@ def _copy_feedback(
         ids = [row[0] for row in cursor.fetchall()]
     stored: list[Feedback] = []
     rows = []
-    links = []
     db = connection.alias
+    # A batch repeats a few category combinations, and most items add nothing to their
+    # prediction's segment: each is JSON-encoded once (batch profile).
+    encoded_categories: dict[tuple[str, ...], str] = {}
+    encoded_segments: dict[int, str] = {}
     for (_, clean, values, prediction), feedback_id in zip(to_insert, ids, strict=True):
         correction = values["correction"]
         key = values["idempotency_key"]
+        slugs = tuple(clean.category_slugs)
+        categories = encoded_categories.get(slugs)
+        if categories is None:
+            categories = encoded_categories[slugs] = json.dumps(clean.category_slugs)
+        if clean.segment:
+            segment = json.dumps(values["segment"])
+        else:
+            segment = encoded_segments.get(prediction.pk)
+            if segment is None:
+                segment = encoded_segments[prediction.pk] = json.dumps(values["segment"])
         row = (
             feedback_id, values["project_id"], prediction.pk, values["kind"], values["rating"],
-            values["comment"], None if correction is None else json.dumps(correction),
-            values["end_user"], json.dumps(values["segment"]), key, values["request_hash"],
+            categories, values["comment"],
+            None if correction is None else json.dumps(correction),
+            values["end_user"], segment, key, values["request_hash"],
             values["status"], "", values["created_at"],
         )
         rows.append((key or "", row))  # sorted below: the order of unique-index locks
-        links.extend((feedback_id, category_id) for category_id in clean.category_ids)
-        feedback = stored_instance(
-            Feedback,
-            {
-                **values,
-                "id": feedback_id,
-                "prediction_id": prediction.pk,
-                "resolution_note": "",
-                "resolved_at": None,
-                "resolved_by_id": None,
-            },
-            db,
+        # ``values`` is this row's own dict (``_feedback_values``): completed in place.
+        values.update(
+            id=feedback_id,
+            prediction_id=prediction.pk,
+            resolution_note="",
+            resolved_at=None,
+            resolved_by_id=None,
         )
+        feedback = stored_instance(Feedback, values, db)
         feedback._state.fields_cache["prediction"] = prediction
         stored.append(feedback)
     rows.sort(key=lambda pair: pair[0])
@@ -677,10 +644,4 @@ def _copy_feedback(
         ) as copy:
             for _, row in rows:
                 copy.write_row(row)
-        if links:
-            with raw.copy(
-                "COPY feedback_feedback_categories (feedback_id, feedbackcategory_id) FROM STDIN"
-            ) as copy:
-                for link in links:
-                    copy.write_row(link)
     return stored

@@ -868,9 +868,7 @@ class QueueItemAdmin(QueueChildMixin, admin.ModelAdmin):
             "input_json": pretty_json(item.prediction.input),
             "output_json": pretty_json(item.prediction.output),
             "labels": labels,
-            "feedback": Feedback.objects.filter(prediction_id=item.prediction_id)
-            .prefetch_related("categories")
-            .order_by("id"),
+            "feedback": Feedback.objects.filter(prediction_id=item.prediction_id).order_by("id"),
             "form": form,
             "media": self.media + form.media,
         }

@@ -182,12 +182,14 @@ def export_rows_portable(*, plan: ExportPlan, chunk_size: int = 2000) -> Iterato
 def _rows_of(chunk: list[dict], plan: ExportPlan) -> list[dict]:
     item_ids = [r["pk"] for r in chunk]
     categories: dict[int, set[str]] = defaultdict(set)
-    for prediction_id, slug in Feedback.objects.filter(
-        project=plan.project,
-        prediction_id__in=[r["prediction_id"] for r in chunk],
-        categories__isnull=False,
-    ).values_list("prediction_id", "categories__slug"):
-        categories[prediction_id].add(slug)
+    for prediction_id, slugs in (
+        Feedback.objects.filter(
+            project=plan.project, prediction_id__in=[r["prediction_id"] for r in chunk]
+        )
+        .exclude(categories=[])
+        .values_list("prediction_id", "categories")
+    ):
+        categories[prediction_id].update(slugs or ())
     labels: dict[int, list[Label]] = defaultdict(list)
     for label in Label.objects.filter(item_id__in=item_ids).order_by("id"):
         labels[label.item_id].append(label)
@@ -300,9 +302,8 @@ _JOINS = """
     LEFT JOIN (
         SELECT f.prediction_id, array_agg(DISTINCT c.slug ORDER BY c.slug) AS slugs
         FROM feedback_feedback f
-        JOIN feedback_feedback_categories fc ON fc.feedback_id = f.id
-        JOIN feedback_feedbackcategory c ON c.id = fc.feedbackcategory_id
-        WHERE f.project_id = %(project)s
+        CROSS JOIN LATERAL jsonb_array_elements_text(f.categories) AS c(slug)
+        WHERE f.project_id = %(project)s AND f.categories <> '[]'::jsonb
         GROUP BY f.prediction_id
     ) fb ON fb.prediction_id = qi.prediction_id
 """

@@ -131,15 +131,13 @@ def claim_payload(*, item: QueueItem, lease_expires_at) -> dict[str, Any]:
             "status": Feedback.DisputeStatus.IN_REVIEW
             if item.gold_item_id is not None and f.status in RESOLVED_DISPUTE
             else f.status,
-            "categories": [c.slug for c in f.categories.all()],
+            "categories": list(f.categories or []),
             "comment": f.comment,
             "correction": f.correction,
             "created_at": f.created_at,
         }
         for f in (
-            Feedback.objects.filter(prediction=prediction)
-            .prefetch_related("categories")
-            .order_by("id")
+            Feedback.objects.filter(prediction=prediction).order_by("id")
             if prediction is not None
             else []
         )

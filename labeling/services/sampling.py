@@ -53,6 +53,7 @@ from django.utils.dateparse import parse_datetime
 
 from feedback.errors import FieldError, InvalidInput
 from feedback.models import Feedback, Prediction
+from feedback.selectors import with_any_category
 from feedback.services.disputes import disputes_mark_in_review
 
 from ..models import Queue, QueueItem, SamplingRun
@@ -278,7 +279,7 @@ def population_queryset(queue: Queue, policy: dict[str, Any]) -> QuerySet[Predic
         elif spec.get("kinds"):
             feedback = feedback.filter(kind__in=spec["kinds"])
         if spec.get("categories"):
-            feedback = feedback.filter(categories__slug__in=spec["categories"])
+            feedback = feedback.filter(with_any_category(spec["categories"]))
         if spec.get("created_after"):
             feedback = feedback.filter(created_at__gte=parse_datetime(spec["created_after"]))
         if spec.get("created_before"):

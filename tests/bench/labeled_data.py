@@ -86,7 +86,7 @@ def ensure_labeled_rows(n: int, *, seed: int = 0) -> dict:
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
-    from feedback.models import FeedbackCategory, Project
+    from feedback.models import Project
     from feedback.services.projects import project_create
     from labeling.models import Queue, QueueItem
 
@@ -121,15 +121,12 @@ def ensure_labeled_rows(n: int, *, seed: int = 0) -> dict:
             user_model.objects.get_or_create(username=name, defaults={"is_staff": True})[0].pk
             for name in REVIEWERS
         ]
-        categories = dict(
-            FeedbackCategory.objects.filter(project=project).values_list("slug", "id")
-        )
         with connection.cursor() as cursor:
             cursor.execute(_generate_sql(n, seed))
             _insert_predictions(cursor, project.pk, seed)
             _insert_items(cursor, project.pk, queue.pk, seed)
             _insert_labels(cursor, queue.pk, reviewer_ids)
-            _insert_feedback(cursor, project.pk, seed, categories)
+            _insert_feedback(cursor, project.pk, seed)
     with connection.cursor() as cursor:
         for table in ("feedback_prediction", "labeling_queueitem", "labeling_label"):
             cursor.execute(f"ANALYZE {table}")
@@ -239,7 +236,7 @@ def _insert_labels(cursor, queue_id: int, reviewer_ids: list[int]) -> None:
     )
 
 
-def _insert_feedback(cursor, project_id: int, seed: int, categories: dict[str, int]) -> None:
+def _insert_feedback(cursor, project_id: int, seed: int) -> None:
     """Disputes, negative ratings and reports, more of them where the output was wrong."""
     cursor.execute(
         """
@@ -258,12 +255,15 @@ def _insert_feedback(cursor, project_id: int, seed: int, categories: dict[str, i
     )
     cursor.execute(
         f"""
-        WITH inserted AS (
             INSERT INTO feedback_feedback
-                (project_id, prediction_id, kind, rating, comment, correction, end_user, segment,
-                 idempotency_key, request_hash, status, resolution_note, resolved_at, created_at)
+                (project_id, prediction_id, kind, rating, categories, comment, correction,
+                 end_user, segment, idempotency_key, request_hash, status, resolution_note,
+                 resolved_at, created_at)
             SELECT %s, f.prediction_id, f.kind,
                    CASE WHEN f.kind = 'rating' THEN -1 END,
+                   CASE WHEN f.kind = 'rating' THEN '[]'::jsonb
+                        WHEN f.i %% 4 = 0 THEN '["incomplete"]'::jsonb
+                        ELSE '["incorrect"]'::jsonb END,
                    CASE WHEN f.kind = 'rating' THEN '' ELSE 'Not what I expected.' END,
                    NULL, md5('user:' || (f.i %% 5000)), '{{}}'::jsonb,
                    'bl{seed}-fb-' || f.i, '',
@@ -273,13 +273,8 @@ def _insert_feedback(cursor, project_id: int, seed: int, categories: dict[str, i
             FROM bench_feedback f
             ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL
             DO NOTHING
-            RETURNING id, kind
-        )
-        INSERT INTO feedback_feedback_categories (feedback_id, feedbackcategory_id)
-        SELECT id, CASE WHEN id %% 4 = 0 THEN %s ELSE %s END
-        FROM inserted WHERE kind <> 'rating'
         """,
-        [project_id, categories["incomplete"], categories["incorrect"]],
+        [project_id],
     )
 
 

@@ -15,8 +15,8 @@ add new ones to ``SECTIONS``):
   within the p99 target) serves the later sections.
 - ``batch_intake``: POST ``/api/v1/feedback/batch`` with 1,000 items per request from a few
   keep-alive ``http.client`` threads; items/s and rows stored.
-- ``copy_ceiling``: the same rows (and category links) written by one psycopg ``COPY``, the
-  database's physical limit for this data on this machine.
+- ``copy_ceiling``: the same rows (categories on the row) written by one psycopg ``COPY``,
+  the database's physical limit for this data on this machine.
 
 Usage: ``make bench`` or ``.venv/bin/python tests/bench/run.py [--help]``.
 """
@@ -194,10 +194,11 @@ def feedback_rows() -> int:
     return Feedback.objects.count()
 
 
-def category_links() -> int:
+def rows_with_bench_categories() -> int:
+    """Feedback rows holding the bench's categories (sorted, as stored)."""
     from feedback.models import Feedback
 
-    return Feedback.categories.through.objects.count()
+    return Feedback.objects.filter(categories=sorted(CATEGORIES)).count()
 
 
 # --- gunicorn --------------------------------------------------------------------------------
@@ -487,12 +488,12 @@ def bench_http(bench: Bench) -> dict[str, Any]:
                 return wrk_summary(wrk(bench, base, "bare", args.duration), 200)
 
             def intake_single(number: int, base: str = base, worker_class: str = worker_class):
-                rows_before, links_before = feedback_rows(), category_links()
+                rows_before, tagged_before = feedback_rows(), rows_with_bench_categories()
                 log.info("[%s] POST /api/v1/feedback for %ss", worker_class, args.duration)
                 raw = wrk(bench, base, "feedback", args.duration)
                 single = wrk_summary(raw, 201)
                 rows = wait_until_stable(feedback_rows) - rows_before
-                links = category_links() - links_before
+                tagged = rows_with_bench_categories() - tagged_before
                 # Requests wrk sent but did not read the answer of before it stopped. wrk's
                 # tail leaves time for all of them, except with sync workers: wrk reconnects
                 # after every response, and a sync worker that accepts such an idle connection
@@ -501,11 +502,11 @@ def bench_http(bench: Bench) -> dict[str, Any]:
                 in_flight = raw["requests_sent"] - raw["responses"]
                 single.update(
                     rows_stored=rows,
-                    links_stored=links,
+                    rows_with_categories=tagged,
                     in_flight_at_stop=in_flight,
                     rows_match_201s=rows == single["ok"],
                     rows_verified=rows == single["ok"] + in_flight
-                    and links == len(CATEGORIES) * rows,
+                    and tagged == rows,
                     first_error=raw["first_bad"] or None,
                 )
                 return single
@@ -670,7 +671,7 @@ def post_batches(port: int, api_key: str, bodies: list[bytes], clients: int) -> 
 
 
 def bench_copy_ceiling(bench: Bench) -> dict[str, Any]:
-    """The same rows as the batch section (and their category links), written by COPY: once
+    """The same rows as the batch section (categories on the row), written by COPY: once
     on one connection, once split over ``--copy-streams`` connections (as many as gunicorn
     workers write from). The faster is the ceiling."""
     total, streams = bench.args.batch_items, bench.args.copy_streams
@@ -684,10 +685,9 @@ def bench_copy_ceiling(bench: Bench) -> dict[str, Any]:
         "rows_per_s": best["rows_per_s"],
         "streams": best["streams"],
         "rows": total,
-        "links": best["links"],
         "by_streams": {str(r["streams"]): r for r in (single, parallel)},
-        "method": "psycopg COPY into the feedback table and its category links, one "
-        "transaction per connection (ids from the table's sequence); rows built "
+        "method": "psycopg COPY into the feedback table (categories a JSON column of the "
+        "row), one transaction per connection (ids from the table's sequence); rows built "
         "before timing",
     }
     log.info(
@@ -724,6 +724,7 @@ def build_copy_rows(bench: Bench, total: int, tag: str) -> list[tuple[Any, ...]]
                 prediction_id,
                 item["kind"],
                 None,
+                json.dumps(sorted(set(item["categories"]))),
                 scrub_text(item["comment"]),
                 None,
                 hmac.new(secret, item["end_user"].encode(), hashlib.sha256).hexdigest(),
@@ -746,6 +747,7 @@ COPY_COLUMNS = [
     "prediction_id",
     "kind",
     "rating",
+    "categories",
     "comment",
     "correction",
     "end_user",
@@ -764,15 +766,9 @@ def copy_rows(bench: Bench, parts: list[list[tuple[Any, ...]]]) -> dict[str, Any
     """COPY each part on a connection of its own, concurrently; rows/s over all of them."""
     import psycopg
 
-    from feedback.models import Feedback, FeedbackCategory
+    from feedback.models import Feedback
 
-    category_ids = list(
-        FeedbackCategory.objects.filter(project_id=bench.project_id, slug__in=CATEGORIES)
-        .order_by("position")
-        .values_list("id", flat=True)
-    )
     table = Feedback._meta.db_table
-    links_table = Feedback.categories.through._meta.db_table
     connections = [psycopg.connect(**pg_connect_kwargs(bench.database_url)) for _ in parts]
     errors: list[BaseException] = []
 
@@ -787,12 +783,6 @@ def copy_rows(bench: Bench, parts: list[list[tuple[Any, ...]]]) -> dict[str, Any
                 with cur.copy(f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
                     for feedback_id, row in zip(ids, rows, strict=True):
                         copy.write_row((feedback_id, *row))
-                with cur.copy(
-                    f"COPY {links_table} (feedback_id, feedbackcategory_id) FROM STDIN"
-                ) as copy:
-                    for feedback_id in ids:
-                        for category_id in category_ids:
-                            copy.write_row((feedback_id, category_id))
             conn.commit()
         except BaseException as exc:  # reported by the caller
             errors.append(exc)
@@ -819,7 +809,6 @@ def copy_rows(bench: Bench, parts: list[list[tuple[Any, ...]]]) -> dict[str, Any
     return {
         "rows_per_s": round(total / elapsed, 1),
         "streams": len(parts),
-        "links": total * len(category_ids),
         "seconds": round(elapsed, 3),
         "cpu": meter.result,
     }

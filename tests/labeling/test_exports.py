@@ -20,7 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
-from feedback.models import Feedback, FeedbackCategory, Prediction
+from feedback.models import Feedback, Prediction
 from labeling.models import Export, GoldItem, GoldSet, GoldSetVersion, Label, Queue, QueueItem
 from labeling.selectors.exports import export_items
 from labeling.services.exports import (
@@ -97,12 +97,22 @@ def make_labeled(project, *, count: int, name: str = "labeled", reviewer=None) -
         segment={"locale": "en-US"},
     )
     QueueItem.objects.create(queue=queue, prediction=extra, inclusion_probability=0.5)
-    categories = {c.slug: c for c in FeedbackCategory.objects.filter(project=project)}
     for i in range(0, count, 10):
-        feedback = Feedback.objects.create(
-            project=project, prediction=predictions[i], kind="report", segment={}
+        Feedback.objects.create(
+            project=project,
+            prediction=predictions[i],
+            kind="report",
+            segment={},
+            categories=["incorrect", "unsafe"],
         )
-        feedback.categories.add(categories["unsafe"], categories["incorrect"])
+        if i % 20 == 10:  # a second feedback: the export lists the union, sorted, once each
+            Feedback.objects.create(
+                project=project,
+                prediction=predictions[i],
+                kind="report",
+                segment={},
+                categories=["biased", "unsafe"],
+            )
     if reviewer is not None:
         Label.objects.bulk_create(
             Label(
@@ -213,7 +223,7 @@ def test_jsonl_rows_hold_what_api_md_lists_and_weights_are_one_over_pi(project, 
         assert row["predicted_label"] == item.prediction.label
         assert row["n_labels"] == item.consensus["n_labels"]
     by_id = {r["external_id"]: r for r in rows}
-    assert by_id["labeled-00010"]["feedback_categories"] == ["incorrect", "unsafe"]
+    assert by_id["labeled-00010"]["feedback_categories"] == ["biased", "incorrect", "unsafe"]
     assert by_id["labeled-00011"]["feedback_categories"] == []
     assert by_id["labeled-00014"]["correction"] == {"decision": "fixed", "i": 14}
     assert by_id["labeled-00015"]["correction"] is None
