@@ -115,7 +115,10 @@ def test_arrow_reader_gives_the_bytes_of_copy_text(
         ids = set(table.column("external_id").to_pylist())
         assert {f"{awkward} {n}" for n, awkward in enumerate(AWKWARD)} <= ids
         categories = table.column("feedback_categories").to_pylist()
-        assert categories.count(["incorrect", "unsafe"]) == 120  # feedback on every 10th
+        # Feedback on every 10th prediction; every 20th has a second one (the union, sorted).
+        assert categories.count(["incorrect", "unsafe"]) == 60
+        assert categories.count(["biased", "incorrect", "unsafe"]) == 60
+        assert categories.count([]) == 1080
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
