@@ -314,6 +314,8 @@ class BuildResult:
     rows_per_split: dict[str, int]
     gold_versions: list[dict]
     gold_groups: int
+    sha256: str
+    size: int
 
 
 class Progress:
@@ -365,10 +367,13 @@ class Progress:
 
 
 class SizeGuard:
-    """A file object wrapper refusing to grow past ``REDRESS_EXPORT_MAX_BYTES``."""
+    """A file object wrapper refusing to grow past ``REDRESS_EXPORT_MAX_BYTES``, hashing what
+    goes through it: the sha256 comes with the last byte written, while the database streams,
+    instead of a second pass over the finished file (0.6 s for a million JSON lines)."""
 
     def __init__(self, out: IO[bytes], limit: int | None) -> None:
         self.out, self.limit, self.written = out, limit, 0
+        self.digest = hashlib.sha256()
 
     def write(self, data) -> int:
         self.written += len(data)
@@ -376,6 +381,7 @@ class SizeGuard:
             raise ExportTooLarge(
                 f"The export grew past REDRESS_EXPORT_MAX_BYTES ({self.limit:,} bytes)."
             )
+        self.digest.update(data)
         return self.out.write(data)
 
     def flush(self) -> None:
@@ -446,7 +452,7 @@ def export_build(
     result = None
     try:
         result = _build_file(export, portable=portable, on_progress=on_progress)
-        checksum, size = _sha256(result.path)
+        checksum, size = result.sha256, result.size
         name = _store(export, result.path, checksum)
         manifest = {
             **(export.manifest or {}),
@@ -525,7 +531,12 @@ def _build_file(export: Export, *, portable: bool | None, on_progress=None) -> B
             else:
                 rows, per_split = _write_portable(export, plan, out, columns, on_progress)
             touched = gold_versions_touched(items=plan.items(), project=export.project)
-        return BuildResult(path, rows, per_split, touched, len(plan.gold_groups))
+        checksum, size = out.digest.hexdigest(), out.written
+        if os.path.getsize(path) != size:  # something wrote around the guard: hash the file
+            checksum, size = _sha256(path)
+        return BuildResult(
+            path, rows, per_split, touched, len(plan.gold_groups), sha256=checksum, size=size
+        )
     except BaseException:
         os.unlink(path)
         raise
