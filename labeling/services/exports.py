@@ -29,6 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -732,6 +733,12 @@ class Part:
             else:
                 self.copy_into(raw_connection, handle, None, done)
 
+    def append_spool(self, out) -> None:
+        """Copy the spooled bytes (already in their final form) to ``out``."""
+        with open(self.spool, "rb") as handle:
+            while block := handle.read(FLUSH_BYTES):
+                out.write(block)
+
     def discard(self) -> None:
         if self.spool and os.path.exists(self.spool):
             os.unlink(self.spool)
@@ -782,21 +789,42 @@ def _on_snapshot(snapshot: str | None, work: Callable[[Any], None]) -> None:
         wrapper.close()
 
 
+@contextmanager
+def _spooling(parts: list[Part], spool: Callable[[Part], None]) -> Iterator[list[threading.Thread]]:
+    """Run ``spool(part)`` for every part but the first, each in a thread, while the body
+    handles the first; an error in the body cancels every part; the threads are always joined.
+    A thread's own error is kept on its part, for the body to raise in order."""
+
+    def run(part: Part) -> None:
+        try:
+            spool(part)
+        except BaseException as exc:  # re-raised by the main thread
+            part.error = exc
+
+    threads = [
+        threading.Thread(target=run, args=(part,), name=f"export-part-{n}")
+        for n, part in enumerate(parts[1:], start=1)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield threads
+    except BaseException:
+        for part in parts:
+            part.cancelled = True
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+
+
 def _run_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) -> int:
     done = [0]  # rows read by every stream, for progress (increments happen under the GIL)
-    threads = []
-    for part in parts[1:]:
 
-        def spool(part: Part = part) -> None:
-            try:
-                _on_snapshot(snapshot, lambda raw: part.spool_into_file(raw, done))
-            except BaseException as exc:  # re-raised by the main thread below
-                part.error = exc
+    def spool(part: Part) -> None:
+        _on_snapshot(snapshot, lambda raw: part.spool_into_file(raw, done))
 
-        thread = threading.Thread(target=spool, name=f"export-part-{len(threads) + 1}")
-        thread.start()
-        threads.append(thread)
-    try:
+    with _spooling(parts, spool) as threads:
         connection.ensure_connection()
         main = connection.connection
         if fmt == Export.Format.PARQUET:
@@ -807,19 +835,10 @@ def _run_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) ->
                 thread.join()
                 if part.error is not None:
                     raise part.error
-                with open(part.spool, "rb") as handle:
-                    while block := handle.read(FLUSH_BYTES):
-                        out.write(block)
+                part.append_spool(out)
                 part.discard()
                 progress(done[0])
             rows = sum(part.rows for part in parts)
-    except BaseException:
-        for part in parts:
-            part.cancelled = True
-        raise
-    finally:
-        for thread in threads:
-            thread.join()
     out.flush()
     return rows
 
@@ -834,56 +853,43 @@ def _run_arrow_parts(fmt: str, parts: list[Part], out, columns, progress, snapsh
     convert = _arrow_converter(columns, writer) if writer is not None else None
 
     def spool(part: Part) -> None:
-        try:
-            fd, part.spool = tempfile.mkstemp(prefix=part.prefix)
-            with open(fd, "wb") as handle:
-                batches = part.batches(dsn, snapshot, done)
-                if writer is None:
-                    part.lines_into(batches, handle)
-                    return
-                with pa.ipc.new_stream(handle, writer.schema) as sink:
-                    for batch in batches:
-                        sink.write_batch(convert(batch, part))
-        except BaseException as exc:  # re-raised by the main thread below
-            part.error = exc
-
-    threads = [
-        threading.Thread(target=spool, args=(part,), name=f"export-part-{n}")
-        for n, part in enumerate(parts[1:], start=1)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        first = parts[0]
-        if writer is None:
-            first.lines_into(first.batches(dsn, snapshot, done), out, progress, done)
-        else:
-            for batch in first.batches(dsn, snapshot, done):
-                writer.write_batch(convert(batch, first))
-                progress(done[0])
-        for part, thread in zip(parts[1:], threads, strict=True):
-            thread.join()
-            if part.error is not None:
-                raise part.error
+        fd, part.spool = tempfile.mkstemp(prefix=part.prefix)
+        with open(fd, "wb") as handle:
+            batches = part.batches(dsn, snapshot, done)
             if writer is None:
-                with open(part.spool, "rb") as handle:
-                    while block := handle.read(FLUSH_BYTES):
-                        out.write(block)
+                part.lines_into(batches, handle)
+                return
+            with pa.ipc.new_stream(handle, writer.schema) as sink:
+                for batch in batches:
+                    sink.write_batch(convert(batch, part))
+
+    try:
+        with _spooling(parts, spool) as threads:
+            first = parts[0]
+            if writer is None:
+                first.lines_into(first.batches(dsn, snapshot, done), out, progress, done)
             else:
-                # Read, not memory-mapped: mapped pages would count in the worker's resident
-                # memory as they are touched (the whole spool by the end).
-                with pa.OSFile(part.spool, "rb") as source, pa.ipc.open_stream(source) as stream:
-                    for batch in stream:
-                        writer.write_batch(batch)
-            part.discard()
-            progress(done[0])
-    except BaseException:
-        for part in parts:
-            part.cancelled = True
-        raise
+                for batch in first.batches(dsn, snapshot, done):
+                    writer.write_batch(convert(batch, first))
+                    progress(done[0])
+            for part, thread in zip(parts[1:], threads, strict=True):
+                thread.join()
+                if part.error is not None:
+                    raise part.error
+                if writer is None:
+                    part.append_spool(out)
+                else:
+                    # Read, not memory-mapped: mapped pages would count in the worker's
+                    # resident memory as they are touched (the whole spool by the end).
+                    with (
+                        pa.OSFile(part.spool, "rb") as source,
+                        pa.ipc.open_stream(source) as stream,
+                    ):
+                        for batch in stream:
+                            writer.write_batch(batch)
+                part.discard()
+                progress(done[0])
     finally:
-        for thread in threads:
-            thread.join()
         if writer is not None:
             # Also on errors, so pyarrow never flushes into a closed file when collected.
             writer.close()

@@ -21,7 +21,7 @@ from labeling.models import Export
 from labeling.services import exports
 from labeling.services.exports import export_build, export_request_clean
 
-from .test_exports import content, make_labeled
+from .test_exports import _media, content, make_labeled  # noqa: F401 (_media: autouse fixture)
 
 pytestmark = [
     pytest.mark.postgres,
@@ -31,17 +31,6 @@ pytestmark = [
 
 # Strings JSON must escape, and some it must not (non-ASCII, U+2028).
 AWKWARD = ['tab\there "quoted" back\\slash', "line\nbreak\r\x01\x1f", "ünïcødé \u2028 🙂"]
-
-
-@pytest.fixture(autouse=True)
-def _media(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        },
-    }
 
 
 @pytest.fixture
@@ -139,3 +128,33 @@ def test_the_arrow_reader_connects_with_djangos_parameters():
     with pg_arrow.record_batches(dsn, query, snapshot=None) as reader:
         table = reader.read_all()
     assert table.to_pylist() == [{"n": 7, "s": "a'b"}]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_failure_mid_stream_cancels_every_stream_and_leaves_nothing(
+    project, committed, readers, settings, fmt
+):
+    import tempfile
+    from pathlib import Path
+
+    from django.core.files.storage import default_storage
+
+    settings.REDRESS_EXPORT_STREAMS = 2
+    reference = built(project, committed, fmt)
+    settings.REDRESS_EXPORT_MAX_BYTES = reference.size_bytes // 3  # fails in the first stream
+
+    _, fmt, spec = export_request_clean(
+        data={"queue": committed.pk, "format": fmt}, project=project
+    )
+    export = Export.objects.create(project=project, queue=committed, format=fmt, spec=spec)
+    export = export_build(export_id=export.pk)
+
+    assert export.status == Export.Status.FAILED
+    assert "REDRESS_EXPORT_MAX_BYTES" in export.error
+    assert export.checksum == "" and not export.file
+    assert len(readers) == 4  # two streams each time: the second one ran, and was stopped
+    # No spool or half file left behind, and only the reference reached storage.
+    assert not list(Path(tempfile.gettempdir()).glob(f"{exports.temp_prefix(export)}*"))
+    assert default_storage.listdir(f"exports/{project.slug}")[1] == [
+        reference.file.name.rsplit("/", 1)[1]
+    ]
