@@ -910,8 +910,9 @@ def _string_bytes(array: pa.Array) -> memoryview | bytes:
 
 
 def _arrow_converter(columns, writer: ParquetWriter):
-    """A function turning one Arrow-reader batch into a batch of the Parquet schema (label
-    categories arrive as comma-joined slugs, see ``export_copy_sql``), counting splits."""
+    """A function turning one batch as read (Arrow reader, or COPY CSV parsed by pyarrow) into
+    a batch of the Parquet schema, counting its rows per split. List columns that arrive as
+    comma-joined slugs (see ``export_copy_sql``) are split; the others are cast if needed."""
     names = [name for name, _, _ in columns]
     pool = writer.pool
     empty_list = pa.scalar([], type=pa.list_(pa.string()))
@@ -989,15 +990,16 @@ class CopyReader(io.RawIOBase):
 
 def _parquet_parts(parts, main, out, columns, progress, done, threads) -> int:
     """Parquet from COPY … (FORMAT csv) parsed by pyarrow with explicit column types."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     names = [name for name, _, _ in columns]
-    kinds = {name: kind for name, kind, _ in columns}
     read_types = {
-        name: (pa.string() if kind == "list" else ARROW_TYPES[kind]) for name, kind in kinds.items()
+        # Lists arrive as comma-joined slugs: the converter splits them.
+        name: (pa.string() if kind == "list" else ARROW_TYPES[kind])
+        for name, kind, _ in columns
     }
+    writer = ParquetWriter(out, columns)
+    convert = _arrow_converter(columns, writer)
     options = {
         # One parsing thread: the database streams are the bottleneck, and each extra thread
         # holds blocks of its own (peak memory).
@@ -1012,25 +1014,13 @@ def _parquet_parts(parts, main, out, columns, progress, done, threads) -> int:
             quoted_strings_can_be_null=False,  # NULL is unquoted, '' is "" in COPY csv
             null_values=[""],
         ),
+        "memory_pool": writer.pool,
     }
-    writer = ParquetWriter(out, columns)
-    pool = options["memory_pool"] = writer.pool
-    empty_list = pa.scalar([], type=pa.list_(pa.string()))
 
     def consume(reader, part: Part) -> None:
         for batch in reader:
-            arrays = []
-            for name in names:
-                column = batch.column(name)
-                if kinds[name] == "list":
-                    split = pc.split_pattern(column, ",", memory_pool=pool)
-                    empty = pc.equal(column, "", memory_pool=pool)
-                    column = pc.if_else(empty, empty_list, split, memory_pool=pool)
-                arrays.append(column)
-            counts = pc.value_counts(batch.column("split"), memory_pool=pool).to_pylist()
-            part.splits.update({c["values"]: c["counts"] for c in counts})
             part.rows += batch.num_rows
-            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=writer.schema))
+            writer.write_batch(convert(batch, part))
             progress(done[0])
 
     try:
