@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
 from .services import audits, claims, labels, sampling
 
-
-@shared_task(
-    bind=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-    acks_late=True,
+# A job recorded in a row (sampling run, export, audit): acknowledged once done, so a worker
+# lost mid-job hands it back; retried when the database is briefly unreachable.
+job_task = partial(
+    shared_task, bind=True, autoretry_for=(OperationalError,), retry_backoff=True, acks_late=True
 )
+
+
+@job_task(max_retries=5)
 def sampling_run_task(self, run_id: int) -> str:
     return sampling.sampling_run_execute(run_id=run_id).status
 
@@ -42,13 +44,7 @@ def queue_consensus_task(queue_id: int) -> int:
     return labels.queue_consensus_recompute(queue_id=queue_id)
 
 
-@shared_task(
-    bind=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=3,
-    acks_late=True,
-)
+@job_task(max_retries=3)
 def export_build_task(self, export_id: int) -> str:
     from .services.exports import export_build  # pyarrow loads only in workers that build
 
@@ -63,13 +59,7 @@ def exports_recover_task() -> int:
     return exports_recover(stale_after_seconds=settings.REDRESS_EXPORT_STALE_SECONDS)
 
 
-@shared_task(
-    bind=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-    acks_late=True,
-)
+@job_task(max_retries=5)
 def audit_run_task(self, audit_id: int) -> str:
     return audits.audit_run(audit_id=audit_id).status
 
