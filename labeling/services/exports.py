@@ -633,7 +633,7 @@ PARALLEL_MIN_ROWS = 50_000
 ARROW_READ_FORMATS = (Export.Format.JSONL, Export.Format.PARQUET)
 ARROW_READ_SETUP = ("SET LOCAL jit = off", EXPORT_WORK_MEM)
 # Split of a row from the code a COPY record or an Arrow code column starts with.
-SPLIT_OF_CODE = {"t": "train", "v": "validation", "s": "test"}
+SPLIT_OF_CODE = {chr(code): name for code, name in SPLIT_CODES.items()}
 
 
 def stream_count() -> int:
