@@ -131,6 +131,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
+    # Prepared statements for the queries that ask for one (the single-feedback INSERT binds
+    # on the server with prepare=True). Django's own cursors bind on the client and are never
+    # prepared; Django's default (None) would silently disable preparation for all. Behind
+    # PgBouncer in transaction mode, set max_prepared_statements there or this to -1 (off).
+    _prepare_threshold = env_int("DJANGO_DB_PREPARE_THRESHOLD", 5)
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        None if _prepare_threshold < 0 else _prepare_threshold
+    )
     # One test database per test process, so parallel runs on one server never collide.
     DATABASES["default"]["TEST"] = {
         "NAME": env_str("DJANGO_TEST_DB_NAME", f"test_{DATABASES['default']['NAME']}_{os.getpid()}")

@@ -127,7 +127,12 @@ class FeedbackCategory(models.Model):
 class Prediction(models.Model):
     """One model output, identified by the app's ``external_id`` (unique per project)."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="predictions")
+    # No index of its own: every index below starts with project. A lone (project) index also
+    # tempted PostgreSQL's generic plan for the single-feedback INSERT (prepared) to scan a
+    # project's predictions instead of probing (project, external_id).
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="predictions", db_index=False
+    )
     external_id = models.CharField(max_length=255)
     model = models.CharField(max_length=200, blank=True)
     model_version = models.CharField(max_length=100, blank=True)

@@ -184,6 +184,10 @@ def seed(bench: Bench) -> None:
         ]
         results = predictions_log(context=context, items=items, prefix_items=True)
         assert all(r.status == 201 for r in results), [r.errors for r in results if not r.ok][:3]
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # what autovacuum does in production (off on some hosts)
+        cursor.execute("ANALYZE feedback_prediction")
     bench.predictions = n
     log.info("seeded project %s, an ingest key and %d predictions", PROJECT_SLUG, n)
 

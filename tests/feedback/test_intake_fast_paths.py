@@ -308,6 +308,26 @@ def test_a_replayed_batch_stores_nothing_more(ingest_client, logged):
 
 
 @pytest.mark.postgres
+def test_the_single_item_insert_is_a_prepared_statement(ingest_client, logged):
+    # Django's default (prepare_threshold None) would disable psycopg's preparation even where
+    # the query asks for it: the settings keep it on, and the INSERT is planned once per
+    # connection, not once per request.
+    for n in range(3):
+        body = {"prediction": logged, "kind": "report", "comment": f"n{n}"}
+        assert (
+            post(ingest_client, "/api/v1/feedback", body, HTTP_IDEMPOTENCY_KEY=f"p{n}").status_code
+            == 201
+        )
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%INSERT INTO feedback_feedback%%'"
+        )
+        assert cursor.fetchone()[0] == 1
+
+
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_an_error_mid_batch_leaves_no_rows_visible(project, logged):
     # given a constraint that the last row of the batch breaks, checked at COMMIT (a deferred
