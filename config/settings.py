@@ -241,6 +241,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 # --- REST framework --------------------------------------------------------------------------
 REDRESS_INGEST_RATE = env_str("REDRESS_INGEST_RATE", "600/minute")
+# Most requests an intake process takes from a key's rate at once (feedback/api/throttling.py);
+# only keys allowed 1,000 or more per window take more than one. 1 turns leases off.
+REDRESS_INGEST_LEASE = env_int("REDRESS_INGEST_LEASE", 50)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

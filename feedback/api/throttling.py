@@ -7,11 +7,23 @@ exchange the counter costs less than the request's own INSERT. The rate comes fr
 which the intake views know before the key's context is loaded: there the cached context and
 the counter come back from Redis in one command (``ingest_key_checked``), shared with the DRF
 views, which count the same counter.
+
+Leases (intake views on Redis, keys with a high rate only). That round trip cost a fifth of a
+single intake request's throughput (bench: 1,370 req/s with it, 1,650 without). A key whose
+rate allows at least 1,000 requests per window may take up to ``REDRESS_INGEST_LEASE``
+requests at once from its counter (the lease: a share of its rate of at most 1/1,000), which
+this process then lets through without asking Redis, for at most ``LEASE_SECONDS``. So such a
+key may be refused up to a lease per process early at the end of a window (0.1% of its rate
+or less), and a revoked key (or a changed taxonomy) may serve up to the rest of a lease per
+process for at most ``LEASE_SECONDS`` after the change. Keys at ordinary rates (600/minute)
+never hold a lease: every request asks Redis, as before.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -44,15 +56,54 @@ def _redis() -> tuple[Any, Any] | None:
     return client, backend
 
 
-# GET the cached context, INCR the counter, set its expiry once: one command to pack and one
-# reply to parse. The same as a pipeline of the three, at a fraction of redis-py's client-side
-# cost (it was a quarter of a single request's CPU in the profile).
+# GET the cached context, add the requests taken (1, or a lease) to the counter, set its expiry
+# once: one command to pack and one reply to parse. The same as a pipeline of the three, at a
+# fraction of redis-py's client-side cost (it was a quarter of a single request's CPU in the
+# profile).
 LOOKUP_AND_COUNT = """
 local context = redis.call('GET', KEYS[1])
-local count = redis.call('INCR', KEYS[2])
+local count = redis.call('INCRBY', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1], 'NX')
 return {context, count}
 """
+
+# A lease lets a process through at most this long on a context read from Redis.
+LEASE_SECONDS = 1.0
+# A lease is at most this share of the rate (1/LEASE_SHARE): rates under LEASE_SHARE requests
+# per window get no lease at all.
+LEASE_SHARE = 1000
+
+
+@dataclass(slots=True)
+class Lease:
+    """Requests this process may still let through for one key in one window."""
+
+    context: KeyContext
+    window: int
+    left: int
+    until: float  # time.monotonic() deadline
+
+
+_leases: dict[str, Lease] = {}  # by the key's full cache key (prefix included)
+_leases_lock = threading.Lock()
+
+
+def lease_size(num_requests: int) -> int:
+    """Requests taken from the counter at once for a key allowed ``num_requests`` per window."""
+    most = getattr(settings, "REDRESS_INGEST_LEASE", 50)
+    return max(1, min(most, num_requests // LEASE_SHARE))
+
+
+def _take_leased(lease_key: str, window: int) -> KeyContext | None:
+    """The context of a live lease of this key in this window, one request taken; else None."""
+    lease = _leases.get(lease_key)
+    if lease is None or lease.window != window:
+        return None
+    with _leases_lock:
+        if lease.left <= 0 or time.monotonic() >= lease.until:
+            return None
+        lease.left -= 1
+    return lease.context
 
 
 def _lookup_and_count(client: Any) -> Any:
@@ -111,18 +162,33 @@ def ingest_key_checked(raw_key: str) -> tuple[KeyContext | None, float | None]:
         return context, _retry_after(_count(counter, duration), window, duration, now)
 
     client, backend = redis
+    context_key = cache.make_key(cache_key_for_hash(key_hash))
+    leased = _take_leased(context_key, window)
+    if leased is not None:
+        return leased, None
     counter = cache.make_key(counter)
+    num_requests = parse_rate(settings.REDRESS_INGEST_RATE)[0]
+    taken = lease_size(num_requests)
     cached, count = _lookup_and_count(client)(
-        keys=[cache.make_key(cache_key_for_hash(key_hash)), counter], args=[duration + 1]
+        keys=[context_key, counter], args=[duration + 1, taken]
     )
     if cached is not None:
         context = backend._serializer.loads(cached) or None  # False: unknown or revoked
     else:
         context = api_key_context_load(key_hash)
     if context is None or not context.has_scope("ingest"):
-        client.decr(counter)  # not counted: DRF counts only requests it lets through
+        client.decrby(counter, taken)  # not counted: DRF counts only requests it lets through
         return None, None
-    return context, _retry_after(int(count), window, duration, now)
+    count = int(count)
+    # The requests of this lease within the rate: the first is this one, the rest are leased.
+    granted = min(taken, num_requests - (count - taken))
+    if granted <= 0:
+        return context, _retry_after(count, window, duration, now)
+    if taken > 1:
+        if len(_leases) >= 10_000:  # keys of past windows, of other prefixes (tests)
+            _leases.clear()
+        _leases[context_key] = Lease(context, window, granted - 1, time.monotonic() + LEASE_SECONDS)
+    return context, None
 
 
 def api_key_context_load_cached(key_hash: str) -> KeyContext | None:
