@@ -222,6 +222,8 @@ def gunicorn(bench: Bench, worker_class: str) -> Iterator[str]:
     command = [
         str(VENV_BIN / "gunicorn"),
         "config.wsgi:application",
+        "--config",
+        str(ROOT / "config" / "gunicorn.py"),  # as in production (README)
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
