@@ -29,7 +29,13 @@ from ..services.intake import feedback_submit
 from .errors import exception_handler
 from .parsers import LimitedJSONParser
 from .throttling import ingest_key_checked
-from .views import batch_entry, batch_items, feedback_renderer, raise_for_single, require_object
+from .views import (
+    batch_entry,
+    batch_items,
+    feedback_representation,
+    raise_for_single,
+    require_object,
+)
 
 FAST_ACCEPT = frozenset({"", "*/*", "application/json"})
 _render = JSONRenderer().render  # DRF's bytes exactly (compact, UTF-8, U+2028/9 escaped)
@@ -131,7 +137,7 @@ def feedback_post(request: HttpRequest, context: KeyContext, data: Any) -> tuple
         item_key_field=False,
     )
     raise_for_single(result)
-    return feedback_renderer().to_representation(result.obj), result.status
+    return feedback_representation(result.obj), result.status
 
 
 def feedback_batch_post(request: HttpRequest, context: KeyContext, data: Any) -> tuple[Any, int]:

@@ -262,10 +262,14 @@ class FeedbackSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_prediction(self, obj: Feedback) -> str:
-        external_id = getattr(obj, "prediction_external_id", None)  # set by intake: no query
-        if external_id is not None:
-            return external_id
-        return obj.prediction.external_id
+        return prediction_external_id(obj)
+
+
+def prediction_external_id(obj: Feedback) -> str:
+    external_id = getattr(obj, "prediction_external_id", None)  # set by intake: no query
+    if external_id is not None:
+        return external_id
+    return obj.prediction.external_id
 
 
 class CategorySerializer(serializers.ModelSerializer):
