@@ -33,11 +33,11 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import psycopg
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -179,7 +179,9 @@ def _referenced_predictions(
     found = {}
     for row in rows:
         values = dict(zip(names, row, strict=True))
-        values["segment"] = json.loads(values["segment"])  # Django loads jsonb as text
+        # Django loads jsonb as text: kept too, for COPY to write back as is (_copy_feedback).
+        values["segment_json"] = values["segment"]
+        values["segment"] = json.loads(values["segment"])
         found[values["external_id"]] = stored_instance(Prediction, values, db)
     return found
 
@@ -471,17 +473,17 @@ def _feedback_values(
 SINGLE_INSERT_SQL = """
 WITH p AS (
     SELECT id, segment FROM feedback_prediction
-    WHERE project_id = %(project)s AND external_id = %(ref)s
+    WHERE project_id = %s AND external_id = %s
 ), f AS (
     INSERT INTO feedback_feedback (
         project_id, prediction_id, kind, rating, categories, comment, correction, end_user,
         segment, idempotency_key, request_hash, status, resolution_note, created_at
     )
-    SELECT %(project)s, p.id, %(kind)s, %(rating)s, %(categories)s::jsonb, %(comment)s,
-           %(correction)s::jsonb, %(end_user)s,
+    SELECT %s, p.id, %s, %s, %s::jsonb, %s,
+           %s::jsonb, %s,
            CASE WHEN jsonb_typeof(p.segment) = 'object' THEN p.segment ELSE '{}'::jsonb END
-               || %(segment)s::jsonb,
-           %(key)s, %(request_hash)s, %(status)s, '', %(created_at)s
+               || %s::jsonb,
+           %s, %s, %s, '', %s
     FROM p
     ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, prediction_id, segment
@@ -507,38 +509,41 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
     now = timezone.now()
     comment, correction, end_user = _scrubbed(context, clean)
     status = OPEN if clean.kind == DISPUTE else None
-    params = {
-        "project": context.project_id,
-        "ref": clean.prediction_ref,
-        "kind": clean.kind,
-        "rating": clean.rating,
-        "comment": comment,
-        "correction": None if correction is None else json.dumps(correction),
-        "end_user": end_user,
-        "segment": json.dumps(clean.segment),
-        "key": clean.idempotency_key,
-        "request_hash": clean.request_hash,
-        "status": status,
-        "created_at": now,
-        "categories": json.dumps(clean.category_slugs),
-    }
+    project_id = context.project_id
+    params = (  # in SINGLE_INSERT_SQL's order
+        project_id,
+        clean.prediction_ref,
+        project_id,
+        clean.kind,
+        clean.rating,
+        _encoded_categories(tuple(clean.category_slugs)),
+        comment,
+        None if correction is None else json.dumps(correction),
+        end_user,
+        json.dumps(clean.segment) if clean.segment else "{}",
+        clean.idempotency_key,
+        clean.request_hash,
+        status,
+        now,
+    )
+    db = connections[DEFAULT_DB_ALIAS]  # once: each ``connection.x`` is a thread-local lookup
     # Inside a caller's transaction a failed statement must not poison it: a savepoint. Alone
     # (autocommit, as on the request path) the statement is its own transaction: no BEGIN and
     # COMMIT round trips.
-    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    guard = transaction.atomic() if db.in_atomic_block else nullcontext()
     try:
-        with (
-            guard,
-            connection.cursor() as cursor,
-            connection.wrap_database_errors,
-            # Server-side binding and a prepared statement: planning the CTE cost PostgreSQL
-            # about as much as running it (EXPLAIN ANALYZE: 0.7 ms planning, 0.8 ms execution),
-            # and Django's cursors bind on the client, so they never reuse a plan. (Behind
-            # PgBouncer in transaction mode this needs its max_prepared_statements.)
-            psycopg.Cursor(cursor.cursor.connection) as server,
-        ):
-            server.execute(SINGLE_INSERT_SQL, params, prepare=True)
-            row = server.fetchone()
+        with guard, db.wrap_database_errors:
+            # What ``db.cursor()`` does first; the statement then goes through psycopg's own
+            # cursor: server-side binding and a prepared statement (settings:
+            # prepare_threshold), where Django's cursors bind on the client and so never reuse
+            # a plan. Planning the CTE cost PostgreSQL about as much as running it (EXPLAIN
+            # ANALYZE: 0.7 ms planning, 0.8 ms execution). Behind PgBouncer in transaction
+            # mode this needs its max_prepared_statements.
+            db.close_if_health_check_failed()
+            db.ensure_connection()
+            with psycopg.Cursor(db.connection) as server:
+                server.execute(SINGLE_INSERT_SQL, params, prepare=True)
+                row = server.fetchone()
     except IntegrityError:
         return None  # e.g. the prediction was deleted meanwhile: resolved by the general path
     if row is None:
@@ -565,11 +570,17 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
             "resolved_by_id": None,
             "created_at": now,
         },
-        connection.alias,
+        db.alias,
     )
     # For rendering without a query.
     feedback.prediction_external_id = clean.prediction_ref
     return feedback
+
+
+@lru_cache(maxsize=1024)
+def _encoded_categories(slugs: tuple[str, ...]) -> str:
+    """A category list as stored (JSON): a project repeats a few combinations (bench profile)."""
+    return json.dumps(list(slugs))
 
 
 FEEDBACK_COPY_COLUMNS = (
@@ -600,23 +611,22 @@ def _copy_feedback(
     stored: list[Feedback] = []
     rows = []
     db = connection.alias
-    # A batch repeats a few category combinations, and most items add nothing to their
-    # prediction's segment: each is JSON-encoded once (batch profile).
-    encoded_categories: dict[tuple[str, ...], str] = {}
+    # Most items add nothing to their prediction's segment: its JSON is the text PostgreSQL
+    # gave (_referenced_predictions), else encoded once per prediction (batch profile).
     encoded_segments: dict[int, str] = {}
     for (_, clean, values, prediction), feedback_id in zip(to_insert, ids, strict=True):
         correction = values["correction"]
         key = values["idempotency_key"]
-        slugs = tuple(clean.category_slugs)
-        categories = encoded_categories.get(slugs)
-        if categories is None:
-            categories = encoded_categories[slugs] = json.dumps(clean.category_slugs)
+        categories = _encoded_categories(tuple(clean.category_slugs))
         if clean.segment:
             segment = json.dumps(values["segment"])
         else:
             segment = encoded_segments.get(prediction.pk)
             if segment is None:
-                segment = encoded_segments[prediction.pk] = json.dumps(values["segment"])
+                stored_text = prediction.__dict__.get("segment_json")
+                if stored_text is None or not isinstance(prediction.segment, dict):
+                    stored_text = json.dumps(values["segment"])
+                segment = encoded_segments[prediction.pk] = stored_text
         row = (
             feedback_id, values["project_id"], prediction.pk, values["kind"], values["rating"],
             categories, values["comment"],

@@ -19,6 +19,7 @@ import time
 
 import pytest
 from django.db import IntegrityError, connection
+from django.utils import timezone
 
 from feedback.api.intake import _skip_health_check_if_idle
 from feedback.api.serializers import FeedbackSerializer
@@ -247,6 +248,33 @@ def test_unknown_and_revoked_keys_are_401(
 # --- what the batch path stores -------------------------------------------------------------
 
 
+def test_a_batch_copies_the_predictions_segments_as_stored(ingest_client, project):
+    # Items that add nothing to the segment take their prediction's, written back as the text
+    # PostgreSQL gave (on SQLite: encoded again); non-ASCII, nesting and numbers survive.
+    from feedback.models import Prediction
+
+    segments = [
+        {"locale": "ja-JP", "région": "Île-de-France \u2028 東京", "n": 1.5, "big": 10**20},
+        {"nested": {"a": [1, None, True], "b": "x\"y"}, "empty": {}},
+        {},
+    ]
+    for i, segment in enumerate(segments):
+        Prediction.objects.create(
+            project=project, external_id=f"seg-{i}", segment=segment, occurred_at=timezone.now()
+        )
+    items = [{"prediction": f"seg-{i % 3}", "kind": "report"} for i in range(12)]
+    items[0]["segment"] = {"own": "yes"}
+
+    response = post(ingest_client, "/api/v1/feedback/batch", {"items": items})
+
+    ids = [r["id"] for r in response.json()["results"]]
+    assert [r["status"] for r in response.json()["results"]] == [201] * 12
+    stored = {f.pk: f.segment for f in Feedback.objects.filter(pk__in=ids)}
+    assert stored[ids[0]] == {**segments[0], "own": "yes"}
+    for i, feedback_id in enumerate(ids[1:], start=1):
+        assert stored[feedback_id] == segments[i % 3]
+
+
 def test_a_batch_stores_exactly_the_rows_it_reports(ingest_client, logged, project):
     items = []
     for i in range(60):
@@ -413,3 +441,36 @@ def test_the_health_check_is_skipped_only_on_an_idle_quiet_connection(ingest_cli
     assert response.status_code == 201
     assert connection.connection.info.backend_pid != old_pid
     assert Feedback.objects.count() == 2
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"kind": "report"},
+        {"kind": "rating", "rating": -1, "end_user": "u-1"},
+        {"kind": "rating", "rating": 1, "categories": ["unsafe", "incorrect"]},
+        {"kind": "dispute", "comment": "mail a@b.io", "correction": {"reply": "x", "n": [1, 2.5]}},
+        {"kind": "report", "correction": "The refund window is 30 days.", "segment": {"a": "b"}},
+        {"kind": "report", "comment": "\u2028 ünïcode \U0001f600", "correction": ["x", None]},
+    ],
+)
+def test_the_direct_representation_is_the_serializers(ingest_client, logged, item):
+    from feedback.api.views import feedback_representation
+    from feedback.services.disputes import dispute_resolve
+
+    created = post(ingest_client, "/api/v1/feedback", {"prediction": logged, **item})
+    assert created.status_code == 201
+    stored = Feedback.objects.get(pk=created.json()["id"])
+    assert created.json() == json.loads(json.dumps(FeedbackSerializer(stored).data))
+    if stored.kind == "dispute":  # resolved: a resolved_at, a note, another status
+        dispute_resolve(dispute_id=stored.pk, upheld=True, note="fixed")
+        stored.refresh_from_db()
+        assert stored.resolved_at is not None
+
+    direct = feedback_representation(stored)
+
+    assert direct == FeedbackSerializer(stored).data
+    assert list(direct) == list(FeedbackSerializer(stored).data)  # the same key order
