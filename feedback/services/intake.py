@@ -181,9 +181,22 @@ def _referenced_predictions(
         values = dict(zip(names, row, strict=True))
         # Django loads jsonb as text: kept too, for COPY to write back as is (_copy_feedback).
         values["segment_json"] = values["segment"]
-        values["segment"] = json.loads(values["segment"])
+        values["segment"] = _segment_from_text(values["segment"])
         found[values["external_id"]] = stored_instance(Prediction, values, db)
     return found
+
+
+def _segment_from_text(text: str) -> Any:
+    """A stored segment, parsed: segments repeat a few combinations (locale, device…), so a
+    batch's thousand predictions parse a handful of texts (batch profile). Each caller gets a
+    dict of its own."""
+    value = _parsed_segment(text)
+    return dict(value) if isinstance(value, dict) else json.loads(text)
+
+
+@lru_cache(maxsize=4096)
+def _parsed_segment(text: str) -> Any:
+    return json.loads(text)
 
 
 def stored_instance(model, values: dict[str, Any], db: str):
