@@ -251,8 +251,10 @@ def gunicorn(bench: Bench, worker_class: str) -> Iterator[str]:
         "--chdir",
         str(ROOT),
     ]
-    if worker_class == "gthread":
-        command += ["--threads", str(bench.args.threads)]
+    # The config file sets 8 threads, and gunicorn turns a sync worker with threads into
+    # gthread: sync is sync only with --threads 1.
+    threads = bench.args.threads if worker_class == "gthread" else 1
+    command += ["--threads", str(threads)]
     log.info("starting %s", " ".join(command[1:]))
     with open(logfile, "wb") as out:
         process = subprocess.Popen(
