@@ -451,11 +451,14 @@ def wrk(bench: Bench, base: str, mode: str, seconds: float) -> dict[str, Any]:
 def connections_per_worker(port: int) -> list[int]:
     """How wrk's keep-alive connections are split between the gunicorn workers (mid-run),
     busiest first: a worker accepts whatever it wins, and the busier one sets the pace."""
-    out = subprocess.run(
-        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
-        capture_output=True,
-        text=True,
-    ).stdout
+    try:
+        out = subprocess.run(
+            ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    except FileNotFoundError:  # ss is iproute2's
+        return []
     counts: dict[str, int] = {}
     for line in out.splitlines():
         pid = line.rpartition("pid=")[2].partition(",")[0]
