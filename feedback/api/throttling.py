@@ -16,8 +16,8 @@ this process then lets through without asking Redis, for at most ``LEASE_SECONDS
 a lease left unused (it expired, or threads refilling at once replaced each other's) stays
 counted, so such a key may be refused early by that much: a few leases per process and window,
 each 0.1% of its rate or less. A revoked key (or a changed taxonomy) may serve up to the rest of
-a lease per process for at most ``LEASE_SECONDS`` after the change. Keys at ordinary rates (600/minute)
-never hold a lease: every request asks Redis, as before.
+a lease per process for at most ``LEASE_SECONDS`` after the change. Keys at ordinary rates
+(600/minute) never hold a lease: every request asks Redis, as before.
 """
 
 from __future__ import annotations
