@@ -152,7 +152,7 @@ def ingest_key_checked(raw_key: str) -> tuple[KeyContext | None, float | None]:
     On Redis the cached context and the counter cost one round trip together.
     """
     key_hash = hash_key(raw_key)
-    duration = parse_rate(settings.REDRESS_INGEST_RATE)[1]
+    num_requests, duration = parse_rate(settings.REDRESS_INGEST_RATE)
     now = time.time()
     counter, window = _counter_key(key_hash, duration, now)
     redis = _redis()
@@ -168,7 +168,6 @@ def ingest_key_checked(raw_key: str) -> tuple[KeyContext | None, float | None]:
     if leased is not None:
         return leased, None
     counter = cache.make_key(counter)
-    num_requests = parse_rate(settings.REDRESS_INGEST_RATE)[0]
     taken = lease_size(num_requests)
     cached, count = _lookup_and_count(client)(
         keys=[context_key, counter], args=[duration + 1, taken]

@@ -520,12 +520,12 @@ def quietest(bench: Bench, label: str, attempt: Callable[[int], dict[str, Any]])
     return best
 
 
-def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The round with the median req/s (the lower middle one of an even count), with the
-    req/s of every round."""
-    ordered = sorted(rounds, key=lambda r: r["rps"])
+def median_round(rounds: list[dict[str, Any]], metric: str = "rps") -> dict[str, Any]:
+    """The round with the median ``metric`` (the lower middle one of an even count), with
+    every round's figure and connection split."""
+    ordered = sorted(rounds, key=lambda r: r[metric])
     chosen = dict(ordered[(len(ordered) - 1) // 2])
-    chosen["rounds_rps"] = [r["rps"] for r in rounds]
+    chosen[f"rounds_{metric}"] = [r[metric] for r in rounds]
     chosen["rounds_connections_per_worker"] = [r["connections_per_worker"] for r in rounds]
     chosen["quiet"] = all(r["quiet"] for r in rounds)
     return chosen
@@ -692,11 +692,7 @@ def bench_batch_intake(bench: Bench) -> dict[str, Any]:
         # As for single intake: the clients' connections split between the workers by chance
         # (3/0 as well as 2/1), so rounds on fresh connections, and the median round.
         rounds = [quietest(bench, "batch intake", attempt) for _ in range(args.rounds)]
-        ordered = sorted(rounds, key=lambda r: r["items_per_s"])
-        result = dict(ordered[(len(ordered) - 1) // 2])
-        result["rounds_items_per_s"] = [r["items_per_s"] for r in rounds]
-        result["rounds_connections_per_worker"] = [r["connections_per_worker"] for r in rounds]
-        result["quiet"] = all(r["quiet"] for r in rounds)
+        result = median_round(rounds, "items_per_s")
     return {"batch_intake": result}
 
 
