@@ -37,6 +37,8 @@ from .views import (
     require_object,
 )
 
+# Set on a request whose key these views turned down (unknown, revoked, no ingest scope).
+DECLINED = "_redress_key_declined"
 FAST_ACCEPT = frozenset({"", "*/*", "application/json"})
 _render = JSONRenderer().render  # DRF's bytes exactly (compact, UTF-8, U+2028/9 escaped)
 _parser = LimitedJSONParser()
@@ -98,18 +100,24 @@ Handler = Callable[[HttpRequest, KeyContext, Any], tuple[Any, int]]
 
 def fast_intake(drf_view: Callable[..., HttpResponse], handle: Handler) -> Callable[..., Any]:
     """Serve POSTs with ``handle`` (request, context, parsed body → body, status), the rest
-    with ``drf_view``."""
+    with ``drf_view``.
+
+    The view's ``serve_key_request(request)`` is the plain path alone: the response, or None
+    when the request is not one it serves (then nothing was read or counted).
+    ``KeyRequestFastLane`` (feedback/api/middleware.py) calls it ahead of the browser
+    middleware."""
     template = drf_view.cls(**drf_view.initkwargs)
     template.setup(HttpRequest())  # as as_view() does per request: HEAD where there is GET
     allow = ", ".join(template.allowed_methods)
 
-    def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def serve(request: HttpRequest) -> HttpResponse | None:
         raw_key = _fast_key(request)
-        if raw_key is None:
-            return drf_view(request, *args, **kwargs)
+        if raw_key is None or DECLINED in request.__dict__:
+            return None
         context, wait = ingest_key_checked(raw_key)
         if context is None:
-            return drf_view(request, *args, **kwargs)  # 401 or 403, not counted
+            request.__dict__[DECLINED] = True  # the lane asked first: not twice
+            return None  # 401 or 403, not counted: the DRF view's to answer
         if wait is not None:
             return _error_response(exceptions.Throttled(wait), allow)
         try:
@@ -123,8 +131,16 @@ def fast_intake(drf_view: Callable[..., HttpResponse], handle: Handler) -> Calla
             return _error_response(exc, allow)
         return _response(body, status, allow)
 
+    def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = serve(request)
+        if response is None:
+            return drf_view(request, *args, **kwargs)
+        return response
+
     # cls, initkwargs (read by drf-spectacular) and csrf_exempt (API keys carry no cookie)
-    return update_wrapper(view, drf_view)
+    update_wrapper(view, drf_view)
+    view.serve_key_request = serve
+    return view
 
 
 def feedback_post(request: HttpRequest, context: KeyContext, data: Any) -> tuple[Any, int]:
