@@ -30,9 +30,12 @@ compilation cost more than the rows themselves):
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
 
@@ -40,6 +43,7 @@ import psycopg
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
+from psycopg.pq import DiagnosticField, ExecStatus
 
 from ..errors import FieldError
 from ..models import Feedback, Prediction
@@ -54,6 +58,10 @@ from ..validation import (
 )
 
 MAX_RACE_RETRIES = 3
+FATAL_ERROR, TUPLES_OK, COMMAND_OK = (
+    ExecStatus.FATAL_ERROR, ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK
+)
+SQLSTATE = DiagnosticField.SQLSTATE
 # From this many rows a batch is written with COPY on PostgreSQL (below it, the two extra
 # round trips of reserving ids and a second COPY cost more than multi-row INSERTs save).
 COPY_MIN_ROWS = 8
@@ -546,19 +554,17 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
     guard = transaction.atomic() if db.in_atomic_block else nullcontext()
     try:
         with guard, db.wrap_database_errors:
-            # What ``db.cursor()`` does first; the statement then goes through psycopg's own
-            # cursor: server-side binding and a prepared statement (settings:
-            # prepare_threshold), where Django's cursors bind on the client and so never reuse
-            # a plan. Planning the CTE cost PostgreSQL about as much as running it (EXPLAIN
-            # ANALYZE: 0.7 ms planning, 0.8 ms execution). Behind PgBouncer in transaction
-            # mode this needs its max_prepared_statements.
+            # What ``db.cursor()`` does first; the statement then goes to libpq as a prepared
+            # statement (_single_insert), where Django's cursors bind on the client and so
+            # never reuse a plan. Planning the CTE cost PostgreSQL about as much as running it
+            # (EXPLAIN ANALYZE: 0.7 ms planning, 0.8 ms execution).
             db.close_if_health_check_failed()
             db.ensure_connection()
-            with psycopg.Cursor(db.connection) as server:
-                server.execute(SINGLE_INSERT_SQL, params, prepare=True)
-                row = server.fetchone()
-    except IntegrityError:
-        return None  # e.g. the prediction was deleted meanwhile: resolved by the general path
+            row = _single_insert(db.connection, params)
+    except (IntegrityError, StatementForgotten):
+        # e.g. the prediction was deleted meanwhile, or a pooler dropped the prepared
+        # statement (prepared again next time): the general path resolves and stores it
+        return None
     if row is None:
         return None
     feedback_id, prediction_id, segment = row
@@ -588,6 +594,71 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
     # For rendering without a query.
     feedback.prediction_external_id = clean.prediction_ref
     return feedback
+
+
+def _numbered(sql: str) -> bytes:
+    """``%s`` placeholders as libpq's ``$1, $2…``."""
+    numbers = itertools.count(1)
+    return re.sub("%s", lambda _: f"${next(numbers)}", sql).encode()
+
+
+SINGLE_INSERT_PQ = _numbered(SINGLE_INSERT_SQL)
+SINGLE_INSERT_NAME = b"redress_feedback_single_1"  # a new name whenever the SQL changes
+_PREPARED = "_redress_single_prepared"  # set on a psycopg connection where it is prepared
+
+
+class StatementForgotten(Exception):
+    """The connection's server no longer has the prepared single-item INSERT."""
+
+
+def _single_insert(conn: psycopg.Connection, params: tuple[Any, ...]) -> tuple | None:
+    """Run SINGLE_INSERT_SQL through libpq directly; its one row, or None.
+
+    psycopg's cursor (adapting 14 parameters, a generator per protocol step, loading the
+    result) cost as much of the worker's CPU as the rest of the service call (bench profile).
+    The parameters are few and simple (text, integers, JSON text, one aware datetime), so they
+    are sent as text, and the statement is prepared once per connection under its own name.
+    When the server no longer knows it (a pooler's DISCARD ALL) this raises StatementForgotten
+    and the next call prepares it again (a failed statement may have aborted the caller's
+    transaction: no second try here); with preparation
+    turned off (settings: DJANGO_DB_PREPARE_THRESHOLD=-1, PgBouncer in transaction mode) each
+    call sends the statement unnamed. Errors are psycopg's, for ``wrap_database_errors``."""
+    pgconn = conn.pgconn
+    values = [_pq_text(value) for value in params]
+    with conn.lock:  # what psycopg's own execution holds
+        if conn.prepare_threshold is None:
+            result = pgconn.exec_params(SINGLE_INSERT_PQ, values)
+        else:
+            if not getattr(conn, _PREPARED, False):
+                _prepare_single(conn)
+            result = pgconn.exec_prepared(SINGLE_INSERT_NAME, values)
+            if result.status == FATAL_ERROR and result.error_field(SQLSTATE) == b"26000":
+                setattr(conn, _PREPARED, False)  # invalid_sql_statement_name: forgotten
+                raise StatementForgotten
+    if result.status != TUPLES_OK:
+        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    if not result.ntuples:
+        return None
+    feedback_id, prediction_id, segment = (result.get_value(0, n) for n in range(3))
+    return int(feedback_id), int(prediction_id), segment.decode()
+
+
+def _pq_text(value: Any) -> bytes | None:
+    """A parameter in PostgreSQL's text format (the connection's encoding is UTF-8)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, datetime):
+        return value.isoformat().encode()  # aware: the offset is part of it
+    return str(value).encode()  # int
+
+
+def _prepare_single(conn: psycopg.Connection) -> None:
+    result = conn.pgconn.prepare(SINGLE_INSERT_NAME, SINGLE_INSERT_PQ)
+    if result.status != COMMAND_OK:
+        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    setattr(conn, _PREPARED, True)
 
 
 @lru_cache(maxsize=1024)

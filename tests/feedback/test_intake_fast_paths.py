@@ -18,14 +18,14 @@ import select
 import time
 
 import pytest
-from django.db import IntegrityError, connection
+from django.db import DataError, IntegrityError, connection
 from django.utils import timezone
 
 from feedback.api.intake import _skip_health_check_if_idle
 from feedback.api.serializers import FeedbackSerializer
 from feedback.models import Feedback
 from feedback.selectors import project_context
-from feedback.services.intake import feedback_submit
+from feedback.services.intake import _PREPARED, SINGLE_INSERT_NAME, feedback_submit
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -353,6 +353,109 @@ def test_the_single_item_insert_is_a_prepared_statement(ingest_client, logged):
             "WHERE statement LIKE '%%INSERT INTO feedback_feedback%%'"
         )
         assert cursor.fetchone()[0] == 1
+
+
+def test_a_single_item_is_stored_as_sent(ingest_client, project, logged):
+    # Every kind of value the single statement takes: text beyond ASCII, JSON, a rating, a
+    # dispute's status, a timestamp (on PostgreSQL: parameters in libpq's text format).
+    body = {
+        "prediction": logged,
+        "kind": "dispute",
+        "rating": -1,
+        "categories": ["unsafe", "incorrect"],
+        "comment": "Zürich → 東京, \"quoted\" and a back\\slash; mail bob@example.com",
+        "correction": {"answer": "Größe 42", "n": [1, 2.5, None, True]},
+        "segment": {"locale": "fr-CH", "tier": "pro"},
+        "end_user": "user-ß",
+    }
+
+    response = post(ingest_client, "/api/v1/feedback", body, HTTP_IDEMPOTENCY_KEY="stored-1")
+
+    assert response.status_code == 201
+    stored = Feedback.objects.get()
+    answer = response.json()
+    assert answer["id"] == stored.pk
+    assert stored.kind == "dispute" and stored.status == "open" and stored.rating == -1
+    assert stored.categories == ["incorrect", "unsafe"]
+    assert stored.comment == "Zürich → 東京, \"quoted\" and a back\\slash; mail [EMAIL]"
+    assert stored.correction == body["correction"]
+    assert stored.segment == {"locale": "fr-CH", "device": "ios", "tier": "pro"}
+    assert stored.idempotency_key == "stored-1"
+    expected_user = hmac.new(project.secret.encode(), "user-ß".encode(), "sha256").hexdigest()
+    assert stored.end_user == expected_user
+    assert answer["created_at"] == stored.created_at.isoformat().replace("+00:00", "Z")
+    assert abs((timezone.now() - stored.created_at).total_seconds()) < 60
+    assert stable(answer) == stable(FeedbackSerializer(stored).data)
+
+
+@pytest.mark.postgres
+def test_a_statement_the_server_forgot_is_prepared_again(ingest_client, logged):
+    body = {"prediction": logged, "kind": "report"}
+    assert post(ingest_client, "/api/v1/feedback", body).status_code == 201
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what a pooler's DISCARD ALL does between clients
+
+    # the request that finds it gone is stored by the general path, the next one prepares it
+    again = post(ingest_client, "/api/v1/feedback", body, HTTP_IDEMPOTENCY_KEY="after-1")
+    third = post(ingest_client, "/api/v1/feedback", body, HTTP_IDEMPOTENCY_KEY="after-2")
+
+    assert (again.status_code, third.status_code) == (201, 201)
+    assert Feedback.objects.count() == 3
+    assert Feedback.objects.get(idempotency_key="after-1").pk == again.json()["id"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements")
+        assert [row[0] for row in cursor.fetchall()] == [SINGLE_INSERT_NAME.decode()]
+
+
+@pytest.mark.postgres
+def test_with_preparation_off_the_statement_is_sent_unnamed(ingest_client, logged):
+    # DJANGO_DB_PREPARE_THRESHOLD=-1 (PgBouncer in transaction mode): nothing is prepared.
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # a fresh session, as far as statements go
+    setattr(connection.connection, _PREPARED, False)
+    connection.connection.prepare_threshold = None
+    try:
+        for n in range(3):
+            body = {"prediction": logged, "kind": "report", "comment": f"n{n}"}
+            assert post(ingest_client, "/api/v1/feedback", body).status_code == 201
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            assert cursor.fetchone()[0] == 0
+    finally:
+        connection.connection.prepare_threshold = 5
+    assert Feedback.objects.count() == 3
+
+
+@pytest.mark.postgres
+def test_a_database_error_in_the_single_statement_is_djangos(project, logged):
+    # given a trigger that refuses one comment with a data error
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.comment = 'refused' THEN
+                    RAISE EXCEPTION 'refused here' USING ERRCODE = 'invalid_text_representation';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_refuse BEFORE INSERT ON feedback_feedback
+                FOR EACH ROW EXECUTE FUNCTION test_refuse();
+            """
+        )
+    context = project_context(project=project)
+    item = {"prediction": logged, "kind": "report", "comment": "refused"}
+
+    with pytest.raises(DataError, match="refused here"):
+        feedback_submit(context=context, items=[item], prefix_items=False, item_key_field=False)
+
+    # the caller's transaction is intact (the statement ran in a savepoint) and the next works
+    item["comment"] = "fine"
+    (result,) = feedback_submit(
+        context=context, items=[item], prefix_items=False, item_key_field=False
+    )
+    assert result.status == 201
+    assert list(Feedback.objects.values_list("comment", flat=True)) == ["fine"]
 
 
 @pytest.mark.postgres
