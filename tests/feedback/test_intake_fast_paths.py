@@ -426,27 +426,38 @@ def test_with_preparation_off_the_statement_is_sent_unnamed(ingest_client, logge
     assert Feedback.objects.count() == 3
 
 
-@pytest.mark.postgres
-def test_a_database_error_in_the_single_statement_is_djangos(project, logged):
-    # given a trigger that refuses one comment with a data error
+def _refuse_comment(comment: str, errcode: str, *, at_commit: bool = False) -> None:
+    """A trigger (test_refuse) raising ``errcode`` for a feedback row with this comment: before
+    the insert, or at COMMIT (a deferred constraint trigger)."""
+    trigger = (
+        "CREATE CONSTRAINT TRIGGER test_refuse AFTER INSERT ON feedback_feedback "
+        "DEFERRABLE INITIALLY DEFERRED"
+        if at_commit
+        else "CREATE TRIGGER test_refuse BEFORE INSERT ON feedback_feedback"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF NEW.comment = 'refused' THEN
-                    RAISE EXCEPTION 'refused here' USING ERRCODE = 'invalid_text_representation';
+                IF NEW.comment = '{comment}' THEN
+                    RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = '{errcode}';
                 END IF;
                 RETURN NEW;
             END $$;
-            CREATE TRIGGER test_refuse BEFORE INSERT ON feedback_feedback
-                FOR EACH ROW EXECUTE FUNCTION test_refuse();
+            {trigger} FOR EACH ROW EXECUTE FUNCTION test_refuse();
             """
         )
+
+
+@pytest.mark.postgres
+def test_a_database_error_in_the_single_statement_is_djangos(project, logged):
+    # given a trigger that refuses one comment with a data error
+    _refuse_comment("refused", "invalid_text_representation")
     context = project_context(project=project)
     item = {"prediction": logged, "kind": "report", "comment": "refused"}
 
-    with pytest.raises(DataError, match="refused here"):
+    with pytest.raises(DataError, match="refused by a test trigger"):
         feedback_submit(context=context, items=[item], prefix_items=False, item_key_field=False)
 
     # the caller's transaction is intact (the statement ran in a savepoint) and the next works
@@ -469,20 +480,7 @@ def test_an_error_mid_batch_leaves_no_rows_visible(project, logged):
         for i in map(str, range(40))
     ]
     items[-1]["comment"] = "doomed"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            CREATE FUNCTION test_doomed() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.comment = 'doomed' THEN
-                    RAISE EXCEPTION 'doomed' USING ERRCODE = 'check_violation';
-                END IF;
-                RETURN NULL;
-            END $$;
-            CREATE CONSTRAINT TRIGGER test_doomed AFTER INSERT ON feedback_feedback
-            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_doomed();
-            """
-        )
+    _refuse_comment("doomed", "check_violation", at_commit=True)
     try:
         with pytest.raises(IntegrityError):
             feedback_submit(context=context, items=items)
@@ -491,7 +489,7 @@ def test_an_error_mid_batch_leaves_no_rows_visible(project, logged):
     finally:
         with connection.cursor() as cursor:
             cursor.execute(
-                "DROP TRIGGER test_doomed ON feedback_feedback; DROP FUNCTION test_doomed();"
+                "DROP TRIGGER test_refuse ON feedback_feedback; DROP FUNCTION test_refuse();"
             )
     # and the next batch goes through
     items[-1]["comment"] = ""
