@@ -133,10 +133,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
-    # Prepared statements for the queries that ask for one (the single-feedback INSERT binds
-    # on the server with prepare=True). Django's own cursors bind on the client and are never
-    # prepared; Django's default (None) would silently disable preparation for all. Behind
-    # PgBouncer in transaction mode, set max_prepared_statements there or this to -1 (off).
+    # Prepared statements: psycopg's threshold for queries that ask for one, and the switch for
+    # the single-feedback INSERT, prepared once per connection unless this is off
+    # (feedback/services/intake.py). Django's own cursors bind on the client and are never
+    # prepared. Behind PgBouncer in transaction mode, set max_prepared_statements there or this
+    # to -1 (off: the INSERT is sent unnamed).
     _prepare_threshold = env_int("DJANGO_DB_PREPARE_THRESHOLD", 5)
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         None if _prepare_threshold < 0 else _prepare_threshold

@@ -30,9 +30,7 @@ compilation cost more than the rows themselves):
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -491,20 +489,19 @@ def _feedback_values(
 # feedback (its categories on the row) unless its idempotency key is taken. The segment is the
 # prediction's (when it is an object) updated with the feedback's own, as ``_feedback_values``
 # merges it.
-SINGLE_INSERT_SQL = """
+SINGLE_INSERT_SQL = b"""
 WITH p AS (
     SELECT id, segment FROM feedback_prediction
-    WHERE project_id = %s AND external_id = %s
+    WHERE project_id = $1 AND external_id = $2
 ), f AS (
     INSERT INTO feedback_feedback (
         project_id, prediction_id, kind, rating, categories, comment, correction, end_user,
         segment, idempotency_key, request_hash, status, resolution_note, created_at
     )
-    SELECT %s, p.id, %s, %s, %s::jsonb, %s,
-           %s::jsonb, %s,
+    SELECT $1, p.id, $3, $4, $5::jsonb, $6, $7::jsonb, $8,
            CASE WHEN jsonb_typeof(p.segment) = 'object' THEN p.segment ELSE '{}'::jsonb END
-               || %s::jsonb,
-           %s, %s, %s, '', %s
+               || $9::jsonb,
+           $10, $11, $12, '', $13
     FROM p
     ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, prediction_id, segment
@@ -530,11 +527,9 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
     now = timezone.now()
     comment, correction, end_user = _scrubbed(context, clean)
     status = OPEN if clean.kind == DISPUTE else None
-    project_id = context.project_id
-    params = (  # in SINGLE_INSERT_SQL's order
-        project_id,
+    params = (  # SINGLE_INSERT_SQL's $1…$13
+        context.project_id,
         clean.prediction_ref,
-        project_id,
         clean.kind,
         clean.rating,
         _encoded_categories(tuple(clean.category_slugs)),
@@ -596,14 +591,7 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
     return feedback
 
 
-def _numbered(sql: str) -> bytes:
-    """``%s`` placeholders as libpq's ``$1, $2…``."""
-    numbers = itertools.count(1)
-    return re.sub("%s", lambda _: f"${next(numbers)}", sql).encode()
-
-
-SINGLE_INSERT_PQ = _numbered(SINGLE_INSERT_SQL)
-SINGLE_INSERT_NAME = b"redress_feedback_single_1"  # a new name whenever the SQL changes
+SINGLE_INSERT_NAME = b"redress_feedback_single_2"  # a new name whenever the SQL changes
 _PREPARED = "_redress_single_prepared"  # set on a psycopg connection where it is prepared
 
 
@@ -627,7 +615,7 @@ def _single_insert(conn: psycopg.Connection, params: tuple[Any, ...]) -> tuple |
     values = [_pq_text(value) for value in params]
     with conn.lock:  # what psycopg's own execution holds
         if conn.prepare_threshold is None:
-            result = pgconn.exec_params(SINGLE_INSERT_PQ, values)
+            result = pgconn.exec_params(SINGLE_INSERT_SQL, values)
         else:
             if not getattr(conn, _PREPARED, False):
                 _prepare_single(conn)
@@ -655,7 +643,7 @@ def _pq_text(value: Any) -> bytes | None:
 
 
 def _prepare_single(conn: psycopg.Connection) -> None:
-    result = conn.pgconn.prepare(SINGLE_INSERT_NAME, SINGLE_INSERT_PQ)
+    result = conn.pgconn.prepare(SINGLE_INSERT_NAME, SINGLE_INSERT_SQL)
     if result.status != COMMAND_OK:
         raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
     setattr(conn, _PREPARED, True)
