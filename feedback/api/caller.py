@@ -57,6 +57,9 @@ class Access:
     any_key: bool = False
     roles: tuple[str, ...] = ()
     people_need_project: bool = False
+    # A person naming a project they belong to without the access is told it is not found
+    # (404) rather than forbidden (403): "no project of yours that you administer".
+    conceal: bool = False
     # Further grants for people, registered by other apps (``grant``): each returns the ids of
     # projects where the person has the access beyond ``roles``.
     grants: list[Callable[[AbstractBaseUser], QuerySet]] = field(
@@ -98,8 +101,14 @@ GOLD = Access(
     scope="data",
     roles=DATA_ROLES,
     people_need_project=True,
+    conceal=True,  # another project's gold is 404, whatever the person's role there
 )
-MANAGE = Access("manage", "Only the project's admins may change its queues.", roles=(Role.ADMIN,))
+MANAGE = Access(
+    "manage",
+    "Only the project's admins may change its queues.",
+    roles=(Role.ADMIN,),
+    conceal=True,
+)
 # Reviewing is decided per queue (``labeling.selectors.can_review``); keys never review.
 PEOPLE = Access(
     "people",
@@ -158,9 +167,10 @@ class Caller:
         *,
         slug: Any = None,
         field_name: str = "project",
-        required: bool = True,
+        sole: bool = False,
     ) -> Project:
-        """The project to act in, named by ``slug`` (a key may leave it out), or the error."""
+        """The project to act in, named by ``slug``, or the error. A key may leave it out (its
+        own project); so may a person with ``sole`` who has the access in one project only."""
         raise NotImplementedError
 
     def check(self, access: Access, *, project_id: int, not_found: FieldError) -> None:
@@ -171,6 +181,12 @@ class Caller:
         if self.is_member(project_id):
             raise PermissionDenied(access.denied)
         raise NotFound(not_found)
+
+    def require(self, access: Access, *, project_id: int) -> None:
+        """An object the caller may see, in a project where ``access`` is needed to go on: 403
+        unless they have it there."""
+        if project_id not in set(self.project_ids_list(access)):
+            raise PermissionDenied(access.denied)
 
     def refuse_listing(self, access: Access, *, slug: str | None = None) -> None:
         """For a listing across the caller's projects: 403 for a person who belongs to
@@ -212,7 +228,7 @@ class ProjectBoundCaller(Caller):
     def is_member(self, project_id: int) -> bool:
         return project_id == self.project_id
 
-    def project(self, access, *, slug=None, field_name="project", required=True) -> Project:
+    def project(self, access, *, slug=None, field_name="project", sole=False) -> Project:
         named = self._slug(slug, field_name)
         if named is not None and named != self.project_slug:
             raise project_not_found(named, field_name=field_name)
@@ -259,6 +275,9 @@ class PersonCaller(Caller):
     def is_member(self, project_id: int) -> bool:
         return Membership.objects.filter(user=self.user, project_id=project_id).exists()
 
+    def is_member_of_slug(self, slug: str) -> bool:
+        return Membership.objects.filter(user=self.user, project__slug=slug).exists()
+
     def refuse_listing(self, access: Access, *, slug: str | None = None) -> None:
         memberships = Membership.objects.filter(user=self.user)
         if self.user.is_superuser or not memberships.exists():
@@ -271,8 +290,12 @@ class PersonCaller(Caller):
         elif not Project.objects.filter(pk__in=allowed).exists():
             raise PermissionDenied(access.denied)
 
-    def project(self, access, *, slug=None, field_name="project", required=True) -> Project:
+    def project(self, access, *, slug=None, field_name="project", sole=False) -> Project:
         named = self._slug(slug, field_name)
+        if named is None and sole:
+            found = list(self.projects(access)[:2])
+            if len(found) == 1:
+                return found[0]
         if named is None:
             raise InvalidInput.one(
                 field_name, "required", f"Name the project: {field_name}=<slug>."
@@ -280,7 +303,7 @@ class PersonCaller(Caller):
         project = self.projects(access).filter(slug=named).first()
         if project is not None:
             return project
-        if Membership.objects.filter(user=self.user, project__slug=named).exists():
+        if not access.conceal and self.is_member_of_slug(named):
             raise PermissionDenied(access.denied)
         raise project_not_found(named, field_name=field_name)
 

@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
+from feedback.selectors import active_categories
 from feedback.services.disputes import disputes_resolve_for_prediction
 from feedback.validation import CORRECTION_MAX_CHARS, canonical_json
 
@@ -137,9 +138,14 @@ def _gold_correct(item: QueueItem, clean: dict[str, Any]) -> bool | None:
 
 
 def item_label_submit(
-    *, item_id: int, reviewer: AbstractBaseUser, data: dict[str, Any], categories: set[str]
+    *,
+    item_id: int,
+    reviewer: AbstractBaseUser,
+    data: dict[str, Any],
+    categories: set[str] | None = None,
 ) -> Label:
-    """Store a reviewer's label. Needs a live lease (409 otherwise); one label per reviewer."""
+    """Store a reviewer's label. Needs a live lease (409 otherwise); one label per reviewer.
+    ``categories``: the slugs a label may name; by default the project's active categories."""
     now = timezone.now()
     with transaction.atomic():
         # Lock the item: labels_count and completion must see every concurrent submission.
@@ -153,6 +159,8 @@ def item_label_submit(
         )
         if item is None:
             raise NotFound.one("item", "not_found", f"No item {item_id}.")
+        if categories is None:
+            categories = set(active_categories(project_id=item.queue.project_id))
         clean = clean_label(data, item=item, categories=categories)
         if Label.objects.filter(item=item, reviewer=reviewer).exists():
             raise Conflict.one("item", "already_labeled", "You labeled this item already.")
@@ -180,7 +188,11 @@ def item_label_submit(
 
 
 def label_update(
-    *, label: Label, actor: AbstractBaseUser, data: dict[str, Any], categories: set[str]
+    *,
+    label: Label,
+    actor: AbstractBaseUser,
+    data: dict[str, Any],
+    categories: set[str] | None = None,
 ) -> Label:
     """Edit a label, keeping what it said before as a revision; consensus follows the edit."""
     with transaction.atomic():
@@ -189,6 +201,8 @@ def label_update(
             .select_related("queue")
             .get(pk=label.item_id)
         )
+        if categories is None:
+            categories = set(active_categories(project_id=item.queue.project_id))
         clean = clean_label(data, item=item, categories=categories)
         LabelRevision.objects.create(
             label=label,
