@@ -62,16 +62,32 @@ def json_object(data: Any) -> dict[str, Any]:
     return data
 
 
-def _text_errors(field: serializers.Field, value: Any) -> list[str] | dict | None:
-    """Why ``value`` is refused for ``field`` before DRF sees it: not a string where text is
-    expected, or a NUL character. Lists and dicts of text are checked item by item."""
+def _type_error(detail: str) -> list[serializers.ErrorDetail]:
+    return [serializers.ErrorDetail(detail, code="invalid_type")]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text_errors(field: serializers.Field, value: Any) -> list | dict | None:
+    """Why ``value`` is refused for ``field`` before DRF sees it: not of the JSON type the
+    schema says (DRF would read ``"12"`` as 12, ``"yes"`` as true, ``123`` as ``"123"``), or a
+    NUL character in text. Lists and dicts are checked item by item."""
     if value is None:
         return None
     if isinstance(field, serializers.ChoiceField):
         return None  # a choice is checked against its choices
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else _type_error("true or false.")
+    if isinstance(field, serializers.IntegerField):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else _type_error("An integer.")
+    if isinstance(field, serializers.FloatField):
+        return None if _is_number(value) else _type_error("A number.")
     if isinstance(field, serializers.CharField):
         if not isinstance(value, str):
-            return [serializers.ErrorDetail("A string.", code="invalid_type")]
+            return _type_error("A string.")
         if NUL in value:
             return [serializers.ErrorDetail(NUL_DETAIL, code="invalid")]
         return None
@@ -107,7 +123,11 @@ class StrictSerializer(serializers.Serializer):
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> Any:
-    """``data`` checked by ``serializer_class`` (400 naming each field), as validated data."""
+    """``data`` checked by ``serializer_class``, as validated data; refused with ``InvalidInput``
+    (a 400 naming each field, in the API; a message in the admin or a command)."""
+    from .errors import flatten
+
     incoming = serializer_class(data=json_object(data), **kwargs)
-    incoming.is_valid(raise_exception=True)
+    if not incoming.is_valid():
+        raise InvalidInput(flatten(incoming.errors))
     return incoming.validated_data

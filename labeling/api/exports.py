@@ -22,6 +22,7 @@ from feedback.api.inputs import json_object, query_params
 from feedback.api.schema import ERROR_HEADERS, errors_for
 from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 
+from ..exports.request import ExportRequestSerializer, export_request
 from ..models import Export
 from ..selectors.exports import goldset_version_for_export
 from ..services.exports import CONTENT_TYPES, export_create, goldset_version_snapshot
@@ -36,48 +37,6 @@ def file_responses(description: str) -> dict[tuple[int, str], OpenApiResponse]:
         (200, content_type): OpenApiResponse(OpenApiTypes.BINARY, description=description)
         for content_type in CONTENT_TYPES.values()
     }
-
-
-class ExportFilterSerializer(serializers.Serializer):
-    model_version = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, max_length=100
-    )
-    completed_after = serializers.DateTimeField(required=False, allow_null=True)
-    completed_before = serializers.DateTimeField(required=False, allow_null=True)
-    segment = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, max_length=128),
-        required=False,
-        allow_null=True,
-        help_text="Segment values to match: keys of letters, digits, '_' and '-' (≤ 64).",
-    )
-
-
-class ExportSplitSerializer(serializers.Serializer):
-    train = serializers.FloatField(required=False, default=0.8, min_value=0, max_value=1)
-    validation = serializers.FloatField(required=False, default=0.1, min_value=0, max_value=1)
-    test = serializers.FloatField(required=False, default=0.1, min_value=0, max_value=1)
-    key = serializers.CharField(
-        required=False, default="external_id", help_text="'external_id' or 'segment.<key>'."
-    )
-    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**63 - 1)
-
-
-class ExportRequestSerializer(serializers.Serializer):
-    """Documents the request; the service validates it (errors name the field)."""
-
-    project = serializers.SlugField(
-        required=False,
-        allow_null=True,
-        help_text="Optional (or null) with an API key: its own project.",
-    )
-    queue = serializers.IntegerField(required=False, allow_null=True)
-    format = serializers.ChoiceField(Export.Format.choices)
-    filter = ExportFilterSerializer(required=False, allow_null=True, help_text="null: no filter.")
-    include_labels = serializers.BooleanField(required=False, default=False)
-    split = ExportSplitSerializer(
-        required=False, allow_null=True, help_text="null: the default 0.8/0.1/0.1 by external_id."
-    )
-    exclude_gold_from_train = serializers.BooleanField(required=False, default=True)
 
 
 class ExportCreatedSerializer(serializers.Serializer):
@@ -144,13 +103,11 @@ class ExportCreateView(APIView):
     )
     def post(self, request: Request) -> Response:
         data = json_object(request.data)
+        checked = export_request(data)
         caller = caller_of(request)
         project = caller.project(DATA, slug=data.get("project"))
         export = export_create(
-            project=project,
-            data={k: v for k, v in data.items() if k != "project"},
-            actor=caller.user,
-            key_id=caller.key_id,
+            project=project, request=checked, actor=caller.user, key_id=caller.key_id
         )
         return Response({"id": export.pk, "status": export.status}, status=status.HTTP_202_ACCEPTED)
 

@@ -19,7 +19,9 @@ MANAGE_ROLES = [Membership.Role.ADMIN]
 READ_ROLES = [Membership.Role.ADMIN, Membership.Role.DATA_SCIENTIST]
 
 
-def queues_visible(*, project_ids: Any, reviewer: AbstractBaseUser | None = None) -> QuerySet[Queue]:
+def queues_visible(
+    *, project_ids: Any, reviewer: AbstractBaseUser | None = None
+) -> QuerySet[Queue]:
     """Queues of these projects, and (for a person) the queues they review in."""
     where = Q(project_id__in=project_ids)
     if reviewer is not None:
