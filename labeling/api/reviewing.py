@@ -40,15 +40,28 @@ class ClaimSerializer(serializers.Serializer):
 
 
 class LabelInSerializer(serializers.Serializer):
-    """Documents the label payload; ``labeling.services.labels.clean_label`` checks it against
-    the item's queue (its label choices) and the project's categories."""
+    """Documents the label payload; ``labeling.services.labels.clean_label`` checks it, for the
+    API and the workspace alike, against the item's queue (its label choices) and the project's
+    active categories."""
 
     verdict = serializers.ChoiceField(Label.Verdict.choices)
-    categories = serializers.ListField(child=serializers.CharField(), required=False)
-    true_label = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    categories = serializers.ListField(
+        child=serializers.CharField(), required=False, allow_null=True
+    )
+    true_label = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="One of the queue's label choices (required by a queue that has them, for a "
+        "correct or incorrect verdict).",
+    )
     correction = CorrectionField(required=False)
-    notes = serializers.CharField(required=False, allow_blank=True)
-    seconds_spent = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    notes = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=5000
+    )
+    seconds_spent = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=86400
+    )
 
 
 class LabelSerializer(serializers.ModelSerializer):

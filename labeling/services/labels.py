@@ -25,12 +25,13 @@ from django.utils import timezone
 from feedback.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from feedback.selectors import active_categories
 from feedback.services.disputes import disputes_resolve_for_prediction
-from feedback.validation import CORRECTION_MAX_CHARS, canonical_json
+from feedback.validation import CORRECTION_MAX_CHARS, canonical_json, has_nul
 
 from ..consensus import dawid_skene, majority_vote
 from ..models import Assignment, GoldItem, Label, LabelRevision, QueueItem
 
 Verdict = Label.Verdict
+NUL_DETAIL = "NUL characters are not allowed."
 LABEL_FIELDS = ("verdict", "categories", "true_label", "correction", "notes", "seconds_spent")
 
 
@@ -66,6 +67,8 @@ def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) 
                     "true_label", "required", f"This queue asks for a label: {', '.join(choices)}."
                 )
             )
+    elif not isinstance(true_label, str):
+        errors.append(FieldError("true_label", "invalid_type", "One of the queue's labels."))
     elif not choices:
         errors.append(FieldError("true_label", "not_allowed", "This queue has no label choices."))
     elif true_label not in choices:
@@ -81,9 +84,13 @@ def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) 
         errors.append(FieldError("correction", "invalid_type", "A string, an object or null."))
     elif correction is not None and len(canonical_json(correction)) > CORRECTION_MAX_CHARS * 4:
         errors.append(FieldError("correction", "too_long", "The correction is too long."))
+    elif correction is not None and has_nul(canonical_json(correction)):
+        errors.append(FieldError("correction", "invalid", NUL_DETAIL))  # PostgreSQL refuses it
     notes = data.get("notes") or ""
     if not isinstance(notes, str) or len(notes) > 5000:
         errors.append(FieldError("notes", "invalid", "Text of at most 5,000 characters."))
+    elif "\x00" in notes:
+        errors.append(FieldError("notes", "invalid", NUL_DETAIL))
     seconds = data.get("seconds_spent")
     if seconds is not None and (
         isinstance(seconds, bool)

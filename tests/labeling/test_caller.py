@@ -245,3 +245,28 @@ def test_every_operation_documents_401_and_429(client):
         if code not in operation["responses"]
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"notes": "a\x00b"}, "notes"),
+        ({"correction": {"text": "a\x00b"}}, "correction"),
+        ({"true_label": 3}, "true_label"),
+    ],
+)
+def test_a_label_with_nul_or_a_wrong_type_is_400_naming_the_field(
+    project, queue, make_items, change, field
+):
+    reviewer, user = person_client(project, "rita", Role.REVIEWER)
+    queue.reviewers.add(user)
+    Queue.objects.filter(pk=queue.pk).update(label_choices=["approve", "deny"])
+    make_items(queue, 1)
+    claimed = reviewer.post(f"/api/v1/queues/{queue.pk}/claim")
+    assert claimed.status_code == 200, claimed.content
+    body = {"verdict": "correct", "true_label": "approve", **change}
+
+    response = reviewer.post(f"/api/v1/items/{claimed.json()['item']}/labels", body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert field in [error["field"] for error in response.json()["errors"]]
