@@ -348,6 +348,7 @@ class Needs(BasePermission):
 
     @classmethod
     def of(cls, access: Access) -> type[Needs]:
+        """A permission class for ``access`` (make it once, at import)."""
         return type(f"Needs_{access.name}", (cls,), {"access": access, "message": access.denied})
 
     def has_permission(self, request, view) -> bool:

@@ -43,6 +43,8 @@ from .serializers import (
     prediction_external_id,
 )
 
+ReadsFeedback = Needs.of(FEEDBACK_READ)
+
 
 def batch_items(data: Any) -> list[Any]:
     extra = sorted(set(data) - {"items"})
@@ -200,7 +202,7 @@ class FeedbackView(generics.ListAPIView):
     def get_permissions(self) -> list[BasePermission]:
         if self.request.method == "POST":
             return [HasIngestScope()]
-        return [Needs.of(FEEDBACK_READ)()]
+        return [ReadsFeedback()]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation
