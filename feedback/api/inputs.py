@@ -62,8 +62,8 @@ def json_object(data: Any) -> dict[str, Any]:
     return data
 
 
-def _type_error(detail: str) -> list[serializers.ErrorDetail]:
-    return [serializers.ErrorDetail(detail, code="invalid_type")]
+def _error(detail: str, code: str) -> list[serializers.ErrorDetail]:
+    return [serializers.ErrorDetail(detail, code=code)]
 
 
 def _is_number(value: Any) -> bool:
@@ -71,25 +71,26 @@ def _is_number(value: Any) -> bool:
 
 
 def _text_errors(field: serializers.Field, value: Any) -> list | dict | None:
-    """Why ``value`` is refused for ``field`` before DRF sees it: not of the JSON type the
-    schema says (DRF would read ``"12"`` as 12, ``"yes"`` as true, ``123`` as ``"123"``), or a
-    NUL character in text. Lists and dicts are checked item by item."""
+    """Why ``value`` is refused for ``field`` before DRF sees it: a value DRF would coerce
+    rather than refuse (``123`` as ``"123"``: ``invalid_type``; ``"12"`` as 12, ``"yes"`` as
+    true: ``invalid``, DRF's own code for a value of the wrong type there), or a NUL character in
+    text. Lists and dicts are checked item by item; DRF refuses the rest itself."""
     if value is None:
         return None
     if isinstance(field, serializers.ChoiceField):
         return None  # a choice is checked against its choices
     if isinstance(field, serializers.BooleanField):
-        return None if isinstance(value, bool) else _type_error("true or false.")
+        return None if isinstance(value, bool) else _error("true or false.", "invalid")
     if isinstance(field, serializers.IntegerField):
         ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else _type_error("An integer.")
+        return None if ok else _error("An integer.", "invalid")
     if isinstance(field, serializers.FloatField):
-        return None if _is_number(value) else _type_error("A number.")
+        return None if _is_number(value) else _error("A number.", "invalid")
     if isinstance(field, serializers.CharField):
-        if not isinstance(value, str):
-            return _type_error("A string.")
-        if NUL in value:
-            return [serializers.ErrorDetail(NUL_DETAIL, code="invalid")]
+        if _is_number(value):
+            return _error("A string.", "invalid_type")
+        if isinstance(value, str) and NUL in value:
+            return _error(NUL_DETAIL, "invalid")
         return None
     if isinstance(field, serializers.ListField) and isinstance(value, list):
         found = [_text_errors(field.child, item) or [] for item in value]
