@@ -103,9 +103,9 @@ class ExportCreateView(APIView):
     )
     def post(self, request: Request) -> Response:
         data = json_object(request.data)
-        checked = export_request(data)
         caller = caller_of(request)
         project = caller.project(DATA, slug=data.get("project"))
+        checked = export_request(data)
         export = export_create(
             project=project, request=checked, actor=caller.user, key_id=caller.key_id
         )

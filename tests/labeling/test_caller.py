@@ -16,6 +16,7 @@ from feedback.services.intake import feedback_submit, predictions_log
 from feedback.services.keys import apikey_create
 from feedback.services.projects import membership_grant
 from labeling.models import Queue, SamplingRun
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 Role = Membership.Role
@@ -207,31 +208,25 @@ def test_a_label_body_that_is_not_an_object_is_400(project, queue, make_items, b
 # --- the schema documents what the operations answer ----------------------------------------
 
 
-def test_queue_reads_answer_only_documented_statuses(project, queue, make_key):
-    import schemathesis
-
-    from config.wsgi import application
-
-    schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
+def test_queue_reads_answer_only_documented_statuses(client, project, queue, make_key):
+    # schemathesis found 403 on GET /queues and 403/404 on GET /sampling-runs/{id} undocumented.
+    schema = client.get("/api/schema/?format=json").json()["paths"]
     run = SamplingRun.objects.create(queue=queue, seed=1)
-    ingest = {"Authorization": f"Bearer {make_key(project, ['ingest'])}"}
-    data = {"Authorization": f"Bearer {make_key(project, ['data'])}"}
+    ingest = client_for(make_key(project, ["ingest"]))
+    data = client_for(make_key(project, ["data"]))
     cases = [
-        ("/api/v1/queues", {}, ingest, 403),
-        ("/api/v1/queues/{id}", {"id": queue.pk}, ingest, 403),
-        ("/api/v1/queues/{id}/stats", {"id": queue.pk}, ingest, 403),
-        ("/api/v1/sampling-runs/{id}", {"id": run.pk}, ingest, 403),
-        ("/api/v1/sampling-runs/{id}", {"id": run.pk + 1000}, data, 404),
-        ("/api/v1/queues/{id}", {"id": queue.pk + 1000}, data, 404),
-        ("/api/v1/categories", {}, {}, 401),
+        ("/api/v1/queues", "/api/v1/queues", ingest, 403),
+        ("/api/v1/queues/{id}", f"/api/v1/queues/{queue.pk}", ingest, 403),
+        ("/api/v1/queues/{id}/stats", f"/api/v1/queues/{queue.pk}/stats", ingest, 403),
+        ("/api/v1/sampling-runs/{id}", f"/api/v1/sampling-runs/{run.pk}", ingest, 403),
+        ("/api/v1/sampling-runs/{id}", f"/api/v1/sampling-runs/{run.pk + 1000}", data, 404),
+        ("/api/v1/queues/{id}", f"/api/v1/queues/{queue.pk + 1000}", data, 404),
+        ("/api/v1/categories", "/api/v1/categories", APIClient(), 401),
     ]
-    from schemathesis.specs.openapi.checks import status_code_conformance
-
-    for path, parameters, headers, expected in cases:
-        case = schema[path]["GET"].Case(path_parameters=parameters)
-        response = case.call(headers=headers)
-        assert response.status_code == expected, (path, response.text)
-        case.validate_response(response, checks=[status_code_conformance])
+    for template, path, caller, expected in cases:
+        response = caller.get(path)
+        assert response.status_code == expected, (path, response.content)
+        assert str(expected) in schema[template]["get"]["responses"], template
 
 
 def test_every_operation_documents_401_and_429(client):
