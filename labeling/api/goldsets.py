@@ -43,7 +43,6 @@ from ..selectors.gold import (
     goldset_versions_diff,
 )
 from ..services.goldsets import (
-    clean_promotion,
     gold_item_add,
     gold_item_promote,
     gold_item_remove,
@@ -219,8 +218,10 @@ class GoldItemPatchSerializer(serializers.Serializer):
     segment = SegmentField(required=False, allow_null=True)
 
 
-class GoldPromoteSerializer(serializers.Serializer):
-    from_item = serializers.IntegerField(help_text="A completed queue item of the project.")
+class GoldPromoteSerializer(StrictSerializer):
+    from_item = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1, help_text="A completed queue item of the project."
+    )
     key = serializers.CharField(
         max_length=255,
         required=False,
@@ -397,12 +398,12 @@ class GoldItemListView(APIView):
         version = get_version(request, slug, number)
         data = json_object(request.data)
         if "from_item" in data:
-            promotion = clean_promotion(data)
+            promotion = validated(GoldPromoteSerializer, data)
             item = gold_item_promote(
                 version=version,
-                item_id=promotion["item_id"],
-                key=promotion["key"],
-                min_agreement=promotion["min_agreement"],
+                item_id=promotion["from_item"],
+                key=promotion.get("key"),
+                min_agreement=promotion.get("min_agreement"),
                 actor=request.user,
             )
         else:
