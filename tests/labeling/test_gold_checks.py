@@ -55,7 +55,7 @@ from labeling.services.labels import (
 )
 from labeling.services.queues import queue_update
 from labeling.services.sampling import policy_of, sampling_run_execute
-from labeling.workspace import reviewer_stats
+from labeling.admin.workspace import reviewer_stats
 from tests.feedback.test_admin import form_data
 
 pytestmark = pytest.mark.django_db
