@@ -40,6 +40,7 @@ from .services.disputes import dispute_resolve
 from .services.keys import apikey_create, apikey_revoke, project_cache_invalidate
 from .services.projects import (
     membership_grant,
+    membership_revoke,
     project_create,
     project_settings_changed,
 )
@@ -169,7 +170,12 @@ class ProjectAdmin(ProjectScopedMixin, admin.ModelAdmin):
                     actor=request.user,
                 )
             for membership in formset.deleted_objects:
-                membership.delete()
+                # The service also drops the role's group the person no longer needs.
+                membership_revoke(
+                    project=form.instance,
+                    username=membership.user.get_username(),
+                    actor=request.user,
+                )
         else:
             super().save_formset(request, form, formset, change)
 
@@ -206,6 +212,23 @@ class MembershipAdmin(ProjectScopedMixin, admin.ModelAdmin):
             actor=request.user,
         )
         adopt(obj, membership)
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        # The service takes the role's group (its permissions) away with the membership.
+        membership_revoke(
+            project=obj.project, username=obj.user.get_username(), actor=request.user
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        # "Delete selected": the same service, one membership at a time. The stock action has
+        # already checked delete permission per object (ProjectScopedMixin), so every row here
+        # is in a project where the person may remove members.
+        for membership in queryset.select_related("project", "user").order_by("pk"):
+            membership_revoke(
+                project=membership.project,
+                username=membership.user.get_username(),
+                actor=request.user,
+            )
 
 
 @admin.register(FeedbackCategory)
