@@ -41,6 +41,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _transactional(request) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and (marker.kwargs.get("transaction") or marker.args[:1] == (True,)):
+        return True
+    return bool({"transactional_db", "live_server"} & set(request.fixturenames))
+
+
+@pytest.fixture(autouse=True)
+def _purge_committed_gold(request):
+    """Tests that commit (transactional, live server) end with a TRUNCATE of every table, which
+    PostgreSQL refuses while published gold exists (labeling migration 0005). Purge it first,
+    through the service, as an operator would: exports holding a version go, then each set."""
+    if not _transactional(request):
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # so the flush runs after this teardown
+    yield
+    if not on_postgres():
+        return
+    from labeling.models import Export, GoldSet
+    from labeling.services.goldsets import goldset_purge
+
+    Export.objects.filter(gold_version__isnull=False).delete()
+    for gold_set in GoldSet.objects.filter(versions__status="published").distinct():
+        goldset_purge(gold_set=gold_set, reason="test teardown")
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # PBKDF2's 10^6 iterations are the point in production and pure cost in tests.

@@ -18,8 +18,8 @@ from django.utils import timezone
 from feedback.models import Membership
 from feedback.selectors import project_context
 from feedback.services.intake import feedback_submit
-from labeling.models import Assignment, Label, Queue, QueueItem
 from labeling.admin.workspace import present, shortcut_letters
+from labeling.models import Assignment, Label, Queue, QueueItem
 
 pytestmark = pytest.mark.django_db
 
