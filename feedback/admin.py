@@ -31,6 +31,7 @@ from .models import (
     Feedback,
     FeedbackCategory,
     Membership,
+    PersonalToken,
     Prediction,
     Project,
 )
@@ -377,6 +378,41 @@ class ApiKeyAdmin(ProjectScopedMixin, admin.ModelAdmin):
             self.message_user(
                 request, f"Refused {len(refused)}: {join_reasons(refused)}.", messages.WARNING
             )
+
+
+# --- personal API tokens ---------------------------------------------------------------------
+
+
+@admin.register(PersonalToken)
+class PersonalTokenAdmin(admin.ModelAdmin):
+    """People's API tokens, for superusers: who has one, its first characters and when it was
+    made. Only the hash is stored, so no page can show a token; ``manage.py drf_create_token``
+    prints a new one once. Deleting a row revokes that token at once."""
+
+    list_display = ("user", "prefix_shown", "created_at")
+    search_fields = ("user__username", "prefix")
+    list_select_related = ("user",)
+    fields = ("user", "prefix_shown", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="token")
+    def prefix_shown(self, obj: PersonalToken) -> str:
+        return f"{obj.prefix}…"
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # made by drf_create_token, which shows the token once
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
 
 
 # --- predictions -----------------------------------------------------------------------------

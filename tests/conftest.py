@@ -18,12 +18,18 @@ from rest_framework.test import APIClient
 from feedback.models import Membership
 from feedback.services.keys import apikey_create
 from feedback.services.projects import membership_grant
+from feedback.services.tokens import personal_token_create
 
 from .factories import PredictionFactory, ProjectFactory, UserFactory
 
 register(ProjectFactory)
 register(PredictionFactory)
 register(UserFactory)
+
+
+def token_for(user) -> str:
+    """A person's API token (``Authorization: Token …``), made as drf_create_token makes it."""
+    return personal_token_create(user=user, replace=True)
 
 
 def on_postgres() -> bool:
@@ -143,10 +149,8 @@ def data_client(data_key):
 @pytest.fixture
 def member(project):
     """A data scientist of ``project`` with a DRF token."""
-    from rest_framework.authtoken.models import Token
-
     membership = membership_grant(
         project=project, username=f"ds-{uuid.uuid4().hex[:8]}", role=Membership.Role.DATA_SCIENTIST
     )
-    membership.user.token = Token.objects.create(user=membership.user).key
+    membership.user.token = token_for(membership.user)
     return membership.user
