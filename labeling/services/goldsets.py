@@ -602,7 +602,9 @@ def goldset_version_discard(*, version: GoldSetVersion, actor: Any = None) -> in
         return dropped
 
 
-def goldset_purge(*, gold_set: GoldSet, actor: Any = None, reason: str = "") -> dict[str, int]:
+def goldset_purge(
+    *, gold_set: GoldSet, actor: Any = None, actor_name: str = "", reason: str = ""
+) -> dict[str, int]:
     """Delete a gold set with every version, published ones included: the one deliberate
     escape from immutability (an erasure request, a set created by mistake).
 
@@ -612,7 +614,8 @@ def goldset_purge(*, gold_set: GoldSet, actor: Any = None, reason: str = "") -> 
     transaction names its set, and refuse a commit that would keep a published version
     without all of its items. Hidden gold checks served from its items go too (their queue
     items and labels cascade). 409 while an export of one of its versions exists (exports keep
-    their gold version). Returns the counts and the record's id.
+    their gold version). ``actor_name`` names who purged when there is no user (a command run
+    by an operator). Returns the counts and the record's id.
     """
     with transaction.atomic():
         gold_set = GoldSet.objects.select_for_update().select_related("project").get(pk=gold_set.pk)
@@ -643,7 +646,7 @@ def goldset_purge(*, gold_set: GoldSet, actor: Any = None, reason: str = "") -> 
             items_count=counts["items"],
             reason=reason,
             purged_by=person,
-            purged_by_name=person.get_username() if person is not None else "",
+            purged_by_name=person.get_username() if person is not None else actor_name[:150],
         )
         on_postgres = connection.vendor == "postgresql"
         if on_postgres:

@@ -227,3 +227,36 @@ def test_the_service_purge_passes_the_commit_check(project):
         commit_check()
         assert not GoldItem.objects.filter(pk__in=item_ids).exists()
     assert GoldPurge.objects.get().transaction_id is not None
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_purge_goldset_command_records_the_operator(project):
+    import getpass
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from labeling.models import Export
+
+    version = published(project, keys=("a", "b", "c"))
+    export = Export.objects.create(project=project, format="jsonl", gold_version=version)
+    with pytest.raises(CommandError, match="has exports of its versions"):
+        call_command("purge_goldset", "eval", "--project", project.slug, "--reason", "gdpr 17")
+    export.delete()
+    with pytest.raises(CommandError, match="No gold set 'nope'"):
+        call_command("purge_goldset", "nope", "--project", project.slug, "--reason", "x")
+
+    out = io.StringIO()
+    call_command(
+        "purge_goldset", "eval", "--project", project.slug, "--reason", "gdpr 17", stdout=out
+    )
+
+    record = GoldPurge.objects.get()
+    assert out.getvalue() == (
+        f"Purged {project.slug}/eval: 1 versions, 3 items (purge record {record.pk})\n"
+    )
+    assert record.purged_by_name == f"manage.py purge_goldset ({getpass.getuser()})"
+    assert record.reason == "gdpr 17"
+    assert not GoldSet.objects.exists()
