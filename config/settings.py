@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "feedback",
     "labeling",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -223,7 +224,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "leases-expire": {"task": "labeling.tasks.leases_expire_task", "schedule": 60.0},
     "exports-recover": {"task": "labeling.tasks.exports_recover_task", "schedule": 300.0},
     "audits-recover": {"task": "labeling.tasks.audits_recover_task", "schedule": 300.0},
+    # Rollups first, then the alert rules over them (the alert task folds before it reads).
+    "alerts-evaluate": {"task": "monitoring.tasks.alerts_evaluate_task", "schedule": 60.0},
 }
+# Rollups fold only rows older than this: a row's id is given at INSERT but seen at COMMIT, so
+# a concurrent transaction can commit a smaller id after a larger one (see monitoring/rollups).
+REDRESS_ROLLUP_LAG_SECONDS = env_int("REDRESS_ROLLUP_LAG_SECONDS", 60)
 # Promotion to a gold set needs at least this share of an item's labels to agree with its
 # consensus (0.66: two reviewers of three); a request may ask for a stricter or looser bar.
 REDRESS_GOLD_MIN_AGREEMENT = env_float("REDRESS_GOLD_MIN_AGREEMENT", 0.66)
@@ -316,3 +322,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+# Mail (alert emails): the console by default, SMTP and the rest through the environment.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "redress@localhost")

@@ -1,0 +1,309 @@
+"""Hourly rollups, kept current incrementally and rebuilt from scratch by the same code.
+
+Bucket: the hour of the prediction's ``occurred_at``, for every count (the prediction itself,
+its feedback, its disputes' outcomes, its completed reviews). A feedback about last week's
+prediction lands in last week's hour; a dispute upheld today changes the hour of the prediction
+it disputes. A rate's numerator and denominator so describe the same predictions; the price is
+that the latest hours keep filling in as feedback arrives (the admin page says so).
+
+Incremental step (``rollups_step``), in ONE transaction:
+1. Lock the watermark row (``RollupState``); a second concurrent step waits, then finds no work.
+2. Find what changed since the watermarks: predictions, feedback and dispute events by id,
+   reviews (label edits, completed items) by time. Only rows created more than
+   ``REDRESS_ROLLUP_LAG_SECONDS`` ago set the new id watermark: ids are handed out when a row is
+   inserted but become visible when its transaction commits, so a row with a smaller id can
+   appear after a larger one; waiting out the lag (intake transactions last milliseconds) keeps
+   such a row above the watermark. A row that still slipped through is counted the next time
+   its hour is recomputed, and ``rebuild_rollups`` recounts everything.
+3. Recompute every touched (project, hour) bucket *from the raw rows* (delete, insert) and
+   advance the watermarks. Recomputing instead of adding deltas makes a step idempotent: a
+   crash rolls everything back, a double run recomputes the same numbers, a status change
+   (dispute resolved, label edited) is picked up without a delta of its own.
+
+``rollups_rebuild`` recomputes every hour of every project with the same function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, FloatField, Max, Min, Sum, Value
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, TruncHour
+from django.utils import timezone
+
+from feedback.models import DisputeEvent, Feedback, Prediction
+from labeling.models import Label, QueueItem
+
+from .models import CategoryRollup, MetricRollup, MonitoringSettings, RollupState
+
+HOUR = dt.timedelta(hours=1)
+# Recompute at most this many contiguous hours per query.
+RUN_HOURS = 24 * 31
+
+
+def monitored_keys(project_id: int) -> list[str]:
+    keys = (
+        MonitoringSettings.objects.filter(project_id=project_id)
+        .values_list("monitored_segment_keys", flat=True)
+        .first()
+    )
+    return [k for k in (keys or []) if isinstance(k, str) and k]
+
+
+def _hour(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _runs(hours: Iterable[dt.datetime]) -> list[tuple[dt.datetime, dt.datetime]]:
+    """Contiguous runs [start, end) of the given hours."""
+    runs: list[list[dt.datetime]] = []
+    for hour in sorted(set(hours)):
+        if runs and hour == runs[-1][1] and hour - runs[-1][0] < RUN_HOURS * HOUR:
+            runs[-1][1] = hour + HOUR
+        else:
+            runs.append([hour, hour + HOUR])
+    return [(s, e) for s, e in runs]
+
+
+def _segments(prefix: str, keys: list[str]) -> dict:
+    return {f"seg{i}": KeyTextTransform(key, f"{prefix}segment") for i, key in enumerate(keys)}
+
+
+def _dims(row: dict, keys: list[str], version: str, hour: dt.datetime):
+    """The rollup rows a raw group counts in: the project-wide one and one per monitored key
+    whose value the prediction has."""
+    yield (version, hour, "", "")
+    for i, key in enumerate(keys):
+        value = row.get(f"seg{i}")
+        if value is not None and value != "":
+            yield (version, hour, key, str(value)[:200])
+
+
+def compute_buckets(project_id: int, start: dt.datetime, end: dt.datetime) -> tuple[list, list]:
+    """The MetricRollup and CategoryRollup rows of a project for the hours [start, end),
+    counted from raw rows."""
+    keys = monitored_keys(project_id)
+    counts: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    categories: dict[tuple, int] = defaultdict(int)
+
+    predictions = (
+        Prediction.objects.filter(project_id=project_id, occurred_at__gte=start, occurred_at__lt=end)
+        .annotate(h=TruncHour("occurred_at"), **_segments("", keys))
+        .values("h", "model_version", *[f"seg{i}" for i in range(len(keys))])
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for row in predictions:
+        for dim in _dims(row, keys, row["model_version"], row["h"]):
+            counts[dim]["predictions"] += row["n"]
+
+    feedback = (
+        Feedback.objects.filter(
+            project_id=project_id,
+            prediction__occurred_at__gte=start,
+            prediction__occurred_at__lt=end,
+        )
+        .annotate(
+            h=TruncHour("prediction__occurred_at"),
+            mv=F("prediction__model_version"),
+            **_segments("prediction__", keys),
+        )
+        .values("h", "mv", "kind", "rating", "status", "categories",
+                *[f"seg{i}" for i in range(len(keys))])
+        .annotate(n=Count("id"))
+        .order_by()
+    )  # fmt: skip
+    Kind, Status = Feedback.Kind, Feedback.DisputeStatus
+    for row in feedback:
+        n = row["n"]
+        for dim in _dims(row, keys, row["mv"], row["h"]):
+            c = counts[dim]
+            if row["kind"] == Kind.RATING:
+                c["ratings_positive" if (row["rating"] or 0) > 0 else "ratings_negative"] += (
+                    n if row["rating"] is not None else 0
+                )
+            elif row["kind"] == Kind.REPORT:
+                c["reports"] += n
+            elif row["kind"] == Kind.DISPUTE:
+                c["disputes"] += n
+                if row["status"] == Status.UPHELD:
+                    c["disputes_upheld"] += n
+                elif row["status"] == Status.REJECTED:
+                    c["disputes_rejected"] += n
+            for slug in row["categories"] or []:
+                categories[(*dim, slug)] += n
+
+    reviews = (
+        QueueItem.objects.filter(
+            status=QueueItem.Status.COMPLETE,
+            gold_item__isnull=True,
+            prediction__project_id=project_id,
+            prediction__occurred_at__gte=start,
+            prediction__occurred_at__lt=end,
+        )
+        .annotate(
+            h=TruncHour("prediction__occurred_at"),
+            mv=F("prediction__model_version"),
+            verdict=KeyTextTransform("verdict", "consensus"),
+            **_segments("prediction__", keys),
+        )
+        .values("h", "mv", "verdict", *[f"seg{i}" for i in range(len(keys))])
+        .annotate(
+            n=Count("id"),
+            w=Sum(Value(1.0) / Cast("inclusion_probability", FloatField())),
+            w2=Sum(
+                Value(1.0)
+                / (Cast("inclusion_probability", FloatField()) * F("inclusion_probability"))
+            ),
+        )
+        .order_by()
+    )
+    for row in reviews:
+        verdict = row["verdict"]
+        if verdict not in ("correct", "incorrect", "unsure"):
+            continue
+        for dim in _dims(row, keys, row["mv"], row["h"]):
+            c = counts[dim]
+            c[f"reviews_{verdict}"] += row["n"]
+            if verdict != "unsure":
+                c[f"weight_{verdict}"] += row["w"] or 0.0
+                c[f"weight2_{verdict}"] += row["w2"] or 0.0
+
+    metric_rows = [
+        MetricRollup(
+            project_id=project_id, model_version=mv, hour=hour, segment_key=key,
+            segment_value=value,
+            **{name: (int(v) if not name.startswith("weight") else v) for name, v in c.items()},
+        )
+        for (mv, hour, key, value), c in counts.items()
+    ]  # fmt: skip
+    category_rows = [
+        CategoryRollup(
+            project_id=project_id, model_version=mv, hour=hour, segment_key=key,
+            segment_value=value, category=slug, feedback=n,
+        )
+        for (mv, hour, key, value, slug), n in categories.items()
+    ]  # fmt: skip
+    return metric_rows, category_rows
+
+
+def _replace(project_id: int, start: dt.datetime, end: dt.datetime) -> int:
+    metric_rows, category_rows = compute_buckets(project_id, start, end)
+    window = {"project_id": project_id, "hour__gte": start, "hour__lt": end}
+    MetricRollup.objects.filter(**window).delete()
+    CategoryRollup.objects.filter(**window).delete()
+    MetricRollup.objects.bulk_create(metric_rows, batch_size=2000)
+    CategoryRollup.objects.bulk_create(category_rows, batch_size=2000)
+    return len(metric_rows)
+
+
+def buckets_replace(touched: dict[int, set[dt.datetime]]) -> int:
+    """Recompute the given hours of each project (inside the caller's transaction)."""
+    written = 0
+    for project_id, hours in touched.items():
+        for start, end in _runs(hours):
+            written += _replace(project_id, start, end)
+    return written
+
+
+def _touched_by(queryset, project_field: str, time_field: str, touched) -> None:
+    rows = (
+        queryset.annotate(h=TruncHour(time_field), p=F(project_field))
+        .values("p", "h")
+        .distinct()
+        .order_by()
+    )
+    for row in rows:
+        if row["h"] is not None:
+            touched[row["p"]].add(row["h"])
+
+
+def _id_watermark(model, after: int, cutoff: dt.datetime) -> int:
+    """The largest id above ``after`` among rows older than the cutoff (``after`` if none)."""
+    top = model.objects.filter(pk__gt=after, created_at__lte=cutoff).aggregate(m=Max("pk"))["m"]
+    return top if top is not None else after
+
+
+def rollups_step(*, now: dt.datetime | None = None, lag_seconds: int | None = None) -> dict:
+    """Fold everything that changed since the watermarks into the rollups (one transaction)."""
+    now = now or timezone.now()
+    lag = settings.REDRESS_ROLLUP_LAG_SECONDS if lag_seconds is None else lag_seconds
+    cutoff = now - dt.timedelta(seconds=lag)
+    RollupState.objects.get_or_create(pk=1)
+    with transaction.atomic():
+        state = RollupState.objects.select_for_update().get(pk=1)
+        touched: dict[int, set[dt.datetime]] = defaultdict(set)
+        p_top = _id_watermark(Prediction, state.prediction_id, cutoff)
+        f_top = _id_watermark(Feedback, state.feedback_id, cutoff)
+        e_top = _id_watermark(DisputeEvent, state.dispute_event_id, cutoff)
+        if p_top > state.prediction_id:
+            _touched_by(
+                Prediction.objects.filter(pk__gt=state.prediction_id, pk__lte=p_top),
+                "project_id", "occurred_at", touched,
+            )  # fmt: skip
+        if f_top > state.feedback_id:
+            _touched_by(
+                Feedback.objects.filter(pk__gt=state.feedback_id, pk__lte=f_top),
+                "project_id", "prediction__occurred_at", touched,
+            )  # fmt: skip
+        if e_top > state.dispute_event_id:
+            _touched_by(
+                DisputeEvent.objects.filter(pk__gt=state.dispute_event_id, pk__lte=e_top),
+                "feedback__project_id", "feedback__prediction__occurred_at", touched,
+            )  # fmt: skip
+        since = state.reviews_until
+        reviewed_labels = Label.objects.filter(updated_at__lte=cutoff, item__prediction__isnull=False)
+        completed = QueueItem.objects.filter(completed_at__lte=cutoff, prediction__isnull=False)
+        if since is not None:
+            reviewed_labels = reviewed_labels.filter(updated_at__gt=since)
+            completed = completed.filter(completed_at__gt=since)
+        _touched_by(reviewed_labels, "item__prediction__project_id",
+                    "item__prediction__occurred_at", touched)  # fmt: skip
+        _touched_by(completed, "prediction__project_id", "prediction__occurred_at", touched)
+        written = buckets_replace(touched)
+        state.prediction_id, state.feedback_id, state.dispute_event_id = p_top, f_top, e_top
+        state.reviews_until = cutoff
+        state.updated_at = now
+        state.save()
+    return {"hours": sum(len(h) for h in touched.values()), "rows": written}
+
+
+def rollups_rebuild(*, project_ids: Iterable[int] | None = None, now: dt.datetime | None = None) -> dict:
+    """Recount every hour from the raw rows (all projects, or the given ones)."""
+    from feedback.models import Project
+
+    now = now or timezone.now()
+    ids = list(project_ids) if project_ids is not None else list(
+        Project.objects.values_list("pk", flat=True)
+    )
+    written = 0
+    RollupState.objects.get_or_create(pk=1)
+    with transaction.atomic():
+        state = RollupState.objects.select_for_update().get(pk=1)
+        for project_id in ids:
+            MetricRollup.objects.filter(project_id=project_id).delete()
+            CategoryRollup.objects.filter(project_id=project_id).delete()
+            span = Prediction.objects.filter(project_id=project_id).aggregate(
+                a=Min("occurred_at"), b=Max("occurred_at")
+            )
+            if span["a"] is None:
+                continue
+            start, last = _hour(span["a"]), _hour(span["b"])
+            while start <= last:
+                end = min(start + RUN_HOURS * HOUR, last + HOUR)
+                written += _replace(project_id, start, end)
+                start = end
+        if project_ids is None:
+            # Everything is counted: the watermarks start from here.
+            state.prediction_id = Prediction.objects.aggregate(m=Max("pk"))["m"] or 0
+            state.feedback_id = Feedback.objects.aggregate(m=Max("pk"))["m"] or 0
+            state.dispute_event_id = DisputeEvent.objects.aggregate(m=Max("pk"))["m"] or 0
+            state.reviews_until = now
+            state.updated_at = now
+            state.save()
+    return {"projects": len(ids), "rows": written}
