@@ -38,7 +38,7 @@ State = AlertRule.State
 HYSTERESIS = 0.9
 
 
-def event_emit(*, project_id: int, type: str, data: dict) -> None:  # noqa: A002
+def event_emit(*, project_id: int, type: str, data: dict) -> None:
     """Send a webhook event through the outbox when the webhooks app is installed."""
     try:
         from feedback.services.events import event_emit as emit
@@ -107,11 +107,15 @@ class AlertRuleSerializer(StrictSerializer):
         try:
             return metric_check(value)
         except InvalidInput as refused:
-            raise serializers.ValidationError(refused.errors[0].detail, code="invalid_choice") from None
+            raise serializers.ValidationError(
+                refused.errors[0].detail, code="invalid_choice"
+            ) from None
 
     def validate_window_minutes(self, value):
         if value % 60:
-            raise serializers.ValidationError("A whole number of hours (60, 120, …).", code="invalid")
+            raise serializers.ValidationError(
+                "A whole number of hours (60, 120, …).", code="invalid"
+            )
         return value
 
     def validate(self, attrs):
@@ -225,15 +229,29 @@ def rule_measure(rule: AlertRule, now: dt.datetime) -> dict:
     if version == "latest":
         version = latest_model_version(rule.project_id)
     segment = next(iter((flt.get("segment") or {}).items()), None)
-    watched = metric_total(project_id=rule.project_id, metric=metric, model_version=version,
-                           start=start, end=end, segment=segment)  # fmt: skip
+    watched = metric_total(
+        project_id=rule.project_id,
+        metric=metric,
+        model_version=version,
+        start=start,
+        end=end,
+        segment=segment,
+    )
     result = {
-        "value": watched["value"], "ci_low": watched["ci_low"], "ci_high": watched["ci_high"],
-        "volume": watched["denominator"], "numerator": watched["numerator"],
-        "model_version": version or "", "window_start": start, "window_end": end,
-        "baseline_value": None, "p_value": None, "enough": watched["denominator"] >= rule.min_volume,
-        "breach": False, "holds": False,
-    }  # fmt: skip
+        "value": watched["value"],
+        "ci_low": watched["ci_low"],
+        "ci_high": watched["ci_high"],
+        "volume": watched["denominator"],
+        "numerator": watched["numerator"],
+        "model_version": version or "",
+        "window_start": start,
+        "window_end": end,
+        "baseline_value": None,
+        "p_value": None,
+        "enough": watched["denominator"] >= rule.min_volume,
+        "breach": False,
+        "holds": False,
+    }
     if not result["enough"] or watched["value"] is None:
         result["enough"] = False
         return result
@@ -244,13 +262,23 @@ def rule_measure(rule: AlertRule, now: dt.datetime) -> dict:
         return result
     baseline = condition["baseline"]
     if "model_version" in baseline:
-        base = metric_total(project_id=rule.project_id, metric=metric,
-                            model_version=baseline["model_version"], start=start, end=end,
-                            segment=segment)  # fmt: skip
+        base = metric_total(
+            project_id=rule.project_id,
+            metric=metric,
+            model_version=baseline["model_version"],
+            start=start,
+            end=end,
+            segment=segment,
+        )
     else:
-        base = metric_total(project_id=rule.project_id, metric=metric, model_version=version,
-                            start=start - dt.timedelta(days=baseline["previous_days"]),
-                            end=start, segment=segment)  # fmt: skip
+        base = metric_total(
+            project_id=rule.project_id,
+            metric=metric,
+            model_version=version,
+            start=start - dt.timedelta(days=baseline["previous_days"]),
+            end=start,
+            segment=segment,
+        )
     if base["denominator"] < rule.min_volume or base["value"] is None:
         result["enough"] = False
         return result
@@ -268,12 +296,20 @@ def rule_measure(rule: AlertRule, now: dt.datetime) -> dict:
 
 def _notify(rule: AlertRule, event: AlertEvent) -> None:
     data = {
-        "rule": rule.pk, "name": rule.name, "metric": rule.metric, "state": event.state,
-        "value": event.value, "ci_low": event.ci_low, "ci_high": event.ci_high,
-        "volume": event.volume, "baseline_value": event.baseline_value,
-        "p_value": event.p_value, "model_version": event.model_version,
-        "window_start": event.window_start.isoformat(), "window_end": event.window_end.isoformat(),
-    }  # fmt: skip
+        "rule": rule.pk,
+        "name": rule.name,
+        "metric": rule.metric,
+        "state": event.state,
+        "value": event.value,
+        "ci_low": event.ci_low,
+        "ci_high": event.ci_high,
+        "volume": event.volume,
+        "baseline_value": event.baseline_value,
+        "p_value": event.p_value,
+        "model_version": event.model_version,
+        "window_start": event.window_start.isoformat(),
+        "window_end": event.window_end.isoformat(),
+    }
     kind = "alert.fired" if event.state == State.FIRING else "alert.resolved"
     event_emit(project_id=rule.project_id, type=kind, data=data)
     if rule.notify_emails:
@@ -301,8 +337,10 @@ def rule_evaluate(*, rule_id: int, now: dt.datetime | None = None) -> dict:
             if rule.state == State.FIRING and not result["holds"]:
                 new_state = State.RESOLVED
             elif rule.state != State.FIRING and result["breach"]:
-                cooled = rule.state != State.RESOLVED or rule.state_since is None or (
-                    now - rule.state_since >= dt.timedelta(minutes=rule.cooldown_minutes)
+                cooled = (
+                    rule.state != State.RESOLVED
+                    or rule.state_since is None
+                    or (now - rule.state_since >= dt.timedelta(minutes=rule.cooldown_minutes))
                 )
                 if cooled:
                     new_state = State.FIRING
@@ -311,12 +349,18 @@ def rule_evaluate(*, rule_id: int, now: dt.datetime | None = None) -> dict:
             try:
                 with transaction.atomic():
                     event = AlertEvent.objects.create(
-                        rule=rule, state=new_state, value=result["value"],
-                        ci_low=result["ci_low"], ci_high=result["ci_high"],
-                        volume=result["volume"], baseline_value=result["baseline_value"],
-                        p_value=result["p_value"], model_version=result["model_version"],
-                        window_start=result["window_start"], window_end=result["window_end"],
-                    )  # fmt: skip
+                        rule=rule,
+                        state=new_state,
+                        value=result["value"],
+                        ci_low=result["ci_low"],
+                        ci_high=result["ci_high"],
+                        volume=result["volume"],
+                        baseline_value=result["baseline_value"],
+                        p_value=result["p_value"],
+                        model_version=result["model_version"],
+                        window_start=result["window_start"],
+                        window_end=result["window_end"],
+                    )
             except IntegrityError:  # this window already recorded this change
                 event = None
             if event is not None:
@@ -328,10 +372,13 @@ def rule_evaluate(*, rule_id: int, now: dt.datetime | None = None) -> dict:
         }
         rule.save(update_fields=["state", "state_since", "last_evaluated_at", "last_result"])
     return {
-        "state": rule.state, "value": result["value"], "ci_low": result["ci_low"],
-        "ci_high": result["ci_high"], "volume": result["volume"],
+        "state": rule.state,
+        "value": result["value"],
+        "ci_low": result["ci_low"],
+        "ci_high": result["ci_high"],
+        "volume": result["volume"],
         "event": event.pk if event else None,
-    }  # fmt: skip
+    }
 
 
 def rules_evaluate(*, now: dt.datetime | None = None) -> int:

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.api.caller import DATA, MANAGE, MEMBER, Access, Needs, caller_of
+from feedback.api.caller import MANAGE, MEMBER, Access, Needs, caller_of
 from feedback.api.filters import SEGMENT_PREFIX, segment_params
 from feedback.api.inputs import json_object, query_params
 from feedback.api.schema import ERROR_HEADERS, errors_for
@@ -44,7 +44,7 @@ def _moment(params: dict, name: str) -> dt.datetime | None:
         return None
     moment = parse_datetime(raw)
     if moment is None and (day := parse_date(raw)) is not None:
-        moment = dt.datetime(day.year, day.month, day.day)
+        moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     if moment is None:
         raise InvalidInput.one(name, "invalid", "An ISO 8601 date or date-time.")
     if moment.tzinfo is None:
@@ -65,9 +65,10 @@ def _segment(request) -> tuple[str, str] | None:
     found = segment_params(request.query_params)
     if len(found) > 1:
         raise InvalidInput.one(
-            SEGMENT_PREFIX + sorted(found)[1], "invalid",
+            SEGMENT_PREFIX + sorted(found)[1],
+            "invalid",
             "One segment key at a time (rollups are kept per monitored key).",
-        )  # fmt: skip
+        )
     return next(iter(found.items()), None)
 
 
@@ -80,10 +81,12 @@ def _window(params) -> tuple[dt.datetime | None, dt.datetime | None]:
 
 PROJECT = OpenApiParameter("project", str, required=True, description="A project's slug.")
 METRIC = OpenApiParameter(
-    "metric", str, required=True,
+    "metric",
+    str,
+    required=True,
     description="complaint_rate, dispute_rate, upheld_rate, reviewer_error_rate or "
     "category_rate:<slug>.",
-)  # fmt: skip
+)
 FROM = OpenApiParameter("from", str, description="ISO date-time (inclusive), by hour bucket.")
 TO = OpenApiParameter("to", str, description="ISO date-time (exclusive).")
 
@@ -124,32 +127,42 @@ class MetricsView(APIView):
     @extend_schema(
         operation_id="metrics_series",
         parameters=[
-            PROJECT, METRIC,
-            OpenApiParameter("by", str, description="hour, day, model_version or "
-                             "segment.<key> (a monitored key). Default day."),
-            OpenApiParameter("model_version", str), FROM, TO,
+            PROJECT,
+            METRIC,
+            OpenApiParameter(
+                "by",
+                str,
+                description="hour, day, model_version or "
+                "segment.<key> (a monitored key). Default day.",
+            ),
+            OpenApiParameter("model_version", str),
+            FROM,
+            TO,
             OpenApiParameter("segment.<key>", str, description="One segment value."),
             *ERROR_HEADERS,
         ],
         responses={200: SeriesSerializer, **errors_for(400, 401, 403, 404, 429)},
         description="A rate from the hourly rollups with its numerator, denominator and "
         "Wilson 95 % interval, per hour, day, model version or segment value.",
-    )  # fmt: skip
+    )
     def get(self, request: Request) -> Response:
         params = query_params(
-            request, {"project", "metric", "by", "model_version", "from", "to"},
+            request,
+            {"project", "metric", "by", "model_version", "from", "to"},
             prefixes=[SEGMENT_PREFIX],
-        )  # fmt: skip
+        )
         project = caller_of(request).project(READ, slug=_one(params, "project", required=True))
         metric = metric_check(_one(params, "metric", required=True))
         by = _one(params, "by") or "day"
         if by not in BY_CHOICES and not (by.startswith("segment.") and len(by) > 8):
-            raise InvalidInput.one("by", "invalid_choice",
-                                   "hour, day, model_version or segment.<key>.")  # fmt: skip
+            raise InvalidInput.one(
+                "by", "invalid_choice", "hour, day, model_version or segment.<key>."
+            )
         segment = _segment(request)
         if by.startswith("segment.") and segment and segment[0] != by[8:]:
-            raise InvalidInput.one(SEGMENT_PREFIX + segment[0], "invalid",
-                                   f"Grouped by {by}: filter on that key only.")  # fmt: skip
+            raise InvalidInput.one(
+                SEGMENT_PREFIX + segment[0], "invalid", f"Grouped by {by}: filter on that key only."
+            )
         start, end = _window(params)
         if by == "hour":
             end_ = end or dt.datetime.now(dt.UTC)
@@ -157,10 +170,17 @@ class MetricsView(APIView):
                 raise InvalidInput.one(
                     "from", "invalid", f"By hour: give 'from', at most {MAX_HOURLY} hours back."
                 )
-        return Response(metric_series(
-            project_id=project.pk, metric=metric, by=by,
-            model_version=_one(params, "model_version"), start=start, end=end, segment=segment,
-        ))  # fmt: skip
+        return Response(
+            metric_series(
+                project_id=project.pk,
+                metric=metric,
+                by=by,
+                model_version=_one(params, "model_version"),
+                start=start,
+                end=end,
+                segment=segment,
+            )
+        )
 
 
 class MetricsCompareView(APIView):
@@ -169,25 +189,38 @@ class MetricsCompareView(APIView):
     @extend_schema(
         operation_id="metrics_compare",
         parameters=[
-            PROJECT, METRIC,
+            PROJECT,
+            METRIC,
             OpenApiParameter("a", str, required=True, description="The control model version."),
             OpenApiParameter("b", str, required=True, description="The canary model version."),
-            FROM, TO, OpenApiParameter("segment.<key>", str, description="One segment value."),
+            FROM,
+            TO,
+            OpenApiParameter("segment.<key>", str, description="One segment value."),
             *ERROR_HEADERS,
         ],
         responses={200: CompareSerializer, **errors_for(400, 401, 403, 404, 429)},
         description="b against a: both rates, the difference b - a with Newcombe's 95 % "
         "interval, and the two-sided p-value of the pooled two-proportion z-test.",
-    )  # fmt: skip
+    )
     def get(self, request: Request) -> Response:
-        params = query_params(request, {"project", "metric", "a", "b", "from", "to"},
-                              prefixes=[SEGMENT_PREFIX])  # fmt: skip
+        params = query_params(
+            request, {"project", "metric", "a", "b", "from", "to"}, prefixes=[SEGMENT_PREFIX]
+        )
         project = caller_of(request).project(READ, slug=_one(params, "project", required=True))
         metric = metric_check(_one(params, "metric", required=True))
         a, b = _one(params, "a", required=True), _one(params, "b", required=True)
         start, end = _window(params)
-        return Response(metric_compare(project_id=project.pk, metric=metric, a=a, b=b,
-                                       start=start, end=end, segment=_segment(request)))  # fmt: skip
+        return Response(
+            metric_compare(
+                project_id=project.pk,
+                metric=metric,
+                a=a,
+                b=b,
+                start=start,
+                end=end,
+                segment=_segment(request),
+            )
+        )
 
 
 # --- alert rules -------------------------------------------------------------------------------
@@ -260,10 +293,12 @@ class AlertRuleListView(APIView):
 
     @extend_schema(
         operation_id="alert_rules_list",
-        parameters=[OpenApiParameter("project", str, description="A project's slug."),
-                    *ERROR_HEADERS],
+        parameters=[
+            OpenApiParameter("project", str, description="A project's slug."),
+            *ERROR_HEADERS,
+        ],
         responses={200: AlertRuleOutSerializer(many=True), **errors_for(400, 401, 403, 429)},
-    )  # fmt: skip
+    )
     def get(self, request: Request) -> Response:
         params = query_params(request, {"project"})
         rules = AlertRule.objects.filter(
@@ -293,27 +328,30 @@ class AlertRuleDetailView(APIView):
     permission_classes = [Member]
 
     @extend_schema(
-        operation_id="alert_rules_retrieve", parameters=[RULE_ID, *ERROR_HEADERS],
+        operation_id="alert_rules_retrieve",
+        parameters=[RULE_ID, *ERROR_HEADERS],
         responses={200: AlertRuleOutSerializer, **errors_for(401, 403, 404, 429)},
-    )  # fmt: skip
+    )
     def get(self, request: Request, pk: int) -> Response:
         query_params(request, set())
         return Response(alerts.rule_document(get_rule(request, pk)))
 
     @extend_schema(
-        operation_id="alert_rules_update", request=AlertRuleInSerializer,
+        operation_id="alert_rules_update",
+        request=AlertRuleInSerializer,
         parameters=[RULE_ID, *ERROR_HEADERS],
         responses={200: AlertRuleOutSerializer, **errors_for(400, 401, 403, 404, 429)},
-    )  # fmt: skip
+    )
     def patch(self, request: Request, pk: int) -> Response:
         rule = get_rule(request, pk, write=True)
         rule = alerts.rule_update(rule=rule, data=json_object(request.data))
         return Response(alerts.rule_document(rule))
 
     @extend_schema(
-        operation_id="alert_rules_destroy", parameters=[RULE_ID, *ERROR_HEADERS],
+        operation_id="alert_rules_destroy",
+        parameters=[RULE_ID, *ERROR_HEADERS],
         responses={204: None, **errors_for(401, 403, 404, 429)},
-    )  # fmt: skip
+    )
     def delete(self, request: Request, pk: int) -> Response:
         get_rule(request, pk, write=True).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -323,10 +361,12 @@ class AlertRuleEvaluateView(APIView):
     permission_classes = [Member]
 
     @extend_schema(
-        operation_id="alert_rules_evaluate", request=None, parameters=[RULE_ID, *ERROR_HEADERS],
+        operation_id="alert_rules_evaluate",
+        request=None,
+        parameters=[RULE_ID, *ERROR_HEADERS],
         responses={200: EvaluationSerializer, **errors_for(401, 403, 404, 429)},
         description="Evaluate the rule now (project admins). A state change is an event.",
-    )  # fmt: skip
+    )
     def post(self, request: Request, pk: int) -> Response:
         rule = get_rule(request, pk, write=True)
         return Response(alerts.rule_evaluate(rule_id=rule.pk))
@@ -336,10 +376,11 @@ class AlertRuleEventsView(APIView):
     permission_classes = [Member]
 
     @extend_schema(
-        operation_id="alert_rules_events", parameters=[RULE_ID, *ERROR_HEADERS],
+        operation_id="alert_rules_events",
+        parameters=[RULE_ID, *ERROR_HEADERS],
         responses={200: AlertEventSerializer(many=True), **errors_for(401, 403, 404, 429)},
         description="The rule's state changes, newest first (the latest 200).",
-    )  # fmt: skip
+    )
     def get(self, request: Request, pk: int) -> Response:
         query_params(request, set())
         rule = get_rule(request, pk)

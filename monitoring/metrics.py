@@ -32,20 +32,24 @@ def metric_check(metric: object, field: str = "metric") -> str:
     if isinstance(metric, str):
         if metric in METRICS:
             return metric
-        if metric.startswith(CATEGORY_PREFIX) and CATEGORY_RE.match(metric[len(CATEGORY_PREFIX):]):
+        if metric.startswith(CATEGORY_PREFIX) and CATEGORY_RE.match(metric[len(CATEGORY_PREFIX) :]):
             return metric
     raise InvalidInput.one(
-        field, "invalid_choice",
+        field,
+        "invalid_choice",
         f"One of {', '.join(METRICS)} or {CATEGORY_PREFIX}<category slug>.",
-    )  # fmt: skip
+    )
 
 
 def _rate(metric: str, sums: dict) -> dict:
     """numerator, denominator, value, ci_low, ci_high from summed rollup counts."""
     if metric.startswith(CATEGORY_PREFIX):
         numerator, denominator = sums.get("category", 0) or 0, sums.get("predictions", 0) or 0
-        return {"numerator": numerator, "denominator": denominator,
-                **interval(numerator, denominator)}  # fmt: skip
+        return {
+            "numerator": numerator,
+            "denominator": denominator,
+            **interval(numerator, denominator),
+        }
     top, bottom = PARTS[metric]
     numerator = sum(sums.get(f) or 0 for f in top)
     denominator = sum(sums.get(f) or 0 for f in bottom)
@@ -53,8 +57,11 @@ def _rate(metric: str, sums: dict) -> dict:
     if metric == "reviewer_error_rate":
         squares = sum(sums.get(f) or 0 for f in WEIGHT2)
         n_effective = denominator * denominator / squares if squares else 0
-    return {"numerator": numerator, "denominator": denominator,
-            **interval(numerator, denominator, n_effective)}  # fmt: skip
+    return {
+        "numerator": numerator,
+        "denominator": denominator,
+        **interval(numerator, denominator, n_effective),
+    }
 
 
 def _fields(metric: str) -> set[str]:
@@ -78,7 +85,7 @@ def _rows(model, *, project_id, by, model_version, start, end, segment):
     """Rollup rows of one segment dimension: the project-wide one, or the named key's."""
     rows = model.objects.filter(project_id=project_id)
     if by.startswith("segment."):
-        rows = rows.filter(segment_key=by[len("segment."):])
+        rows = rows.filter(segment_key=by[len("segment.") :])
         if segment:
             rows = rows.filter(segment_value=segment[1])
     elif segment:
@@ -102,17 +109,23 @@ def _sums(metric, **query) -> dict:
     group = _group_key(by)
     out: dict = defaultdict(dict)
     fields = _fields(metric)
-    rows = _rows(MetricRollup, **query).values(group).annotate(
-        **{f: Sum(f) for f in fields}
-    ).order_by()
+    rows = (
+        _rows(MetricRollup, **query)
+        .values(group)
+        .annotate(**{f: Sum(f) for f in fields})
+        .order_by()
+    )
     for row in rows:
         out[row.pop(group)].update(row)
     if metric.startswith(CATEGORY_PREFIX):
-        slug = metric[len(CATEGORY_PREFIX):]
+        slug = metric[len(CATEGORY_PREFIX) :]
         rows = (
-            _rows(CategoryRollup, **query).filter(category=slug).values(group)
-            .annotate(category=Sum("feedback")).order_by()
-        )  # fmt: skip
+            _rows(CategoryRollup, **query)
+            .filter(category=slug)
+            .values(group)
+            .annotate(category=Sum("feedback"))
+            .order_by()
+        )
         for row in rows:
             out[row.pop(group)]["category"] = row["category"]
     return out
@@ -127,24 +140,48 @@ def _key(value) -> str:
 
 
 def metric_series(
-    *, project_id: int, metric: str, by: str, model_version: str | None = None,
-    start: dt.datetime | None = None, end: dt.datetime | None = None,
+    *,
+    project_id: int,
+    metric: str,
+    by: str,
+    model_version: str | None = None,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
     segment: tuple[str, str] | None = None,
-) -> dict:  # fmt: skip
-    sums = _sums(metric, project_id=project_id, by=by, model_version=model_version,
-                 start=start, end=end, segment=segment)  # fmt: skip
+) -> dict:
+    sums = _sums(
+        metric,
+        project_id=project_id,
+        by=by,
+        model_version=model_version,
+        start=start,
+        end=end,
+        segment=segment,
+    )
     series = [{"key": _key(k), **_rate(metric, s)} for k, s in sums.items()]
     series.sort(key=lambda item: item["key"])
     return {"metric": metric, "series": series}
 
 
 def metric_total(
-    *, project_id: int, metric: str, model_version: str | None, start, end,
+    *,
+    project_id: int,
+    metric: str,
+    model_version: str | None,
+    start,
+    end,
     segment: tuple[str, str] | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """One figure over the whole window."""
-    sums = _sums(metric, project_id=project_id, by="model_version", model_version=model_version,
-                 start=start, end=end, segment=segment)  # fmt: skip
+    sums = _sums(
+        metric,
+        project_id=project_id,
+        by="model_version",
+        model_version=model_version,
+        start=start,
+        end=end,
+        segment=segment,
+    )
     total: dict = defaultdict(float)
     for s in sums.values():
         for name, v in s.items():
@@ -152,13 +189,23 @@ def metric_total(
     return _rate(metric, total)
 
 
-def metric_compare(*, project_id: int, metric: str, a: str, b: str, start, end,
-                   segment: tuple[str, str] | None = None) -> dict:  # fmt: skip
+def metric_compare(
+    *,
+    project_id: int,
+    metric: str,
+    a: str,
+    b: str,
+    start,
+    end,
+    segment: tuple[str, str] | None = None,
+) -> dict:
     """b against a: each rate, the difference b - a, Newcombe's interval, the z-test p."""
-    ra = metric_total(project_id=project_id, metric=metric, model_version=a, start=start,
-                      end=end, segment=segment)  # fmt: skip
-    rb = metric_total(project_id=project_id, metric=metric, model_version=b, start=start,
-                      end=end, segment=segment)  # fmt: skip
+    ra = metric_total(
+        project_id=project_id, metric=metric, model_version=a, start=start, end=end, segment=segment
+    )
+    rb = metric_total(
+        project_id=project_id, metric=metric, model_version=b, start=start, end=end, segment=segment
+    )
     na, nb = _n(metric, ra), _n(metric, rb)
     xa, xb = _x(ra, na), _x(rb, nb)
     difference = None

@@ -48,6 +48,9 @@ class RollupState(models.Model):
     reviews_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"rollup watermarks at {self.updated_at}"
+
 
 class MetricRollup(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
@@ -72,11 +75,21 @@ class MetricRollup(models.Model):
     weight2_incorrect = models.FloatField(default=0)
 
     COUNTS = (
-        "predictions", "ratings_positive", "ratings_negative", "reports", "disputes",
-        "disputes_upheld", "disputes_rejected", "reviews_correct", "reviews_incorrect",
-        "reviews_unsure", "weight_correct", "weight_incorrect", "weight2_correct",
+        "predictions",
+        "ratings_positive",
+        "ratings_negative",
+        "reports",
+        "disputes",
+        "disputes_upheld",
+        "disputes_rejected",
+        "reviews_correct",
+        "reviews_incorrect",
+        "reviews_unsure",
+        "weight_correct",
+        "weight_incorrect",
+        "weight2_correct",
         "weight2_incorrect",
-    )  # fmt: skip
+    )
 
     class Meta:
         constraints = [
@@ -102,11 +115,17 @@ class CategoryRollup(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["project", "category", "segment_key", "segment_value", "model_version",
-                        "hour"],
+                fields=[
+                    "project",
+                    "category",
+                    "segment_key",
+                    "segment_value",
+                    "model_version",
+                    "hour",
+                ],
                 name="category_rollup_unique",
             )
-        ]  # fmt: skip
+        ]
 
     def __str__(self) -> str:
         return f"{self.category} {self.hour:%Y-%m-%d %H}h"

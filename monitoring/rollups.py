@@ -92,7 +92,9 @@ def compute_buckets(project_id: int, start: dt.datetime, end: dt.datetime) -> tu
     categories: dict[tuple, int] = defaultdict(int)
 
     predictions = (
-        Prediction.objects.filter(project_id=project_id, occurred_at__gte=start, occurred_at__lt=end)
+        Prediction.objects.filter(
+            project_id=project_id, occurred_at__gte=start, occurred_at__lt=end
+        )
         .annotate(h=TruncHour("occurred_at"), **_segments("", keys))
         .values("h", "model_version", *[f"seg{i}" for i in range(len(keys))])
         .annotate(n=Count("id"))
@@ -113,11 +115,18 @@ def compute_buckets(project_id: int, start: dt.datetime, end: dt.datetime) -> tu
             mv=F("prediction__model_version"),
             **_segments("prediction__", keys),
         )
-        .values("h", "mv", "kind", "rating", "status", "categories",
-                *[f"seg{i}" for i in range(len(keys))])
+        .values(
+            "h",
+            "mv",
+            "kind",
+            "rating",
+            "status",
+            "categories",
+            *[f"seg{i}" for i in range(len(keys))],
+        )
         .annotate(n=Count("id"))
         .order_by()
-    )  # fmt: skip
+    )
     Kind, Status = Feedback.Kind, Feedback.DisputeStatus
     for row in feedback:
         n = row["n"]
@@ -176,19 +185,27 @@ def compute_buckets(project_id: int, start: dt.datetime, end: dt.datetime) -> tu
 
     metric_rows = [
         MetricRollup(
-            project_id=project_id, model_version=mv, hour=hour, segment_key=key,
+            project_id=project_id,
+            model_version=mv,
+            hour=hour,
+            segment_key=key,
             segment_value=value,
             **{name: (int(v) if not name.startswith("weight") else v) for name, v in c.items()},
         )
         for (mv, hour, key, value), c in counts.items()
-    ]  # fmt: skip
+    ]
     category_rows = [
         CategoryRollup(
-            project_id=project_id, model_version=mv, hour=hour, segment_key=key,
-            segment_value=value, category=slug, feedback=n,
+            project_id=project_id,
+            model_version=mv,
+            hour=hour,
+            segment_key=key,
+            segment_value=value,
+            category=slug,
+            feedback=n,
         )
         for (mv, hour, key, value, slug), n in categories.items()
-    ]  # fmt: skip
+    ]
     return metric_rows, category_rows
 
 
@@ -244,26 +261,38 @@ def rollups_step(*, now: dt.datetime | None = None, lag_seconds: int | None = No
         if p_top > state.prediction_id:
             _touched_by(
                 Prediction.objects.filter(pk__gt=state.prediction_id, pk__lte=p_top),
-                "project_id", "occurred_at", touched,
-            )  # fmt: skip
+                "project_id",
+                "occurred_at",
+                touched,
+            )
         if f_top > state.feedback_id:
             _touched_by(
                 Feedback.objects.filter(pk__gt=state.feedback_id, pk__lte=f_top),
-                "project_id", "prediction__occurred_at", touched,
-            )  # fmt: skip
+                "project_id",
+                "prediction__occurred_at",
+                touched,
+            )
         if e_top > state.dispute_event_id:
             _touched_by(
                 DisputeEvent.objects.filter(pk__gt=state.dispute_event_id, pk__lte=e_top),
-                "feedback__project_id", "feedback__prediction__occurred_at", touched,
-            )  # fmt: skip
+                "feedback__project_id",
+                "feedback__prediction__occurred_at",
+                touched,
+            )
         since = state.reviews_until
-        reviewed_labels = Label.objects.filter(updated_at__lte=cutoff, item__prediction__isnull=False)
+        reviewed_labels = Label.objects.filter(
+            updated_at__lte=cutoff, item__prediction__isnull=False
+        )
         completed = QueueItem.objects.filter(completed_at__lte=cutoff, prediction__isnull=False)
         if since is not None:
             reviewed_labels = reviewed_labels.filter(updated_at__gt=since)
             completed = completed.filter(completed_at__gt=since)
-        _touched_by(reviewed_labels, "item__prediction__project_id",
-                    "item__prediction__occurred_at", touched)  # fmt: skip
+        _touched_by(
+            reviewed_labels,
+            "item__prediction__project_id",
+            "item__prediction__occurred_at",
+            touched,
+        )
         _touched_by(completed, "prediction__project_id", "prediction__occurred_at", touched)
         written = buckets_replace(touched)
         state.prediction_id, state.feedback_id, state.dispute_event_id = p_top, f_top, e_top
@@ -273,13 +302,17 @@ def rollups_step(*, now: dt.datetime | None = None, lag_seconds: int | None = No
     return {"hours": sum(len(h) for h in touched.values()), "rows": written}
 
 
-def rollups_rebuild(*, project_ids: Iterable[int] | None = None, now: dt.datetime | None = None) -> dict:
+def rollups_rebuild(
+    *, project_ids: Iterable[int] | None = None, now: dt.datetime | None = None
+) -> dict:
     """Recount every hour from the raw rows (all projects, or the given ones)."""
     from feedback.models import Project
 
     now = now or timezone.now()
-    ids = list(project_ids) if project_ids is not None else list(
-        Project.objects.values_list("pk", flat=True)
+    ids = (
+        list(project_ids)
+        if project_ids is not None
+        else list(Project.objects.values_list("pk", flat=True))
     )
     written = 0
     RollupState.objects.get_or_create(pk=1)

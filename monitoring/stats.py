@@ -27,7 +27,9 @@ def newcombe(xa: float, na: float, xb: float, nb: float) -> tuple[float, float] 
     la, ua = wilson(xa, na)
     lb, ub = wilson(xb, nb)
     d = pb - pa
-    return d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2), d + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2)
+    return d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2), d + math.sqrt(
+        (ub - pb) ** 2 + (pa - la) ** 2
+    )
 
 
 def _normal_sf(z: float) -> float:

@@ -9,8 +9,12 @@ urlpatterns = [
     path("metrics/compare", api.MetricsCompareView.as_view(), name="metrics-compare"),
     path("alert-rules", api.AlertRuleListView.as_view(), name="alert-rules"),
     path("alert-rules/<int:pk>", api.AlertRuleDetailView.as_view(), name="alert-rule-detail"),
-    path("alert-rules/<int:pk>/evaluate", api.AlertRuleEvaluateView.as_view(),
-         name="alert-rule-evaluate"),
-    path("alert-rules/<int:pk>/events", api.AlertRuleEventsView.as_view(),
-         name="alert-rule-events"),
-]  # fmt: skip
+    path(
+        "alert-rules/<int:pk>/evaluate",
+        api.AlertRuleEvaluateView.as_view(),
+        name="alert-rule-evaluate",
+    ),
+    path(
+        "alert-rules/<int:pk>/events", api.AlertRuleEventsView.as_view(), name="alert-rule-events"
+    ),
+]

@@ -24,11 +24,16 @@ NOW = T0 + dt.timedelta(hours=48, minutes=5)  # the window is the 48 hours of th
 
 
 def _rule(project, locale, **extra):
-    data = {"name": f"disputes {locale}", "metric": "dispute_rate",
-            "filter": {"model_version": "v2", "segment": {"locale": locale}},
-            "window_minutes": 48 * 60,
-            "condition": {"baseline": {"model_version": "v1"}, "min_lift": 0.0, "alpha": 0.01},
-            "min_volume": 100, "cooldown_minutes": 60, "notify_emails": ["oncall@example.com"]}  # fmt: skip
+    data = {
+        "name": f"disputes {locale}",
+        "metric": "dispute_rate",
+        "filter": {"model_version": "v2", "segment": {"locale": locale}},
+        "window_minutes": 48 * 60,
+        "condition": {"baseline": {"model_version": "v1"}, "min_lift": 0.0, "alpha": 0.01},
+        "min_volume": 100,
+        "cooldown_minutes": 60,
+        "notify_emails": ["oncall@example.com"],
+    }
     data.update(extra)
     return rule_create(project=project, data=data)
 
@@ -36,10 +41,20 @@ def _rule(project, locale, **extra):
 def test_shift_in_one_locale_fires_only_that_rule(
     project, mailoutbox, django_capture_on_commit_callbacks
 ):
-    make_stream(project, seed=21, n=4000, locales=("de-DE", "en-US", "fr-FR"),
-                rates={("v1", "de-DE"): (0.1, 0.08), ("v2", "de-DE"): (0.1, 0.16),
-                       ("v1", "en-US"): (0.1, 0.08), ("v2", "en-US"): (0.1, 0.08),
-                       ("v1", "fr-FR"): (0.1, 0.08), ("v2", "fr-FR"): (0.1, 0.08)})  # fmt: skip
+    make_stream(
+        project,
+        seed=21,
+        n=4000,
+        locales=("de-DE", "en-US", "fr-FR"),
+        rates={
+            ("v1", "de-DE"): (0.1, 0.08),
+            ("v2", "de-DE"): (0.1, 0.16),
+            ("v1", "en-US"): (0.1, 0.08),
+            ("v2", "en-US"): (0.1, 0.08),
+            ("v1", "fr-FR"): (0.1, 0.08),
+            ("v2", "fr-FR"): (0.1, 0.08),
+        },
+    )
     rollups_step(now=FUTURE)
     rules = {loc: _rule(project, loc) for loc in ("de-DE", "en-US", "fr-FR")}
     with django_capture_on_commit_callbacks(execute=True):
@@ -58,14 +73,27 @@ def test_shift_in_one_locale_fires_only_that_rule(
 
 
 def test_threshold_hysteresis_and_cooldown(project):
-    make_stream(project, seed=5, n=1000, rates={("v1", "de-DE"): (0.1, 0.1),
-                                                ("v1", "en-US"): (0.1, 0.1)}, versions=("v1",))  # fmt: skip
+    make_stream(
+        project,
+        seed=5,
+        n=1000,
+        rates={("v1", "de-DE"): (0.1, 0.1), ("v1", "en-US"): (0.1, 0.1)},
+        versions=("v1",),
+    )
     rollups_step(now=FUTURE)
     total = MetricRollup.objects.filter(segment_key="")
     rate = sum(r.disputes for r in total) / sum(r.predictions for r in total)
-    rule = rule_create(project=project, data={
-        "name": "t", "metric": "dispute_rate", "window_minutes": 48 * 60, "min_volume": 100,
-        "condition": {"above": rate - 0.01}, "cooldown_minutes": 600})  # fmt: skip
+    rule = rule_create(
+        project=project,
+        data={
+            "name": "t",
+            "metric": "dispute_rate",
+            "window_minutes": 48 * 60,
+            "min_volume": 100,
+            "condition": {"above": rate - 0.01},
+            "cooldown_minutes": 600,
+        },
+    )
     assert rule_evaluate(rule_id=rule.pk, now=NOW)["state"] == "firing"
     # lower bar inside the hysteresis band: still firing, no event
     AlertRule.objects.filter(pk=rule.pk).update(condition={"above": rate + 0.005})
@@ -78,7 +106,9 @@ def test_threshold_hysteresis_and_cooldown(project):
     # cooldown: breaching again within 600 minutes does not fire
     AlertRule.objects.filter(pk=rule.pk).update(condition={"above": rate - 0.01})
     assert rule_evaluate(rule_id=rule.pk, now=NOW + dt.timedelta(minutes=10))["state"] == "resolved"
-    states = list(AlertEvent.objects.filter(rule=rule).order_by("id").values_list("state", flat=True))
+    states = list(
+        AlertEvent.objects.filter(rule=rule).order_by("id").values_list("state", flat=True)
+    )
     assert states == ["firing", "resolved"]
 
 
@@ -91,19 +121,36 @@ def test_noise_fires_no_more_often_than_alpha(project):
         hour = T0 + dt.timedelta(hours=w)
         for version in ("v1", "v2"):
             disputes = sum(rng.random() < 0.1 for _ in range(n))
-            rollups.append(MetricRollup(project=project, model_version=version, hour=hour,
-                                        predictions=n, disputes=disputes))  # fmt: skip
+            rollups.append(
+                MetricRollup(
+                    project=project,
+                    model_version=version,
+                    hour=hour,
+                    predictions=n,
+                    disputes=disputes,
+                )
+            )
     MetricRollup.objects.bulk_create(rollups)
-    rule = rule_create(project=project, data={
-        "name": "noise", "metric": "dispute_rate", "filter": {"model_version": "v2"},
-        "window_minutes": 60, "min_volume": 100, "cooldown_minutes": 0,
-        "condition": {"baseline": {"model_version": "v1"}, "min_lift": 0, "alpha": alpha}})  # fmt: skip
+    rule = rule_create(
+        project=project,
+        data={
+            "name": "noise",
+            "metric": "dispute_rate",
+            "filter": {"model_version": "v2"},
+            "window_minutes": 60,
+            "min_volume": 100,
+            "cooldown_minutes": 0,
+            "condition": {"baseline": {"model_version": "v1"}, "min_lift": 0, "alpha": alpha},
+        },
+    )
     fired = 0
     for w in range(windows):
         rule.refresh_from_db()
         rule.state = "ok"  # each window judged on its own
         rule.save(update_fields=["state"])
-        fired += rule_evaluate(rule_id=rule.pk, now=T0 + dt.timedelta(hours=w + 1))["state"] == "firing"
+        fired += (
+            rule_evaluate(rule_id=rule.pk, now=T0 + dt.timedelta(hours=w + 1))["state"] == "firing"
+        )
     limit = binom.ppf(0.999, windows, alpha)
     assert fired <= limit, (fired, limit)
 
@@ -112,19 +159,35 @@ def test_api_crud_evaluate_events_and_access(project, data_client):
     admin = membership_grant(project=project, username="adm", role=Membership.Role.ADMIN)
     reviewer = membership_grant(project=project, username="rev", role=Membership.Role.REVIEWER)
     admin_client = client_for(token=token_for(admin.user))
-    body = {"project": project.slug, "name": "dispute spike", "metric": "dispute_rate",
-            "filter": {"model_version": "latest", "segment": {"locale": "de-DE"}, "category": None},
-            "window_minutes": 60, "condition": {"above": 0.05}, "min_volume": 100,
-            "cooldown_minutes": 60, "notify_emails": ["oncall@example.com"], "active": True}  # fmt: skip
+    body = {
+        "project": project.slug,
+        "name": "dispute spike",
+        "metric": "dispute_rate",
+        "filter": {"model_version": "latest", "segment": {"locale": "de-DE"}, "category": None},
+        "window_minutes": 60,
+        "condition": {"above": 0.05},
+        "min_volume": 100,
+        "cooldown_minutes": 60,
+        "notify_emails": ["oncall@example.com"],
+        "active": True,
+    }
     r = admin_client.post("/api/v1/alert-rules", body, format="json")
     assert r.status_code == 201, r.json()
     rule = r.json()
     assert rule["state"] == "ok" and rule["filter"]["segment"] == {"locale": "de-DE"}
     assert data_client.post("/api/v1/alert-rules", body, format="json").status_code in (403, 404)
-    assert client_for(token=token_for(reviewer.user)).get(
-        f"/api/v1/alert-rules/{rule['id']}").status_code == 200  # fmt: skip
-    assert client_for(token=token_for(reviewer.user)).patch(
-        f"/api/v1/alert-rules/{rule['id']}", {"name": "x"}, format="json").status_code == 403  # fmt: skip
+    assert (
+        client_for(token=token_for(reviewer.user))
+        .get(f"/api/v1/alert-rules/{rule['id']}")
+        .status_code
+        == 200
+    )
+    assert (
+        client_for(token=token_for(reviewer.user))
+        .patch(f"/api/v1/alert-rules/{rule['id']}", {"name": "x"}, format="json")
+        .status_code
+        == 403
+    )
     for bad, field in [
         ({**body, "window_minutes": 90}, "window_minutes"),
         ({**body, "condition": {"above": 0.1, "baseline": {"previous_days": 7}}}, "condition"),
@@ -136,16 +199,30 @@ def test_api_crud_evaluate_events_and_access(project, data_client):
         r = admin_client.post("/api/v1/alert-rules", bad, format="json")
         assert r.status_code == 400, (bad, r.json())
         assert r.json()["errors"][0]["field"].startswith(field), (field, r.json())
-    r = admin_client.patch(f"/api/v1/alert-rules/{rule['id']}",
-                           {"condition": {"baseline": {"previous_days": 7}, "min_lift": 0.02,
-                                          "alpha": 0.01}}, format="json")  # fmt: skip
+    r = admin_client.patch(
+        f"/api/v1/alert-rules/{rule['id']}",
+        {"condition": {"baseline": {"previous_days": 7}, "min_lift": 0.02, "alpha": 0.01}},
+        format="json",
+    )
     assert r.status_code == 200, r.json()
-    assert r.json()["condition"]["baseline"] == {"previous_days": 7} and r.json()["name"] == "dispute spike"
+    assert (
+        r.json()["condition"]["baseline"] == {"previous_days": 7}
+        and r.json()["name"] == "dispute spike"
+    )
     r = admin_client.post(f"/api/v1/alert-rules/{rule['id']}/evaluate")
-    assert r.status_code == 200 and r.json() == {"state": "ok", "value": None, "ci_low": None,
-                                                  "ci_high": None, "volume": 0, "event": None}  # fmt: skip
+    assert r.status_code == 200 and r.json() == {
+        "state": "ok",
+        "value": None,
+        "ci_low": None,
+        "ci_high": None,
+        "volume": 0,
+        "event": None,
+    }
     assert data_client.get(f"/api/v1/alert-rules/{rule['id']}/events").json() == []
-    assert data_client.get("/api/v1/alert-rules", {"project": project.slug}).json()[0]["id"] == rule["id"]
+    assert (
+        data_client.get("/api/v1/alert-rules", {"project": project.slug}).json()[0]["id"]
+        == rule["id"]
+    )
     assert admin_client.get("/api/v1/alert-rules/999999").status_code == 404
     assert admin_client.delete(f"/api/v1/alert-rules/{rule['id']}").status_code == 204
     assert admin_client.get(f"/api/v1/alert-rules/{rule['id']}").status_code == 404

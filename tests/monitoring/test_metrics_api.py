@@ -9,6 +9,8 @@ from statsmodels.stats.proportion import (
     confint_proportions_2indep,
     proportion_confint,
     proportions_ztest,
+)
+from statsmodels.stats.proportion import (
     test_proportions_2indep as sm_test_2indep,
 )
 
@@ -34,14 +36,14 @@ def filled(project):
 
 def _raw_dispute_counts(project, **filters):
     preds = Prediction.objects.filter(project=project, **filters)
-    fb = Feedback.objects.filter(project=project, kind="dispute",
-                                 prediction__in=preds)  # fmt: skip
+    fb = Feedback.objects.filter(project=project, kind="dispute", prediction__in=preds)
     return fb.count(), preds.count()
 
 
 def test_series_by_version_and_segment_match_raw_and_statsmodels(filled, data_client):
-    r = data_client.get("/api/v1/metrics", {"project": filled.slug, "metric": "dispute_rate",
-                                            "by": "model_version"})  # fmt: skip
+    r = data_client.get(
+        "/api/v1/metrics", {"project": filled.slug, "metric": "dispute_rate", "by": "model_version"}
+    )
     assert r.status_code == 200, r.json()
     body = r.json()
     assert body["metric"] == "dispute_rate" and [p["key"] for p in body["series"]] == ["v1", "v2"]
@@ -52,8 +54,15 @@ def test_series_by_version_and_segment_match_raw_and_statsmodels(filled, data_cl
         assert point["value"] == pytest.approx(x / n)
         assert (point["ci_low"], point["ci_high"]) == (pytest.approx(low), pytest.approx(high))
 
-    r = data_client.get("/api/v1/metrics", {"project": filled.slug, "metric": "dispute_rate",
-                                            "by": "segment.locale", "model_version": "v2"})  # fmt: skip
+    r = data_client.get(
+        "/api/v1/metrics",
+        {
+            "project": filled.slug,
+            "metric": "dispute_rate",
+            "by": "segment.locale",
+            "model_version": "v2",
+        },
+    )
     points = {p["key"]: p for p in r.json()["series"]}
     for locale in ("de-DE", "en-US"):
         x, n = _raw_dispute_counts(filled, model_version="v2", segment__locale=locale)
@@ -62,12 +71,20 @@ def test_series_by_version_and_segment_match_raw_and_statsmodels(filled, data_cl
 
 
 def test_series_by_day_and_hour_sum_to_total(filled, data_client):
-    days = data_client.get("/api/v1/metrics", {"project": filled.slug, "metric": "complaint_rate",
-                                               "by": "day"}).json()["series"]  # fmt: skip
+    days = data_client.get(
+        "/api/v1/metrics", {"project": filled.slug, "metric": "complaint_rate", "by": "day"}
+    ).json()["series"]
     assert [d["key"] for d in days] == ["2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z"]
-    hours = data_client.get("/api/v1/metrics", {
-        "project": filled.slug, "metric": "complaint_rate", "by": "hour",
-        "from": "2026-11-02T00:00:00Z", "to": "2026-11-04T00:00:00Z"}).json()["series"]  # fmt: skip
+    hours = data_client.get(
+        "/api/v1/metrics",
+        {
+            "project": filled.slug,
+            "metric": "complaint_rate",
+            "by": "hour",
+            "from": "2026-11-02T00:00:00Z",
+            "to": "2026-11-04T00:00:00Z",
+        },
+    ).json()["series"]
     assert len(hours) == 48 and hours[0]["key"] == "2026-11-02T00:00:00Z"
     assert sum(h["denominator"] for h in hours) == sum(d["denominator"] for d in days) == 1500
     fb = Feedback.objects.filter(project=filled)
@@ -75,28 +92,37 @@ def test_series_by_day_and_hour_sum_to_total(filled, data_client):
     assert sum(d["numerator"] for d in days) == complaints
     for point in hours:
         if point["denominator"]:
-            low, high = proportion_confint(point["numerator"], point["denominator"],
-                                           method="wilson")  # fmt: skip
+            low, high = proportion_confint(
+                point["numerator"], point["denominator"], method="wilson"
+            )
             assert point["ci_low"] == pytest.approx(low) and point["ci_high"] == pytest.approx(high)
 
 
 def test_upheld_category_and_reviewer_error(filled, data_client):
-    get = lambda m: data_client.get("/api/v1/metrics", {  # noqa: E731
-        "project": filled.slug, "metric": m, "by": "model_version"}).json()["series"]
+    get = lambda m: data_client.get(  # noqa: E731
+        "/api/v1/metrics",
+        {
+            "project": filled.slug,
+            "metric": m,
+            "by": "model_version",
+        },
+    ).json()["series"]
     fb = Feedback.objects.filter(project=filled)
     for point in get("upheld_rate"):
         mine = fb.filter(prediction__model_version=point["key"])
         up, rej = mine.filter(status="upheld").count(), mine.filter(status="rejected").count()
         assert (point["numerator"], point["denominator"]) == (up, up + rej)
     for point in get("category_rate:unsafe"):
-        mine = [f for f in fb.filter(prediction__model_version=point["key"])
-                if "unsafe" in f.categories]  # fmt: skip
+        mine = [
+            f for f in fb.filter(prediction__model_version=point["key"]) if "unsafe" in f.categories
+        ]
         assert point["numerator"] == len(mine)
     from labeling.models import QueueItem
 
     for point in get("reviewer_error_rate"):
-        items = QueueItem.objects.filter(prediction__model_version=point["key"],
-                                         prediction__project=filled)  # fmt: skip
+        items = QueueItem.objects.filter(
+            prediction__model_version=point["key"], prediction__project=filled
+        )
         w = {"correct": 0.0, "incorrect": 0.0}
         w2 = 0.0
         for item in items:
@@ -113,9 +139,16 @@ def test_upheld_category_and_reviewer_error(filled, data_client):
 
 
 def test_compare_matches_statsmodels(filled, data_client):
-    r = data_client.get("/api/v1/metrics/compare", {
-        "project": filled.slug, "metric": "dispute_rate", "a": "v1", "b": "v2",
-        "segment.locale": "de-DE"})  # fmt: skip
+    r = data_client.get(
+        "/api/v1/metrics/compare",
+        {
+            "project": filled.slug,
+            "metric": "dispute_rate",
+            "a": "v1",
+            "b": "v2",
+            "segment.locale": "de-DE",
+        },
+    )
     assert r.status_code == 200, r.json()
     body = r.json()
     xa, na = _raw_dispute_counts(filled, model_version="v1", segment__locale="de-DE")
@@ -131,16 +164,22 @@ def test_compare_matches_statsmodels(filled, data_client):
     assert body["p_value"] < 0.01  # 0.25 against 0.1
 
 
-@pytest.mark.parametrize("xa,na,xb,nb,margin", [
-    (30, 400, 52, 410, 0.0), (10, 100, 30, 120, 0.05), (120, 1000, 180, 1000, 0.02),
-    (5, 300, 9, 280, 0.0),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "xa,na,xb,nb,margin",
+    [
+        (30, 400, 52, 410, 0.0),
+        (10, 100, 30, 120, 0.05),
+        (120, 1000, 180, 1000, 0.02),
+        (5, 300, 9, 280, 0.0),
+    ],
+)
 def test_one_sided_test_matches_statsmodels(xa, na, xb, nb, margin):
     if margin == 0:
         _, expected = proportions_ztest([xb, xa], [nb, na], alternative="larger")
     else:
-        expected = sm_test_2indep(xb, nb, xa, na, value=margin, method="wald",
-                                           compare="diff", alternative="larger").pvalue  # fmt: skip
+        expected = sm_test_2indep(
+            xb, nb, xa, na, value=margin, method="wald", compare="diff", alternative="larger"
+        ).pvalue
     assert one_sided_p(xa, na, xb, nb, margin) == pytest.approx(expected)
 
 
@@ -153,23 +192,42 @@ def test_refusals_and_access(filled, data_client, ingest_client, other_project):
         ({"project": filled.slug, "metric": "dispute_rate", "by": "hour"}, "from"),
         ({"project": filled.slug, "metric": "dispute_rate", "from": "yesterday"}, "from"),
         ({"project": filled.slug, "metric": "dispute_rate", "colour": "red"}, "colour"),
-        ({"project": filled.slug, "metric": "dispute_rate", "segment.locale": "de-DE",
-          "segment.device": "ios"}, "segment.locale"),
-    ]  # fmt: skip
+        (
+            {
+                "project": filled.slug,
+                "metric": "dispute_rate",
+                "segment.locale": "de-DE",
+                "segment.device": "ios",
+            },
+            "segment.locale",
+        ),
+    ]
     for params, field in bad:
         r = data_client.get("/api/v1/metrics", params)
         assert r.status_code == 400, (params, r.json())
         assert r.json()["errors"][0]["field"] == field, (params, r.json())
-    r = data_client.get("/api/v1/metrics/compare", {"project": filled.slug, "metric": "dispute_rate",
-                                                    "a": "v1"})  # fmt: skip
+    r = data_client.get(
+        "/api/v1/metrics/compare", {"project": filled.slug, "metric": "dispute_rate", "a": "v1"}
+    )
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "b"
-    assert ingest_client.get("/api/v1/metrics", {"project": filled.slug,
-                                                 "metric": "dispute_rate"}).status_code == 403
-    assert client_for().get("/api/v1/metrics", {"project": filled.slug,
-                                                "metric": "dispute_rate"}).status_code == 401
-    r = data_client.get("/api/v1/metrics", {"project": other_project.slug, "metric": "dispute_rate"})
+    assert (
+        ingest_client.get(
+            "/api/v1/metrics", {"project": filled.slug, "metric": "dispute_rate"}
+        ).status_code
+        == 403
+    )
+    assert (
+        client_for()
+        .get("/api/v1/metrics", {"project": filled.slug, "metric": "dispute_rate"})
+        .status_code
+        == 401
+    )
+    r = data_client.get(
+        "/api/v1/metrics", {"project": other_project.slug, "metric": "dispute_rate"}
+    )
     assert r.status_code in (403, 404)
     reviewer = membership_grant(project=filled, username="rev-1", role=Membership.Role.REVIEWER)
     r = client_for(token=token_for(reviewer.user)).get(
-        "/api/v1/metrics", {"project": filled.slug, "metric": "dispute_rate"})  # fmt: skip
+        "/api/v1/metrics", {"project": filled.slug, "metric": "dispute_rate"}
+    )
     assert r.status_code == 200 and r.json()["series"]

@@ -19,15 +19,29 @@ FUTURE = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
 
 def snapshot():
-    fields = ("project_id", "model_version", "hour", "segment_key", "segment_value",
-              *MetricRollup.COUNTS)  # fmt: skip
+    fields = (
+        "project_id",
+        "model_version",
+        "hour",
+        "segment_key",
+        "segment_value",
+        *MetricRollup.COUNTS,
+    )
     metric = sorted(
         tuple(round(v, 9) if isinstance(v, float) else v for v in row)
         for row in MetricRollup.objects.values_list(*fields)
     )
-    categories = sorted(CategoryRollup.objects.values_list(
-        "project_id", "model_version", "hour", "segment_key", "segment_value", "category",
-        "feedback"))  # fmt: skip
+    categories = sorted(
+        CategoryRollup.objects.values_list(
+            "project_id",
+            "model_version",
+            "hour",
+            "segment_key",
+            "segment_value",
+            "category",
+            "feedback",
+        )
+    )
     return metric, categories
 
 
@@ -60,17 +74,26 @@ def test_incremental_equals_rebuild_and_raw_counts(project):
     assert sum(r.ratings_negative for r in total) == fb.filter(kind="rating", rating=-1).count()
     # per locale sums to the total (every prediction has a locale)
     de = MetricRollup.objects.filter(project=project, segment_key="locale", segment_value="de-DE")
-    assert sum(r.predictions for r in de) == Prediction.objects.filter(
-        project=project, segment__locale="de-DE").count()  # fmt: skip
-    unsafe = sum(CategoryRollup.objects.filter(project=project, segment_key="", category="unsafe")
-                 .values_list("feedback", flat=True))  # fmt: skip
+    assert (
+        sum(r.predictions for r in de)
+        == Prediction.objects.filter(project=project, segment__locale="de-DE").count()
+    )
+    unsafe = sum(
+        CategoryRollup.objects.filter(
+            project=project, segment_key="", category="unsafe"
+        ).values_list("feedback", flat=True)
+    )
     assert unsafe == sum(1 for f in fb if "unsafe" in f.categories)
 
 
 def test_late_feedback_lands_in_prediction_hour(project):
-    p = Prediction.objects.create(project=project, external_id="old", model_version="v1",
-                                  occurred_at=T0 - dt.timedelta(days=7, minutes=-5),
-                                  content_hash="x" * 64)  # fmt: skip
+    p = Prediction.objects.create(
+        project=project,
+        external_id="old",
+        model_version="v1",
+        occurred_at=T0 - dt.timedelta(days=7, minutes=-5),
+        content_hash="x" * 64,
+    )
     rollups_step(now=FUTURE)
     Feedback.objects.create(project=project, prediction=p, kind="report")
     rollups_step(now=FUTURE)
@@ -80,8 +103,13 @@ def test_late_feedback_lands_in_prediction_hour(project):
 
 def test_rows_within_the_lag_wait(project):
     now = dt.datetime.now(dt.UTC)
-    Prediction.objects.create(project=project, external_id="new", model_version="v1",
-                              occurred_at=now, content_hash="y" * 64)  # fmt: skip
+    Prediction.objects.create(
+        project=project,
+        external_id="new",
+        model_version="v1",
+        occurred_at=now,
+        content_hash="y" * 64,
+    )
     assert rollups_step(now=now, lag_seconds=60)["hours"] == 0
     assert not MetricRollup.objects.exists()
     assert rollups_step(now=now + dt.timedelta(seconds=120), lag_seconds=60)["hours"] == 1
@@ -101,4 +129,7 @@ def test_crash_mid_step_rolls_back_counts_and_watermark(project, monkeypatch):
     monkeypatch.undo()
     assert not MetricRollup.objects.exists()
     rollups_step(now=FUTURE)
-    assert sum(MetricRollup.objects.filter(segment_key="").values_list("predictions", flat=True)) == 100
+    assert (
+        sum(MetricRollup.objects.filter(segment_key="").values_list("predictions", flat=True))
+        == 100
+    )
