@@ -7,7 +7,7 @@ import math
 from html import escape
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-LEFT, TOP, WIDTH, HEIGHT, BOTTOM, RIGHT = 56, 30, 640, 220, 40, 150
+LEFT, TOP, WIDTH, HEIGHT, BOTTOM, RIGHT = 52, 30, 470, 220, 40, 110
 
 
 def rate_chart_svg(title: str, days: list[str], series: dict[str, dict[str, dict]]) -> str:
@@ -43,7 +43,7 @@ def rate_chart_svg(title: str, days: list[str], series: dict[str, dict[str, dict
             f'<text x="{LEFT - 6}" y="{y(v) + 4}" text-anchor="end" fill="#666">'
             f"{100 * v:.1f}%</text>"
         )
-    label_every = max(1, len(days) // 8)
+    label_every = max(1, math.ceil(len(days) / 7))
     for i, day in enumerate(days):
         if i % label_every == 0 or i == len(days) - 1:
             parts.append(
