@@ -923,6 +923,12 @@ def bench_audits_section(bench: Bench) -> dict[str, Any]:
     return audit_bench.bench_audits(rows=1_000_000)
 
 
+def bench_monitoring_section(bench: Bench) -> dict[str, Any]:
+    from tests.bench import monitoring_bench
+
+    return {"monitoring": monitoring_bench.bench_monitoring()}
+
+
 SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "http": bench_http,
     "batch_intake": bench_batch_intake,
@@ -931,6 +937,7 @@ SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "claims": bench_claims_section,
     "audits": bench_audits_section,
     "exports": bench_exports_section,
+    "monitoring": bench_monitoring_section,
 }
 
 
@@ -993,6 +1000,8 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         meets["sampling_seconds"] = report["sampling"]["seconds"] <= TARGETS["sampling_seconds_max"]
     if "audits" in report:
         meets["audit_seconds"] = report["audits"]["audit_seconds"] <= TARGETS["audit_seconds_max"]
+    if "monitoring" in report:
+        meets.update({f"monitoring_{k}": v for k, v in report["monitoring"]["meets"].items()})
     # Not a target: whether the figures above were measured without other load on the machine.
     quiet = (
         [report["worker_classes"][report["worker_class"]]["comparable"]]
