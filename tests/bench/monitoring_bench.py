@@ -79,7 +79,7 @@ def bench_rollup(predictions: int = 200_000, feedback: int = 1_000_000) -> dict[
             """
             INSERT INTO feedback_feedback (project_id, prediction_id, kind, rating, categories,
                 comment, end_user, segment, request_hash, status, resolution_note, created_at)
-            SELECT %s, %s + (g * 7919) %% %s,
+            SELECT %s, %s + (g::bigint * 7919) %% %s,
                    (ARRAY['rating','rating','report','dispute'])[1 + g %% 4],
                    CASE WHEN g %% 4 < 2 THEN (CASE WHEN g %% 8 < 4 THEN 1 ELSE -1 END) END,
                    (ARRAY['[]','["unsafe"]','["wrong"]','["unsafe", "wrong"]'])[1 + g %% 4

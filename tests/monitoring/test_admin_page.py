@@ -22,19 +22,35 @@ def fill_recent(project):
     start = now.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=13)
     hours = int((now - start).total_seconds() // 3600) - 1
     make_stream(
-        project, seed=31, n=6000, start=start, hours=hours,
+        project,
+        seed=31,
+        n=6000,
+        start=start,
+        hours=hours,
         rates={("v2", "de-DE"): (0.15, 0.2), ("v1", "de-DE"): (0.1, 0.08)},
-    )  # fmt: skip
+    )
     rollups_step(now=now + dt.timedelta(minutes=5))
-    rule = rule_create(project=project, data={
-        "name": "de-DE disputes, canary vs control", "metric": "dispute_rate",
-        "filter": {"model_version": "v2", "segment": {"locale": "de-DE"}},
-        "window_minutes": 24 * 60 * 7, "min_volume": 100,
-        "condition": {"baseline": {"model_version": "v1"}, "min_lift": 0.02, "alpha": 0.01},
-    })  # fmt: skip
-    rule_create(project=project, data={
-        "name": "complaints above 30%", "metric": "complaint_rate", "window_minutes": 60,
-        "condition": {"above": 0.3}, "min_volume": 10})  # fmt: skip
+    rule = rule_create(
+        project=project,
+        data={
+            "name": "de-DE disputes, canary vs control",
+            "metric": "dispute_rate",
+            "filter": {"model_version": "v2", "segment": {"locale": "de-DE"}},
+            "window_minutes": 24 * 60 * 7,
+            "min_volume": 100,
+            "condition": {"baseline": {"model_version": "v1"}, "min_lift": 0.02, "alpha": 0.01},
+        },
+    )
+    rule_create(
+        project=project,
+        data={
+            "name": "complaints above 30%",
+            "metric": "complaint_rate",
+            "window_minutes": 60,
+            "condition": {"above": 0.3},
+            "min_volume": 10,
+        },
+    )
     assert rule_evaluate(rule_id=rule.pk)["state"] == "firing"
     return rule
 
@@ -60,12 +76,14 @@ def test_page_shows_what_moved_and_links_to_items(project, admin_client):
 
 
 def test_page_access_by_role(project, other_project, client):
-    membership = membership_grant(project=project, username="rev-a",
-                                  role=Membership.Role.REVIEWER)  # fmt: skip
+    membership = membership_grant(project=project, username="rev-a", role=Membership.Role.REVIEWER)
     user = membership.user
     user.is_staff = True
     user.save()
     client.force_login(user)
-    assert client.get(f"/admin/monitoring/monitoringsettings/project/{project.slug}/").status_code == 200
+    assert (
+        client.get(f"/admin/monitoring/monitoringsettings/project/{project.slug}/").status_code
+        == 200
+    )
     url = f"/admin/monitoring/monitoringsettings/project/{other_project.slug}/"
     assert client.get(url).status_code == 404
