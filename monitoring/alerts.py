@@ -204,13 +204,25 @@ def event_document(event: AlertEvent) -> dict:
 # --- evaluation --------------------------------------------------------------------------------
 
 
-def latest_model_version(project_id: int) -> str | None:
-    return (
-        MetricRollup.objects.filter(project_id=project_id, segment_key="", predictions__gt=0)
-        .order_by("-hour", "-predictions", "model_version")
+def latest_model_version(project_id: int, cache: dict | None = None) -> str | None:
+    """The model version with the newest predictions (the most of them in that hour)."""
+    if cache is not None and project_id in cache:
+        return cache[project_id]
+    rows = MetricRollup.objects.filter(
+        project_id=project_id, segment_key="", segment_value="", predictions__gt=0
+    )
+    newest = rows.order_by("-hour").values_list("hour", flat=True).first()
+    version = (
+        rows.filter(hour=newest)
+        .order_by("-predictions", "model_version")
         .values_list("model_version", flat=True)
         .first()
+        if newest is not None
+        else None
     )
+    if cache is not None:
+        cache[project_id] = version
+    return version
 
 
 def _window(rule: AlertRule, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -218,7 +230,7 @@ def _window(rule: AlertRule, now: dt.datetime) -> tuple[dt.datetime, dt.datetime
     return end - dt.timedelta(minutes=rule.window_minutes), end
 
 
-def rule_measure(rule: AlertRule, now: dt.datetime) -> dict:
+def rule_measure(rule: AlertRule, now: dt.datetime, cache: dict | None = None) -> dict:
     """The figures of the rule's window and whether its condition holds (to fire, to stay)."""
     start, end = _window(rule, now)
     flt = rule.filter or {}
@@ -227,7 +239,7 @@ def rule_measure(rule: AlertRule, now: dt.datetime) -> dict:
         metric = f"category_rate:{flt['category']}"
     version = flt.get("model_version")
     if version == "latest":
-        version = latest_model_version(rule.project_id)
+        version = latest_model_version(rule.project_id, cache)
     segment = next(iter((flt.get("segment") or {}).items()), None)
     watched = metric_total(
         project_id=rule.project_id,
@@ -326,12 +338,14 @@ def _mail(subject: str, body: str, recipients: list[str]) -> None:
         logger.exception("alert email failed")
 
 
-def rule_evaluate(*, rule_id: int, now: dt.datetime | None = None) -> dict:
+def rule_evaluate(
+    *, rule_id: int, now: dt.datetime | None = None, cache: dict | None = None
+) -> dict:
     """Evaluate one rule now; a state change is recorded as an event (once per window)."""
     now = now or timezone.now()
     with transaction.atomic():
         rule = AlertRule.objects.select_for_update().select_related("project").get(pk=rule_id)
-        result = rule_measure(rule, now)
+        result = rule_measure(rule, now, cache)
         new_state = None
         if result["enough"]:
             if rule.state == State.FIRING and not result["holds"]:
@@ -385,7 +399,8 @@ def rules_evaluate(*, now: dt.datetime | None = None) -> int:
     """Evaluate every active rule (beat, every minute). Returns the number of events."""
     now = now or timezone.now()
     fired = 0
+    latest: dict = {}  # "latest" model version per project, once per round
     for rule_id in AlertRule.objects.filter(active=True).values_list("pk", flat=True):
-        if rule_evaluate(rule_id=rule_id, now=now)["event"]:
+        if rule_evaluate(rule_id=rule_id, now=now, cache=latest)["event"]:
             fired += 1
     return fired

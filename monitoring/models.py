@@ -98,6 +98,10 @@ class MetricRollup(models.Model):
                 name="metric_rollup_unique",
             )
         ]
+        # "latest" model version: the newest hour of a project's rollups, read backwards.
+        indexes = [
+            models.Index(fields=["project", "segment_key", "hour"], name="metric_rollup_hour")
+        ]
 
     def __str__(self) -> str:
         return f"{self.project_id} {self.model_version} {self.hour:%Y-%m-%d %H}h"

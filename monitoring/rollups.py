@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, FloatField, Max, Min, Sum, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
@@ -210,13 +210,92 @@ def compute_buckets(project_id: int, start: dt.datetime, end: dt.datetime) -> tu
 
 
 def _replace(project_id: int, start: dt.datetime, end: dt.datetime) -> int:
-    metric_rows, category_rows = compute_buckets(project_id, start, end)
     window = {"project_id": project_id, "hour__gte": start, "hour__lt": end}
     MetricRollup.objects.filter(**window).delete()
     CategoryRollup.objects.filter(**window).delete()
+    if connection.vendor == "postgresql":
+        return _replace_in_sql(project_id, start, end)
+    metric_rows, category_rows = compute_buckets(project_id, start, end)
     MetricRollup.objects.bulk_create(metric_rows, batch_size=2000)
     CategoryRollup.objects.bulk_create(category_rows, batch_size=2000)
     return len(metric_rows)
+
+
+# PostgreSQL: the same counts as ``compute_buckets``, computed and written by the database in
+# two statements (no rows through Python: 1M feedback rows fold in seconds, not minutes).
+_HOUR_SQL = "date_trunc('hour', p.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+_SOURCES_SQL = f"""
+    SELECT p.model_version AS mv, {_HOUR_SQL} AS h, p.segment AS seg,
+           1 AS predictions, 0 AS rp, 0 AS rn, 0 AS reports, 0 AS disputes, 0 AS upheld,
+           0 AS rejected, 0 AS rc, 0 AS ri, 0 AS ru, 0.0 AS wc, 0.0 AS wi, 0.0 AS w2c,
+           0.0 AS w2i
+    FROM feedback_prediction p
+    WHERE p.project_id = %(project)s AND p.occurred_at >= %(start)s AND p.occurred_at < %(end)s
+    UNION ALL
+    SELECT p.model_version, {_HOUR_SQL}, p.segment, 0,
+           (f.kind = 'rating' AND f.rating > 0)::int, (f.kind = 'rating' AND f.rating <= 0)::int,
+           (f.kind = 'report')::int, (f.kind = 'dispute')::int,
+           (f.kind = 'dispute' AND f.status = 'upheld')::int,
+           (f.kind = 'dispute' AND f.status = 'rejected')::int, 0, 0, 0, 0.0, 0.0, 0.0, 0.0
+    FROM feedback_feedback f JOIN feedback_prediction p ON p.id = f.prediction_id
+    WHERE f.project_id = %(project)s AND p.occurred_at >= %(start)s AND p.occurred_at < %(end)s
+    UNION ALL
+    SELECT p.model_version, {_HOUR_SQL}, p.segment, 0, 0, 0, 0, 0, 0, 0,
+           (v = 'correct')::int, (v = 'incorrect')::int, (v = 'unsure')::int,
+           CASE WHEN v = 'correct' THEN 1.0 / q.inclusion_probability ELSE 0.0 END,
+           CASE WHEN v = 'incorrect' THEN 1.0 / q.inclusion_probability ELSE 0.0 END,
+           CASE WHEN v = 'correct' THEN 1.0 / q.inclusion_probability ^ 2 ELSE 0.0 END,
+           CASE WHEN v = 'incorrect' THEN 1.0 / q.inclusion_probability ^ 2 ELSE 0.0 END
+    FROM labeling_queueitem q JOIN feedback_prediction p ON p.id = q.prediction_id
+         CROSS JOIN LATERAL (SELECT q.consensus ->> 'verdict' AS v) verdict
+    WHERE q.status = 'complete' AND q.gold_item_id IS NULL AND p.project_id = %(project)s
+      AND p.occurred_at >= %(start)s AND p.occurred_at < %(end)s
+      AND v IN ('correct', 'incorrect', 'unsure')
+"""
+_DIMS_SQL = """
+    CROSS JOIN LATERAL (
+        SELECT '' AS sk, '' AS sv
+        UNION ALL
+        SELECT k, left(s.seg ->> k, 200) FROM unnest(%(keys)s::text[]) AS k
+        WHERE s.seg ->> k IS NOT NULL AND s.seg ->> k <> ''
+    ) d
+"""
+
+
+def _replace_in_sql(project_id: int, start: dt.datetime, end: dt.datetime) -> int:
+    params = {"project": project_id, "start": start, "end": end,
+              "keys": monitored_keys(project_id)}  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO monitoring_metricrollup (project_id, model_version, hour, segment_key,
+                segment_value, predictions, ratings_positive, ratings_negative, reports,
+                disputes, disputes_upheld, disputes_rejected, reviews_correct,
+                reviews_incorrect, reviews_unsure, weight_correct, weight_incorrect,
+                weight2_correct, weight2_incorrect)
+            SELECT %(project)s, s.mv, s.h, d.sk, d.sv, sum(predictions), sum(rp), sum(rn),
+                   sum(reports), sum(disputes), sum(upheld), sum(rejected), sum(rc), sum(ri),
+                   sum(ru), sum(wc), sum(wi), sum(w2c), sum(w2i)
+            FROM ({_SOURCES_SQL}) s {_DIMS_SQL}
+            GROUP BY s.mv, s.h, d.sk, d.sv""",
+            params,
+        )
+        written = cursor.rowcount
+        cursor.execute(
+            f"""
+            INSERT INTO monitoring_categoryrollup (project_id, model_version, hour, segment_key,
+                segment_value, category, feedback)
+            SELECT %(project)s, s.mv, s.h, d.sk, d.sv, s.category, count(*)
+            FROM (SELECT p.model_version AS mv, {_HOUR_SQL} AS h, p.segment AS seg,
+                         jsonb_array_elements_text(f.categories) AS category
+                  FROM feedback_feedback f JOIN feedback_prediction p ON p.id = f.prediction_id
+                  WHERE f.project_id = %(project)s AND p.occurred_at >= %(start)s
+                    AND p.occurred_at < %(end)s AND jsonb_typeof(f.categories) = 'array') s
+            {_DIMS_SQL}
+            GROUP BY s.mv, s.h, d.sk, d.sv, s.category""",
+            params,
+        )
+    return written
 
 
 def buckets_replace(touched: dict[int, set[dt.datetime]]) -> int:

@@ -127,8 +127,9 @@ def _synthesise_year(project_id: int, days: int = 365) -> int:
                          ('locale', 'fr-FR')) AS k(key, value)""",
             [project_id, days * 24 - 1, VERSIONS - 1],
         )
+        rows = cursor.rowcount
         cursor.execute("ANALYZE monitoring_metricrollup")
-        return cursor.rowcount
+        return rows
 
 
 def _rules(project, count: int = 200) -> None:

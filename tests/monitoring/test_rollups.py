@@ -120,10 +120,14 @@ def test_crash_mid_step_rolls_back_counts_and_watermark(project, monkeypatch):
     make_stream(project, seed=5, n=100)
     import monitoring.rollups as rollups
 
+    real = rollups._replace
+
     def boom(*a, **k):
+        real(*a, **k)  # the rows are written, then the step dies before committing
+        assert MetricRollup.objects.exists()
         raise RuntimeError("crash")
 
-    monkeypatch.setattr(rollups.MetricRollup.objects, "bulk_create", boom)
+    monkeypatch.setattr(rollups, "_replace", boom)
     with pytest.raises(RuntimeError):
         rollups_step(now=FUTURE)
     monkeypatch.undo()
