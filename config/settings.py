@@ -154,12 +154,21 @@ CACHE_URL = env_str(
     "CACHE_URL",
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None,
 )
+# Redis may stop or freeze: the request path then answers from the database and counts rates
+# per process (feedback/redis_cache.py). A command waits at most this long (seconds; connect and
+# read alike, no retries), and after a failure a process leaves Redis alone this long.
+REDRESS_REDIS_TIMEOUT = env_float("REDRESS_REDIS_TIMEOUT", 0.05)
+REDRESS_REDIS_RETRY_SECONDS = env_float("REDRESS_REDIS_RETRY_SECONDS", 3.0)
 if CACHE_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "feedback.redis_cache.ResilientRedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "redress"),
+            "OPTIONS": {
+                "socket_connect_timeout": REDRESS_REDIS_TIMEOUT,
+                "socket_timeout": REDRESS_REDIS_TIMEOUT,
+            },
         }
     }
 else:

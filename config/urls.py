@@ -3,6 +3,7 @@ from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from feedback.api.errors import database_unavailable_response
 from feedback.api.errors import handler404 as api_handler404
 from feedback.api.errors import handler500 as api_handler500
 
@@ -32,6 +33,9 @@ def handler404(request, exception=None):
 def handler500(request):
     if request.path.startswith("/api/"):
         return api_handler500(request)
+    unavailable = database_unavailable_response(request)  # 503 page: the database refused
+    if unavailable is not None:
+        return unavailable
     from django.views.defaults import server_error
 
     return server_error(request)

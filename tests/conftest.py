@@ -4,11 +4,19 @@ Tests run against whatever the environment names: SQLite and a file cache by def
 PostgreSQL (``DATABASE_URL``) and Redis (``CELERY_BROKER_URL`` / ``CACHE_URL``) in CI. Each test
 gets a cache of its own (a fresh key prefix on Redis, a fresh folder otherwise), so counters and
 cached key lookups never leak between tests.
+
+Nothing of a test run lands where ``make run`` keeps its state (``var/``, or the broker the
+environment names): tasks go to Celery's in-memory broker, and the file cache, stored files
+(exports) and beat schedule to a temporary folder of the run (``pytest_configure``). Otherwise
+a dev worker would run the tests' tasks against the dev database.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -24,6 +32,43 @@ from .factories import PredictionFactory, ProjectFactory, UserFactory
 register(ProjectFactory)
 register(PredictionFactory)
 register(UserFactory)
+
+
+TEST_BROKER_URL = "memory://"
+
+
+def pytest_configure(config):
+    """Point the broker, the file cache, stored files and beat at this run's own places.
+
+    Django's settings are loaded by now (pytest-django) but nothing has used them yet: the
+    Celery app reads its configuration, and the storage and cache handlers build their
+    backends, on first use."""
+    from django.conf import settings
+
+    from config.celery import app
+
+    run_dir = Path(tempfile.mkdtemp(prefix="redress-tests-"))
+    config.add_cleanup(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    settings.CELERY_BROKER_URL = TEST_BROKER_URL
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    settings.CELERY_BEAT_SCHEDULE_FILENAME = str(run_dir / "celerybeat-schedule")
+    app.conf.update(
+        broker_url=TEST_BROKER_URL,
+        broker_transport_options={},
+        beat_schedule_filename=settings.CELERY_BEAT_SCHEDULE_FILENAME,
+    )
+    default_cache = settings.CACHES["default"]
+    if default_cache["BACKEND"].endswith("FileBasedCache"):
+        settings.CACHES = {"default": {**default_cache, "LOCATION": str(run_dir / "cache")}}
+    storage = settings.STORAGES["default"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            **storage,
+            "OPTIONS": {**storage.get("OPTIONS", {}), "location": str(run_dir / "media")},
+        },
+    }
+    settings.REDRESS_TEST_RUN_DIR = run_dir
 
 
 def on_postgres() -> bool:
