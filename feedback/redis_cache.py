@@ -48,6 +48,7 @@ class Breaker:
         self.retry_at = 0.0
         self.outages = 0  # how many times this breaker has opened: names the current outage
         self.skipped = 0  # calls not sent during the current outage
+        self._announced: set[str] = set()  # what callers said about the current outage
         self._lock = threading.Lock()
 
     @property
@@ -77,14 +78,25 @@ class Breaker:
             self.down_since = now
             self.outages += 1
             self.skipped = 0
+            self._announced.clear()
         logger.warning(
             "Redis at %s is unavailable (%s: %s): API-key lookups fall back to the database "
-            "and rate limits are counted per process until it answers; next try in %.0f s",
+            "and rate limits are counted per process until it answers; next try in %g s",
             self.name,
             type(exc).__name__,
             exc,
             retry_seconds(),
         )
+
+    def first_to_say(self, topic: str) -> bool:
+        """True once per outage and topic: lets a caller log its own fallback once."""
+        if topic in self._announced:
+            return False
+        with self._lock:
+            if topic in self._announced:
+                return False
+            self._announced.add(topic)
+            return True
 
     def success(self) -> None:
         if self.down_since is None:

@@ -76,7 +76,6 @@ class LocalCounts:
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._logged_outage = 0
 
     def incr(self, counter: str) -> int:
         with self._lock:
@@ -90,15 +89,10 @@ class LocalCounts:
         with self._lock:
             self._counts.clear()
 
-    def announce(self, breaker: Breaker | None) -> None:
+    def announce(self, breaker: Breaker) -> None:
         """Log, once per outage of the breaker's Redis, that counting is now per process."""
-        outage = breaker.outages if breaker is not None else 0
-        if outage == self._logged_outage:
+        if not breaker.first_to_say("throttle"):
             return
-        with self._lock:
-            if outage == self._logged_outage:
-                return
-            self._logged_outage = outage
         logger.warning(
             "Rate limits are counted in this process only while Redis is unavailable: each "
             "process lets a key through at most %s",
@@ -109,7 +103,7 @@ class LocalCounts:
 _local_counts = LocalCounts()
 
 
-def _count_locally(counter: str, breaker: Breaker | None) -> int:
+def _count_locally(counter: str, breaker: Breaker) -> int:
     _local_counts.announce(breaker)
     return _local_counts.incr(cache.make_key(counter))
 
