@@ -13,6 +13,7 @@ a dev worker would run the tests' tasks against the dev database.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -49,6 +50,12 @@ def pytest_configure(config):
 
     run_dir = Path(tempfile.mkdtemp(prefix="redress-tests-"))
     config.add_cleanup(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    # Celery reads CELERY_BROKER_URL from the environment before its configuration; processes
+    # the tests start read the same environment, and keep the cache the run was given.
+    if settings.CACHE_URL:
+        os.environ.setdefault("CACHE_URL", settings.CACHE_URL)
+    os.environ["CELERY_BROKER_URL"] = TEST_BROKER_URL
+    os.environ["REDRESS_VAR_DIR"] = str(run_dir)
     settings.CELERY_BROKER_URL = TEST_BROKER_URL
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
     settings.CELERY_BEAT_SCHEDULE_FILENAME = str(run_dir / "celerybeat-schedule")
