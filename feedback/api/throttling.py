@@ -12,13 +12,13 @@ Leases (intake views on Redis, keys with a high rate only). That round trip cost
 single intake request's throughput (bench: 1,370 req/s with it, 1,650 without). A key whose
 rate allows at least 1,000 requests per window may take up to ``REDRESS_INGEST_LEASE``
 requests at once from its counter (the lease: a share of its rate of at most 1/1,000), which
-this process then lets through without asking Redis, for at most ``LEASE_SECONDS``. The part of
-a lease left unused (it expired, or threads refilling at once replaced each other's) stays
-counted, so such a key may be refused early by that much: a few leases per process and window,
-each 0.1% of its rate or less. A revoked key (or a changed taxonomy) may serve up to the rest of
-a lease per process for at most ``LEASE_SECONDS`` after the change. Keys at ordinary rates
-(600/minute) never hold a lease: every request asks Redis, as before. Threads of a process
-that refill a key's lease at once add to one lease (``_lease_add``), so none of them is lost.
+this process then lets through without asking Redis, for at most ``LEASE_SECONDS``. Threads
+that refill a key's lease at once add their shares to the one lease of the process
+(``_lease_add``). The part of a lease left unused (it expired, or its window ended) stays
+counted, so such a key may be refused early by that much: a lease per process and window, 0.1%
+of its rate or less. A revoked key (or a changed taxonomy) may serve up to the rest of a lease
+per process for at most ``LEASE_SECONDS`` after the change. Keys at ordinary rates (600/minute)
+never hold a lease: every request asks Redis, as before.
 
 Redis down or frozen (feedback/redis_cache.py): the context comes from the database and the
 counter from this process (``_local_counts``, the same fixed windows), so a key may then get its

@@ -70,7 +70,9 @@ def cached_lookups_drop(keys: list[str]) -> None:
     Redis is unavailable; other processes drop theirs within ``KEY_FALLBACK_SECONDS``)."""
     from ..selectors import fallback_contexts  # selectors import this module
 
-    cache.delete_many(keys)  # while Redis is down: nothing to drop, the entries expire
+    # While Redis is down this drops nothing there: the entries were cached before the change
+    # and expire within KEY_CACHE_SECONDS of it.
+    cache.delete_many(keys)
     for key in keys:
         fallback_contexts.drop(cache.make_key(key))
 
