@@ -67,7 +67,8 @@ def _redis() -> tuple[Any, Any, Breaker | None] | None:
     if client is None:
         client = backend.get_client(write=True)
         backend.redress_client = client
-    return client, backend, getattr(cache, "breaker", None)
+        backend.redress_breaker = getattr(cache, "breaker", None)
+    return client, backend, backend.redress_breaker
 
 
 class LocalCounts:
