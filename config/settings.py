@@ -190,6 +190,16 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3300)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
+# A Redis broker that freezes or vanishes without closing the connection would otherwise hold
+# a publish (an enqueue after commit, in a request) forever: bound each command, and the
+# connection attempt. Celery retries a publish 3 times before it raises.
+REDRESS_BROKER_TIMEOUT = env_float("REDRESS_BROKER_TIMEOUT", 1.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = REDRESS_BROKER_TIMEOUT
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_timeout": REDRESS_BROKER_TIMEOUT,
+        "socket_connect_timeout": REDRESS_BROKER_TIMEOUT,
+    }
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "celery-broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

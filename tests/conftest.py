@@ -5,10 +5,11 @@ PostgreSQL (``DATABASE_URL``) and Redis (``CELERY_BROKER_URL`` / ``CACHE_URL``) 
 gets a cache of its own (a fresh key prefix on Redis, a fresh folder otherwise), so counters and
 cached key lookups never leak between tests.
 
-Nothing of a test run lands where ``make run`` keeps its state (``var/``, or the broker the
-environment names): tasks go to Celery's in-memory broker, and the file cache, stored files
-(exports) and beat schedule to a temporary folder of the run (``pytest_configure``). Otherwise
-a dev worker would run the tests' tasks against the dev database.
+Nothing of a test run lands where ``make run`` keeps its state (``pytest_configure``): the
+embedded broker, the file cache, stored files (exports) and the beat schedule live in a
+temporary folder of the run, and on a Redis broker the run's tasks go to a queue of its own,
+which no worker of ``make run`` listens to. Before, a dev worker ran the tests' tasks against
+the dev database.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ register(PredictionFactory)
 register(UserFactory)
 
 
-TEST_BROKER_URL = "memory://"
-
-
 def pytest_configure(config):
     """Point the broker, the file cache, stored files and beat at this run's own places.
 
@@ -50,18 +48,27 @@ def pytest_configure(config):
 
     run_dir = Path(tempfile.mkdtemp(prefix="redress-tests-"))
     config.add_cleanup(lambda: shutil.rmtree(run_dir, ignore_errors=True))
-    # Celery reads CELERY_BROKER_URL from the environment before its configuration; processes
-    # the tests start read the same environment, and keep the cache the run was given.
-    if settings.CACHE_URL:
-        os.environ.setdefault("CACHE_URL", settings.CACHE_URL)
-    os.environ["CELERY_BROKER_URL"] = TEST_BROKER_URL
-    os.environ["REDRESS_VAR_DIR"] = str(run_dir)
-    settings.CELERY_BROKER_URL = TEST_BROKER_URL
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    os.environ["REDRESS_VAR_DIR"] = str(run_dir)  # for the processes the tests start
+    queue = f"redress-test-{uuid.uuid4().hex[:12]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
     settings.CELERY_BEAT_SCHEDULE_FILENAME = str(run_dir / "celerybeat-schedule")
+    transport_options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        broker_dir = run_dir / "celery-broker"
+        transport_options = settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+            **transport_options,
+            "data_folder_in": str(broker_dir / "queue"),
+            "data_folder_out": str(broker_dir / "queue"),
+            "processed_folder": str(broker_dir / "processed"),
+            "control_folder": str(broker_dir / "control"),
+        }
+        for folder in ("queue", "processed", "control"):
+            (broker_dir / folder).mkdir(parents=True)
+    else:
+        config.add_cleanup(lambda: _queue_purge(app))
     app.conf.update(
-        broker_url=TEST_BROKER_URL,
-        broker_transport_options={},
+        task_default_queue=queue,
+        broker_transport_options=transport_options,
         beat_schedule_filename=settings.CELERY_BEAT_SCHEDULE_FILENAME,
     )
     default_cache = settings.CACHES["default"]
@@ -75,7 +82,15 @@ def pytest_configure(config):
             "OPTIONS": {**storage.get("OPTIONS", {}), "location": str(run_dir / "media")},
         },
     }
-    settings.REDRESS_TEST_RUN_DIR = run_dir
+
+
+def _queue_purge(app) -> None:
+    """Drop what the run left in its queue on the shared broker."""
+    try:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(app.conf.task_default_queue)
+    except Exception:  # the broker is gone: nothing to clean
+        pass
 
 
 def on_postgres() -> bool:

@@ -2,8 +2,9 @@
 
 Before: ``make test`` while ``make run`` served published the tests' Celery tasks into the dev
 server's filesystem broker under ``var/``, and the dev worker ran them against the dev
-database (61 export tasks, some with the ids of real dev exports). Now tasks go to Celery's
-in-memory broker, and the file cache and stored files to the run's own temporary folder.
+database (61 export tasks, some with the ids of real dev exports). Now the embedded broker,
+the file cache and stored files are the run's own folder's, and on Redis the run's tasks go to
+a queue of its own that no dev worker consumes.
 """
 
 from __future__ import annotations
@@ -29,21 +30,27 @@ def is_under_var(location: str | Path) -> bool:
     return Path(location).resolve().is_relative_to(VAR_DIR)
 
 
-def test_tasks_go_to_the_in_memory_broker_and_never_to_var():
+def test_tasks_go_to_the_runs_own_queue_and_never_to_var():
     from labeling.tasks import exports_recover_task
 
+    queue = app.conf.task_default_queue
     broker_files = files_under(VAR_DIR / "celery-broker")
 
     exports_recover_task.delay()  # what any enqueue after commit does
 
     with app.connection_for_read() as connection:
-        assert connection.transport_cls == "memory"
-        message = connection.SimpleQueue(app.conf.task_default_queue).get(timeout=5)
+        message = connection.SimpleQueue(queue).get(timeout=5)
         assert message.headers["task"] == "labeling.tasks.exports_recover_task"
         message.ack()
+    assert queue.startswith("redress-test-")  # a dev worker consumes "celery"
     assert files_under(VAR_DIR / "celery-broker") == broker_files
-    assert app.conf.broker_url == "memory://"
-    assert not any(is_under_var(folder) for folder in app.conf.broker_transport_options.values())
+    folders = [
+        value
+        for name, value in app.conf.broker_transport_options.items()
+        if name.endswith("folder") or name.startswith("data_folder")
+    ]
+    assert app.conf.broker_url.startswith("redis") or folders
+    assert not any(is_under_var(folder) for folder in folders)
     assert not is_under_var(app.conf.beat_schedule_filename)
 
 
