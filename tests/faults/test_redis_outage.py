@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -216,3 +220,51 @@ def test_the_admin_works_and_revokes_at_once_while_redis_is_down(
     # revocation reaches this process at once, Redis or not
     assert post(client, "/api/v1/feedback", body).status_code == 401
     assert client.get("/api/v1/categories").status_code == 401
+
+
+PUBLISH = """
+import time, django
+django.setup()
+from kombu.exceptions import OperationalError
+from labeling.tasks import exports_recover_task
+print("ready", flush=True)
+input()  # the test freezes the broker now
+started = time.monotonic()
+try:
+    exports_recover_task.delay()
+    print("published")
+except OperationalError as exc:
+    print(f"refused after {time.monotonic() - started:.1f} s: {exc}")
+"""
+
+
+def test_a_publish_to_a_frozen_redis_broker_gives_up_instead_of_hanging(own_redis):
+    # A process configured as in production, with this test's Redis as its broker.
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": own_redis.url,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    env.pop("CACHE_URL", None)
+    child = subprocess.Popen(
+        [sys.executable, "-c", PUBLISH],
+        cwd=root,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        own_redis.freeze()
+        started = time.monotonic()
+        out, err = child.communicate("\n", timeout=30)  # before: it never returned
+        elapsed = time.monotonic() - started
+    finally:
+        child.kill()
+        child.wait()
+
+    assert out.startswith("refused after"), (out, err[-2000:])
+    assert elapsed < 10
