@@ -31,10 +31,11 @@ logger = logging.getLogger("redress.database")
 
 # Seconds a client is asked to wait when the database turned a request away.
 DATABASE_RETRY_AFTER = 5
-# SQLSTATE classes and codes of refusals that a retry a few seconds later may not meet:
-# 08 connection exception, 53 insufficient resources (53300 too many connections), 57 operator
-# intervention (57014 statement timeout, 57P01-03 shutting down / starting up), 40 rollbacks
-# (serialization failure, deadlock), 55P03 lock timeout. Other errors are bugs: 500.
+# SQLSTATE classes and codes that mean "not now" rather than "never", so that the same request
+# a few seconds later may well succeed: 08 connection exception, 53 insufficient resources
+# (53300 too many connections), 57 operator intervention (57014 statement timeout, 57P01-03
+# shutting down / starting up), 40 rollbacks (serialization failure, deadlock), 55P03 lock
+# timeout. Other database errors are bugs: 500.
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
 TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
 
