@@ -6,10 +6,10 @@ gets a cache of its own (a fresh key prefix on Redis, a fresh folder otherwise),
 cached key lookups never leak between tests.
 
 Nothing of a test run lands where ``make run`` keeps its state (``pytest_configure``): the
-embedded broker, the file cache, stored files (exports) and the beat schedule live in a
-temporary folder of the run, and on a Redis broker the run's tasks go to a queue of its own,
-which no worker of ``make run`` listens to. Before, a dev worker ran the tests' tasks against
-the dev database.
+embedded broker, the file cache, stored files (exports), temporary files and the beat
+schedule live in a temporary folder of the run, and on a Redis broker the run's tasks go to a
+queue of its own, which no worker of ``make run`` listens to. Before, a dev worker ran the
+tests' tasks against the dev database.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def pytest_configure(config):
     run_dir = Path(tempfile.mkdtemp(prefix="redress-tests-"))
     config.add_cleanup(lambda: shutil.rmtree(run_dir, ignore_errors=True))
     os.environ["REDRESS_VAR_DIR"] = str(run_dir)  # for the processes the tests start
+    # Temporary files too (export builds name theirs after the database, and SQLite's
+    # in-memory test database has the same name in every run on the machine).
+    temp_dir = run_dir / "tmp"
+    temp_dir.mkdir()
+    tempfile.tempdir = os.environ["TMPDIR"] = str(temp_dir)
     queue = f"redress-test-{uuid.uuid4().hex[:12]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
     settings.CELERY_BEAT_SCHEDULE_FILENAME = str(run_dir / "celerybeat-schedule")

@@ -9,6 +9,7 @@ a queue of its own that no dev worker consumes.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,13 @@ def test_stored_files_go_to_the_runs_own_folder():
         assert Path(default_storage.path(name)).read_bytes() == b"probe"
     finally:
         default_storage.delete(name)
+
+
+def test_temporary_files_are_the_runs_own():
+    # Export builds clean up "stale" files named after the database and the export id; in
+    # a shared /tmp, two runs on SQLite's in-memory database removed each other's files.
+    run_dir = Path(default_storage.location).resolve().parent
+    assert run_dir.name.startswith("redress-tests-")
+    assert Path(tempfile.gettempdir()).resolve() == run_dir / "tmp"
+    with tempfile.NamedTemporaryFile() as handle:
+        assert Path(handle.name).resolve().parent == run_dir / "tmp"
