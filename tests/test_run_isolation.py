@@ -37,6 +37,9 @@ def test_tasks_go_to_the_runs_own_queue_and_never_to_var():
     queue = app.conf.task_default_queue
     broker_files = files_under(VAR_DIR / "celery-broker")
 
+    with app.connection_for_read() as connection:
+        connection.SimpleQueue(queue).clear()  # what earlier tests of the run left there
+
     exports_recover_task.delay()  # what any enqueue after commit does
 
     with app.connection_for_read() as connection:
