@@ -25,10 +25,12 @@ from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 from feedback.models import Membership, Project
 from feedback.selectors import projects_for_user
 
+from ..exports.writers import CONTENT_TYPES
 from ..models import Export
 from ..selectors import READ_ROLES
 from ..selectors.exports import exports_of_project, exports_visible_to, goldset_version_for_export
-from ..services.exports import CONTENT_TYPES, export_create, goldset_version_snapshot
+from ..services.exports import export_create
+from ..services.goldset_snapshots import goldset_version_snapshot
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404, 409)}
 

@@ -4,11 +4,13 @@
 - ``gold``: GoldSet, GoldSetVersion, GoldItem
 - ``exports``: Export
 - ``audits``: Audit
+- ``jobs``: UnsentTask (task messages a broker outage refused)
 """
 
 from .audits import Audit
 from .exports import Export
 from .gold import GoldItem, GoldSet, GoldSetVersion
+from .jobs import UnsentTask
 from .queues import Assignment, Label, LabelRevision, Queue, QueueItem, SamplingRun
 
 __all__ = [
@@ -23,4 +25,5 @@ __all__ = [
     "Queue",
     "QueueItem",
     "SamplingRun",
+    "UnsentTask",
 ]

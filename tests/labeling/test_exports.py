@@ -21,6 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from feedback.models import Feedback, Prediction
+from labeling.exports.rows import arrow_schema, export_columns
 from labeling.models import Export, GoldItem, GoldSet, GoldSetVersion, Label, Queue, QueueItem
 from labeling.selectors.exports import export_items
 from labeling.services.exports import (
@@ -30,7 +31,6 @@ from labeling.services.exports import (
     exports_recover,
 )
 from labeling.splits import GroupUniform, SplitSpec, group_uniform, split_of
-from labeling.writers import arrow_schema, export_columns
 
 LOCALES = ["en-US", "de-DE", "fr-FR", "ja-JP", "pt-BR"]
 PI = [0.05, 0.1, 0.25, 0.5, 1.0]
