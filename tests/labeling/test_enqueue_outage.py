@@ -49,8 +49,10 @@ class Broker:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no"],
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -82,21 +84,24 @@ class Broker:
 
 def _use_broker(url: str) -> None:
     app.conf.broker_url = url
-    # Drop pooled connections and producers made for the previous URL.
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    # Producers and connections are pooled per broker URL: forget the app's (the pools stay,
+    # for whoever uses the other URL), so the next send opens one to ``url``.
+    app._pool = None
     app.amqp._producer_pool = None
 
 
 @pytest.fixture
-def broker():
+def broker(monkeypatch):
     original = app.conf.broker_url
     own = Broker()
     own.start()
+    # Celery reads CELERY_BROKER_URL from the environment before its own setting.
+    monkeypatch.setenv("CELERY_BROKER_URL", own.url)
     _use_broker(own.url)
+    assert f":{own.port}/" in app.connection_for_write().as_uri()
     yield own
     own.stop()
+    monkeypatch.undo()
     _use_broker(original)
 
 
