@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 
 # Unsent tasks sent again per sweep, at most (oldest first); the rest wait for the next tick.
 RESEND_BATCH = 1000
+# A send runs in the request after its commit: a frozen broker must cost it about a second, not
+# hang it (Redis sockets have no timeout by default). These apply to this connection only; the
+# workers' long-lived connections keep the broker settings.
+SEND_TIMEOUT_SECONDS = 0.5
+SEND_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 
 
 def enqueue_after_commit(
@@ -50,7 +60,14 @@ def enqueue_now(task_name: str, *args: int) -> bool:
 
     task = getattr(tasks, task_name)
     try:
-        task.delay(*args)
+        with task.app.connection_for_write(
+            transport_options={
+                "socket_timeout": SEND_TIMEOUT_SECONDS,
+                "socket_connect_timeout": SEND_TIMEOUT_SECONDS,
+            },
+            connect_timeout=SEND_TIMEOUT_SECONDS,
+        ) as broker:
+            task.apply_async(args=args, connection=broker, retry_policy=SEND_RETRY_POLICY)
     except Exception as exc:  # kombu's errors vary by transport: any refusal is an outage here
         log.warning(
             "enqueue failed: %s%r (%s: %s); kept for the unsent-task sweep",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -65,8 +66,15 @@ class Broker:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
+    def freeze(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
+            self.thaw()
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
@@ -219,3 +227,25 @@ def test_a_dawid_skene_label_while_the_broker_is_down_is_kept_and_refits_once_it
     assert item.consensus["method"] == "dawid_skene"
     queue.refresh_from_db()
     assert queue.consensus_refit_requested_at is None  # the refit took the request
+
+
+def test_a_frozen_broker_costs_the_request_about_a_second_not_a_hang(
+    project, queue, broker, boss, make_items
+):
+    make_items(queue, 3)
+    broker.freeze()  # SIGSTOP: connections are accepted by the kernel, nothing answers
+
+    started = time.monotonic()
+    response = boss.post(f"/api/v1/queues/{queue.pk}/sample", {}, format="json")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 202, response.content
+    assert elapsed < 3, elapsed
+    run = SamplingRun.objects.get()
+    assert list(UnsentTask.objects.values_list("task", "args")) == [("sampling_run_task", [run.pk])]
+
+    broker.thaw()
+    assert unsent_tasks_send() == 1
+    assert run_messages(broker) == [("labeling.tasks.sampling_run_task", [run.pk])]
+    run.refresh_from_db()
+    assert run.status == SamplingRun.Status.DONE
