@@ -201,7 +201,7 @@ def test_a_dawid_skene_label_while_the_broker_is_down_is_kept_and_refits_once_it
     queue.consensus = "dawid_skene"
     queue.overlap = 1
     queue.save()
-    make_items(queue, 2)
+    make_items(queue, 3)
     alice = as_user(make_reviewer("alice", queue))
     broker.stop()
 
@@ -227,6 +227,11 @@ def test_a_dawid_skene_label_while_the_broker_is_down_is_kept_and_refits_once_it
     assert item.consensus["method"] == "dawid_skene"
     queue.refresh_from_db()
     assert queue.consensus_refit_requested_at is None  # the refit took the request
+
+    # The next completion after that refit started asks for a refit of its own.
+    third = claim(alice, queue).json()["item"]
+    assert label(alice, third, verdict="correct").status_code == 201
+    assert broker.messages() == [("labeling.tasks.queue_consensus_task", [queue.pk])]
 
 
 def test_a_frozen_broker_costs_the_request_about_a_second_not_a_hang(
