@@ -31,7 +31,7 @@ from django.db.models import QuerySet, Value
 from feedback.models import Feedback, Project
 
 from ..models import Label, QueueItem
-from ..selectors.exports import _as_datetime, export_items
+from ..selectors.exports import as_datetime, export_items
 from ..splits import (
     GroupUniform,
     SplitSpec,
@@ -249,10 +249,10 @@ def _where(plan: ExportPlan, params: dict[str, Any]) -> str:
         params["model_version"] = spec["model_version"]
     if spec.get("completed_after") is not None:
         clauses.append("qi.completed_at >= %(completed_after)s")
-        params["completed_after"] = _as_datetime(spec["completed_after"])
+        params["completed_after"] = as_datetime(spec["completed_after"])
     if spec.get("completed_before") is not None:
         clauses.append("qi.completed_at < %(completed_before)s")
-        params["completed_before"] = _as_datetime(spec["completed_before"])
+        params["completed_before"] = as_datetime(spec["completed_before"])
     for position, (key, value) in enumerate(sorted((spec.get("segment") or {}).items())):
         clauses.append(f"p.segment ->> %(seg_key_{position})s = %(seg_value_{position})s")
         params[f"seg_key_{position}"], params[f"seg_value_{position}"] = key, value

@@ -20,7 +20,8 @@ from ..splits import SplitSpec, group_key_of
 from .queues import READ_ROLES
 
 
-def _as_datetime(value: Any) -> dt.datetime | None:
+def as_datetime(value: Any) -> dt.datetime | None:
+    """A filter bound as given (a datetime) or as stored in an export's spec (ISO text)."""
     if value is None or isinstance(value, dt.datetime):
         return value
     return parse_datetime(str(value))
@@ -48,9 +49,9 @@ def export_items(
     if spec.get("model_version") is not None:
         items = items.filter(prediction__model_version=spec["model_version"])
     if spec.get("completed_after") is not None:
-        items = items.filter(completed_at__gte=_as_datetime(spec["completed_after"]))
+        items = items.filter(completed_at__gte=as_datetime(spec["completed_after"]))
     if spec.get("completed_before") is not None:
-        items = items.filter(completed_at__lt=_as_datetime(spec["completed_before"]))
+        items = items.filter(completed_at__lt=as_datetime(spec["completed_before"]))
     for key, value in sorted((spec.get("segment") or {}).items()):
         # Per-key equality rather than JSON containment: SQLite has no ``contains`` on JSON.
         items = items.filter(**{f"prediction__segment__{key}": value})
