@@ -1,7 +1,7 @@
 """Labeling models, one module per part of the review-and-data side.
 
 - ``queues``: Queue, SamplingRun, QueueItem, Assignment, Label, LabelRevision
-- ``gold``: GoldSet, GoldSetVersion, GoldItem
+- ``gold``: GoldSet, GoldSetVersion, GoldItem, GoldPurge (the record of a purge)
 - ``exports``: Export
 - ``audits``: Audit
 - ``jobs``: UnsentTask (task messages a broker outage refused)
@@ -9,7 +9,7 @@
 
 from .audits import Audit
 from .exports import Export
-from .gold import GoldItem, GoldSet, GoldSetVersion
+from .gold import GoldItem, GoldPurge, GoldSet, GoldSetVersion
 from .jobs import UnsentTask
 from .queues import Assignment, Label, LabelRevision, Queue, QueueItem, SamplingRun
 
@@ -18,6 +18,7 @@ __all__ = [
     "Audit",
     "Export",
     "GoldItem",
+    "GoldPurge",
     "GoldSet",
     "GoldSetVersion",
     "Label",
