@@ -169,6 +169,10 @@ def temp_prefix(export: Export) -> str:
     """Temporary files of a build are named after the export and its database: builds for
     another database on this machine (a bench, a test run) may use the same export id."""
     database = re.sub(r"[^A-Za-z0-9_.]", "_", str(connection.settings_dict.get("NAME") or ""))
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        # Every in-memory SQLite has the same name but lives in one process only: parallel
+        # test runs on one machine must not remove each other's files.
+        database += f"_{os.getpid()}"
     return f"redress-export-{database}-{export.pk}-"
 
 
