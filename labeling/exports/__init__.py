@@ -2,6 +2,7 @@
 retry, recover) is the service's, ``labeling.services.exports``; gold-set snapshots are the
 gold services', ``labeling.services.goldset_snapshots``.
 
+- ``request``: the export request, checked (the API, the admin and the command use it).
 - ``rows``: the row format in one place: columns and their types (Parquet's included), the
   portable (ORM) rows and the PostgreSQL statement that renders them.
 - ``engine``: streams the rows into a temporary file (portable, COPY text or Arrow reads,
