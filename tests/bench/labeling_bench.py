@@ -257,8 +257,9 @@ def bench_claims_after_draw(
     ``reviewers`` processes claim and label at once, ``claims_per_reviewer`` each.
 
     No ANALYZE after the draw: PostgreSQL plans the first claims with statistics older than the
-    draw (the labeling tables are analyzed before it, as autovacuum would have left them; this
-    database runs with autovacuum off, so nothing refreshes them meanwhile). The claim must not
+    draw (the labeling tables are analyzed before it, with an earlier queue's items, as
+    autovacuum would have left them; this database runs with autovacuum off, so nothing
+    refreshes them meanwhile). The claim must not
     care; ``first_claim_plan`` is the candidate query's plan at the start, as the claim runs it.
     """
     import json
@@ -285,7 +286,12 @@ def bench_claims_after_draw(
         ).user
         queue.reviewers.add(user)
         users.append(user.pk)
-    with connection.cursor() as cursor:  # statistics from before the draw, never refreshed
+    # Statistics from before the draw, never refreshed: taken while an earlier queue held a
+    # couple of thousand items (with those of empty tables the old claim's plan was a coin toss).
+    earlier = Queue.objects.create(project=project, name="earlier", strategy="uniform", size=2000)
+    earlier_run = SamplingRun.objects.create(queue=earlier, seed=2, policy=policy_of(earlier))
+    assert sampling_run_execute(run_id=earlier_run.pk).status == "done"
+    with connection.cursor() as cursor:
         cursor.execute("ANALYZE labeling_queueitem, labeling_assignment, labeling_label")
     run = SamplingRun.objects.create(queue=queue, seed=3, policy=policy_of(queue))
     started = time.perf_counter()
