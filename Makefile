@@ -32,12 +32,13 @@ run: migrate
 	  $(PY) manage.py runserver $(HOST):$(PORT)
 
 # Production web tier: nginx on $(LISTEN) (buffers requests and responses) in front of gunicorn
-# on $(APP) with $(WORKERS) gthread workers (config/serve.py, config/nginx.conf.template).
+# on $(APP) with $(WORKERS) gthread workers (config/serve.py, config/nginx.conf.template);
+# SERVE_ARGS="--forwarded-proto header" behind a TLS-terminating load balancer.
 LISTEN  ?= 0.0.0.0:8000
 APP     ?= 127.0.0.1:8001
 WORKERS ?= 4
 serve: install
-	$(PY) config/serve.py --listen $(LISTEN) --app $(APP) --workers $(WORKERS)
+	$(PY) config/serve.py --listen $(LISTEN) --app $(APP) --workers $(WORKERS) $(SERVE_ARGS)
 
 worker: install
 	$(VENV)/bin/celery -A config worker --beat --loglevel=INFO

@@ -48,6 +48,9 @@ def render(args: argparse.Namespace) -> str:
         "static_root": str(args.static_root),
         "mime_types": args.mime_types,
         "user": worker_user(),
+        "forwarded_proto": {"scheme": "$scheme", "header": "$http_x_forwarded_proto"}[
+            args.forwarded_proto
+        ],
     }
     text = TEMPLATE.read_text()
     for name, value in fields.items():
@@ -82,6 +85,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--static-root", type=Path, default=None, help="default: STATIC_ROOT")
     parser.add_argument("--mime-types", default="/etc/nginx/mime.types")
     parser.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    parser.add_argument(
+        "--forwarded-proto",
+        choices=["scheme", "header"],
+        default="scheme",
+        help="X-Forwarded-Proto for Django: nginx's own scheme (TLS ends here or nowhere), or"
+        " the header of a TLS-terminating load balancer in front (only it may reach nginx)",
+    )
     parser.add_argument("--print-config", action="store_true")
     args = parser.parse_args(argv)
     args.run_dir = args.run_dir.resolve()
