@@ -28,8 +28,9 @@ from .conftest import RETRY_SECONDS
 pytestmark = pytest.mark.django_db
 
 # Most a request may take while Redis is stopped or frozen (before: 5 s, then a 500). The
-# socket timeout is 50 ms; the rest is the request's own work on a busy test machine.
-REQUEST_BOUND = 0.5
+# socket timeout is 50 ms; the rest is the request's own work on a busy shared test machine
+# (0.51 s seen under load), so the bound only tells the 5 s apart.
+REQUEST_BOUND = 1.0
 
 
 @pytest.fixture
