@@ -67,3 +67,10 @@ def audit_run_task(self, audit_id: int) -> str:
 @shared_task
 def audits_recover_task() -> int:
     return audits.audits_recover(stale_after_seconds=settings.REDRESS_SAMPLING_STALE_SECONDS)
+
+
+@shared_task
+def labels_ready_task() -> int:
+    from .services.notifications import labels_ready_emit_due
+
+    return labels_ready_emit_due()

@@ -72,6 +72,7 @@ from ..writers import (
     export_columns,
     writer_for,
 )
+from . import notifications
 
 MAX_ATTEMPTS = 3
 FORMATS = tuple(Export.Format.values)
@@ -478,6 +479,7 @@ def export_build(
         if not updated:
             # The recovery sweep took this export over meanwhile; the newer attempt owns it.
             default_storage.delete(name)
+        notifications.export_finished_emit(export_id=export_id)  # only if still ours, done
     except OperationalError as exc:
         # Transient (a lost connection, a failover): give the attempt back for a retry.
         connection.close_if_unusable_or_obsolete()
@@ -491,6 +493,7 @@ def export_build(
             error=f"{type(exc).__name__}: {exc}"[:5000],
             finished_at=timezone.now(),
         )
+        notifications.export_finished_emit(export_id=export_id)
     finally:
         if result is not None and os.path.exists(result.path):
             os.unlink(result.path)

@@ -1,0 +1,363 @@
+"""Getting outbox events to endpoints: fan-out, one delivery attempt, retries, the sweep.
+
+An event committed by ``feedback.services.events.event_emit`` is fanned out by a task enqueued
+after commit (``event_committed``); a lost task (broker outage, crash) is made up by the sweep
+beat runs every minute, which also sends retries that are due. Every step is idempotent: one
+delivery per (endpoint, event) by constraint, and an attempt is claimed with a conditional
+UPDATE, so a duplicate task sends nothing twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from feedback.models import Feedback, Membership, OutboxEvent
+
+from .. import payloads, transport
+from ..models import EventCursor, Webhook, WebhookDelivery
+
+log = logging.getLogger(__name__)
+Status = WebhookDelivery.Status
+OPEN = (Status.PENDING, Status.RETRYING)
+LOG_ENTRIES = 50  # attempts kept in a delivery's log
+# Retries sooner than this wait on the broker (a countdown); later ones are sent by the sweep.
+COUNTDOWN_MAX_SECONDS = 60
+SWEEP_GRACE_SECONDS = 30  # a due delivery younger than this still has its own task coming
+SWEEP_BATCH = 1000
+DISPUTE_OVERLAP = timedelta(minutes=5)  # transactions commit late: re-read this far back
+
+
+def retry_schedule() -> list[float]:
+    return [float(s) for s in settings.REDRESS_WEBHOOK_RETRY_SECONDS]
+
+
+def attempt_timeout() -> float:
+    return float(settings.REDRESS_WEBHOOK_TIMEOUT)
+
+
+def enqueue(task, *args, countdown: float | None = None) -> bool:
+    """Send a task now; False (logged) when the broker is unreachable: the sweep catches up."""
+    try:
+        if countdown:
+            task.apply_async(args, countdown=countdown)
+        else:
+            task.delay(*args)
+        return True
+    except Exception:  # any broker error; the outbox row and the delivery row are the truth
+        log.warning("webhooks: could not enqueue %s%r; the sweep will", task.name, args,
+                    exc_info=True)
+        return False
+
+
+def enqueue_on_commit(task, *args) -> None:
+    """Enqueue after the current transaction commits; a broker error never undoes it."""
+    transaction.on_commit(partial(enqueue, task, *args), robust=True)
+
+
+def event_committed(event_pk: int) -> None:
+    """The listener of ``feedback.services.events``: fan an event out in a worker."""
+    from ..tasks import webhook_event_task  # tasks import services: import late
+
+    enqueue(webhook_event_task, event_pk)
+
+
+# --- Fan-out -----------------------------------------------------------------------------------
+
+
+def event_fan_out(*, event_id: int) -> list[int]:
+    """One delivery per endpoint of the event's project subscribed to its type (or the one
+    endpoint a test send names). Idempotent. Returns the ids of its deliveries still open."""
+    event = OutboxEvent.objects.filter(pk=event_id).first()
+    if event is None:
+        return []
+    if event.fanned_out_at is None:
+        if event.only_webhook_id is not None:
+            hooks = list(Webhook.objects.filter(pk=event.only_webhook_id,
+                                                project_id=event.project_id))
+        else:
+            hooks = [
+                hook
+                for hook in Webhook.objects.filter(project_id=event.project_id, active=True)
+                if hook.subscribed_to(event.type)
+            ]
+        now = timezone.now()
+        WebhookDelivery.objects.bulk_create(
+            [WebhookDelivery(webhook=hook, event=event, next_attempt_at=now) for hook in hooks],
+            ignore_conflicts=True,
+        )
+        OutboxEvent.objects.filter(pk=event.pk, fanned_out_at__isnull=True).update(
+            fanned_out_at=now
+        )
+    return list(
+        WebhookDelivery.objects.filter(event_id=event.pk, status__in=OPEN)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+# --- One attempt -------------------------------------------------------------------------------
+
+
+def _backoff(attempt: int, schedule: list[float]) -> float | None:
+    """Seconds until the next try after failed attempt ``attempt`` (1-based), ±20% jitter so
+    endpoints coming back are not hit by every retry at once; None: no tries left."""
+    if attempt > len(schedule):
+        return None
+    return schedule[attempt - 1] * random.uniform(0.8, 1.2)
+
+
+def delivery_attempt(
+    *, delivery_id: int, force: bool = False
+) -> tuple[WebhookDelivery | None, float | None]:
+    """Make one attempt of an open delivery that is due (``force``: due or not).
+
+    Returns the delivery (None when another worker holds it, it is not due, or it is done)
+    and the seconds until its next try (None: none scheduled).
+    """
+    now = timezone.now()
+    timeout = attempt_timeout()
+    claim = WebhookDelivery.objects.filter(pk=delivery_id, status__in=OPEN).filter(
+        Q(locked_until__isnull=True) | Q(locked_until__lt=now)
+    )
+    if not force:
+        claim = claim.filter(next_attempt_at__lte=now)
+    # The lock outlives the longest attempt (connect + read timeouts, with a margin); a worker
+    # that dies mid-attempt leaves the delivery to the sweep once it has expired.
+    if not claim.update(locked_until=now + timedelta(seconds=3 * timeout + 30),
+                        attempts=F("attempts") + 1):
+        return None, None
+    delivery = WebhookDelivery.objects.select_related("webhook", "event").get(pk=delivery_id)
+    webhook, event = delivery.webhook, delivery.event
+    started = time.monotonic()
+    response_status: int | None = None
+    error = ""
+    if not webhook.active and event.type != "webhook.test":
+        error = "endpoint disabled"
+    else:
+        content = payloads.body(webhook=webhook, event=event)
+        signed = payloads.headers(
+            secret=webhook.secret, msg_id=event.uid, timestamp=int(time.time()), body=content
+        )
+        try:
+            response = transport.post(
+                webhook.url, content, signed, timeout=timeout,
+                allow_private=settings.REDRESS_WEBHOOK_ALLOW_PRIVATE,
+            )
+            response_status = response.status
+            if not 200 <= response.status < 300:
+                error = f"HTTP {response.status}: {response.snippet}".strip()
+                if 300 <= response.status < 400:
+                    error = f"HTTP {response.status}: redirects are not followed"
+        except transport.TransportError as exc:
+            error = f"{exc.code}: {exc.detail}"
+    duration_ms = round((time.monotonic() - started) * 1000, 1)
+    finished = timezone.now()
+    entry = {"at": finished.isoformat(), "status": response_status,
+             "duration_ms": duration_ms, "error": error[:500]}
+    fields: dict[str, Any] = {
+        "locked_until": None,
+        "last_response_status": response_status,
+        "last_error": error[:2000],
+        "log": ([*delivery.log, entry])[-LOG_ENTRIES:],
+    }
+    delay = None
+    if not error:
+        fields.update(status=Status.SUCCEEDED, delivered_at=finished, next_attempt_at=None)
+    elif response_status == 410 or error == "endpoint disabled":
+        fields.update(status=Status.FAILED, next_attempt_at=None)
+    else:
+        delay = _backoff(delivery.attempts, retry_schedule())
+        if delay is None:
+            fields.update(status=Status.FAILED, next_attempt_at=None)
+        else:
+            fields.update(status=Status.RETRYING,
+                          next_attempt_at=finished + timedelta(seconds=delay))
+    WebhookDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(**fields)
+    if event.type != "webhook.test":  # a test send says nothing of the endpoint's health
+        _endpoint_health(webhook, ok=not error, gone=response_status == 410, now=finished)
+    for name, value in fields.items():
+        setattr(delivery, name, value)
+    return delivery, delay
+
+
+def _endpoint_health(webhook: Webhook, *, ok: bool, gone: bool, now) -> None:
+    if ok:
+        if webhook.failing_since is not None:
+            Webhook.objects.filter(pk=webhook.pk).update(failing_since=None)
+        return
+    if gone:
+        endpoint_disable(webhook=webhook, reason="The endpoint answered 410 Gone.")
+        return
+    if not webhook.active:
+        return
+    Webhook.objects.filter(pk=webhook.pk, failing_since__isnull=True).update(failing_since=now)
+    since = webhook.failing_since or now
+    limit = timedelta(seconds=settings.REDRESS_WEBHOOK_DISABLE_AFTER_SECONDS)
+    if now - since >= limit:
+        endpoint_disable(
+            webhook=webhook,
+            reason=f"Every delivery failed since {since:%Y-%m-%d %H:%M} UTC.",
+        )
+
+
+def endpoint_disable(*, webhook: Webhook, reason: str, notify: bool = True) -> bool:
+    """Deactivate an endpoint (once) and tell the project's admins by email."""
+    now = timezone.now()
+    if not Webhook.objects.filter(pk=webhook.pk, active=True).update(
+        active=False, disabled_at=now, disabled_reason=reason[:300]
+    ):
+        return False
+    webhook.active, webhook.disabled_at, webhook.disabled_reason = False, now, reason[:300]
+    log.warning("webhook %s (%s) disabled: %s", webhook.pk, webhook.url, reason)
+    if notify:
+        recipients = list(
+            Membership.objects.filter(project_id=webhook.project_id, role=Membership.Role.ADMIN)
+            .exclude(user__email="")
+            .values_list("user__email", flat=True)
+        )
+        if recipients:
+            try:
+                send_mail(
+                    subject=f"[Redress] Webhook disabled: {webhook.url}",
+                    message=(
+                        f"The webhook endpoint {webhook.url} (id {webhook.pk}) was disabled.\n\n"
+                        f"Why: {reason}\n\nFix the endpoint, then reactivate it in the admin or "
+                        f"with PATCH /api/v1/webhooks/{webhook.pk} {{\"active\": true}}; failed "
+                        "deliveries can be sent again with their Redeliver action."
+                    ),
+                    from_email=None,
+                    recipient_list=recipients,
+                )
+            except Exception:  # a mail outage must not fail the delivery bookkeeping
+                log.exception("webhooks: could not email the admins of project %s",
+                              webhook.project_id)
+    return True
+
+
+def delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a delivery again now (whatever its status), under the same ``webhook-id``."""
+    from feedback.errors import Conflict
+
+    from ..tasks import webhook_deliver_task
+
+    if not delivery.webhook.active:
+        raise Conflict.one("webhook", "disabled",
+                           "The endpoint is disabled: reactivate it first.")
+    with transaction.atomic():
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            status=Status.PENDING, next_attempt_at=timezone.now(), delivered_at=None
+        )
+        enqueue_on_commit(webhook_deliver_task, delivery.pk)
+    delivery.refresh_from_db()
+    return delivery
+
+
+# --- The sweep -----------------------------------------------------------------------------------
+
+
+def disputes_opened_emit(*, now=None, batch: int = 2000) -> int:
+    """Emit ``dispute.opened`` for disputes not yet reported, in projects with an endpoint
+    subscribed to it. Disputes are written by intake's fast INSERT/COPY paths, which know
+    nothing of webhooks; this reads them after the fact, once each (dedupe key
+    ``dispute.opened:<id>``), from a cursor per project re-read ``DISPUTE_OVERLAP`` back."""
+    now = now or timezone.now()
+    first_seen: dict[int, Any] = {}
+    for hook in Webhook.objects.filter(active=True).only("project_id", "events", "created_at"):
+        if hook.subscribed_to("dispute.opened"):
+            seen = first_seen.get(hook.project_id)
+            first_seen[hook.project_id] = min(seen, hook.created_at) if seen else hook.created_at
+    emitted = 0
+    for project_id, since in first_seen.items():
+        cursor, _ = EventCursor.objects.get_or_create(
+            project_id=project_id, type="dispute.opened", defaults={"position": since}
+        )
+        start = max(cursor.position - DISPUTE_OVERLAP, since)
+        last = (start, 0)
+        newest = cursor.position
+        while True:
+            rows = list(
+                Feedback.objects.filter(project_id=project_id, kind=Feedback.Kind.DISPUTE)
+                .filter(Q(created_at__gt=last[0]) | Q(created_at=last[0], pk__gt=last[1]))
+                .order_by("created_at", "pk")
+                .values("pk", "created_at", "prediction__external_id")[:batch]
+            )
+            if not rows:
+                break
+            keys = {f"dispute.opened:{row['pk']}": row for row in rows}
+            known = set(
+                OutboxEvent.objects.filter(dedupe_key__in=list(keys)).values_list(
+                    "dedupe_key", flat=True
+                )
+            )
+            fresh = [
+                OutboxEvent(
+                    project_id=project_id,
+                    type="dispute.opened",
+                    dedupe_key=key,
+                    created_at=row["created_at"],
+                    data={
+                        "id": row["pk"],
+                        "prediction": row["prediction__external_id"],
+                        "status": Feedback.DisputeStatus.OPEN,
+                        "resolution_note": "",
+                        "resolved_at": None,
+                    },
+                )
+                for key, row in keys.items()
+                if key not in known
+            ]
+            # ignore_conflicts: a concurrent sweep may have written some of them meanwhile.
+            OutboxEvent.objects.bulk_create(fresh, ignore_conflicts=True)
+            emitted += len(fresh)
+            last = (rows[-1]["created_at"], rows[-1]["pk"])
+            newest = max(newest, last[0])
+            if len(rows) < batch:
+                break
+        EventCursor.objects.filter(pk=cursor.pk, position__lt=newest).update(position=newest)
+    return emitted
+
+
+def webhooks_sweep(*, enqueue_delivery: Callable[[int], object], now=None) -> dict[str, int]:
+    """The beat safety net: report new disputes, fan out events whose task was lost, hand due
+    deliveries (retries, lost tasks, expired claims) to ``enqueue_delivery``, drop old events."""
+    now = now or timezone.now()
+    opened = disputes_opened_emit(now=now)
+    fanned = 0
+    for event_id in (
+        OutboxEvent.objects.filter(fanned_out_at__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    ):
+        for pk in event_fan_out(event_id=event_id):
+            enqueue_delivery(pk)
+        fanned += 1
+    due = list(
+        WebhookDelivery.objects.filter(
+            status__in=OPEN, next_attempt_at__lte=now - timedelta(seconds=SWEEP_GRACE_SECONDS)
+        )
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    for pk in due:
+        enqueue_delivery(pk)
+    purged = 0
+    days = settings.REDRESS_WEBHOOK_RETENTION_DAYS
+    if days:
+        old = OutboxEvent.objects.filter(created_at__lt=now - timedelta(days=days)).exclude(
+            pk__in=WebhookDelivery.objects.filter(status__in=OPEN).values("event_id")
+        )
+        purged = old.filter(pk__in=list(old.values_list("pk", flat=True)[:SWEEP_BATCH])).delete()[0]
+    return {"disputes_opened": opened, "fanned_out": fanned, "due": len(due), "purged": purged}
