@@ -42,6 +42,7 @@ def _administers(request: HttpRequest, project_id: int | None = None) -> bool:
 
 
 class WebhookForm(forms.ModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https")
     events = forms.MultipleChoiceField(
         choices=[("*", "* (every event)")] + [(e, e) for e in EVENT_TYPES],
         widget=forms.CheckboxSelectMultiple,
