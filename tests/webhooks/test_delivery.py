@@ -90,7 +90,7 @@ def test_fails_twice_then_succeeds_three_attempts_one_webhook_id(project, make_w
         (delivery_id,) = event_fan_out(event_id=event.pk)
         statuses = []
         for _ in range(3):
-            delivery, delay = delivery_attempt(delivery_id=delivery_id)
+            delivery, _ = delivery_attempt(delivery_id=delivery_id)
             statuses.append((delivery.status, delivery.last_response_status))
         # Done: a fourth call finds nothing to send.
         assert delivery_attempt(delivery_id=delivery_id) == (None, None)
