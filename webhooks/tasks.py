@@ -8,8 +8,10 @@ from django.db import OperationalError
 from .services.dispatch import (
     COUNTDOWN_MAX_SECONDS,
     delivery_attempt,
+    delivery_send,
     enqueue,
-    event_fan_out,
+    event_fan_out_and_claim,
+    relaxed_commits,
     webhooks_sweep,
 )
 
@@ -17,13 +19,12 @@ from .services.dispatch import (
 LIMITS = {"soft_time_limit": 120, "time_limit": 150}
 
 
-def _attempt(delivery_id: int) -> str:
-    delivery, delay = delivery_attempt(delivery_id=delivery_id)
+def _after(delivery, delay: float | None) -> str:
     if delivery is None:
         return "skipped"
     if delay is not None and delay <= COUNTDOWN_MAX_SECONDS:
         # A soon retry waits on the broker; a later one is sent by the sweep when due.
-        enqueue(webhook_deliver_task, delivery_id, countdown=delay)
+        enqueue(webhook_deliver_task, delivery.pk, countdown=delay)
     return delivery.status
 
 
@@ -31,10 +32,11 @@ def _attempt(delivery_id: int) -> str:
 def webhook_event_task(event_id: int) -> int:
     """Fan an event out; deliver a single delivery here, hand several to their own tasks (an
     endpoint that hangs must not hold up the others)."""
-    deliveries = event_fan_out(event_id=event_id)
-    if len(deliveries) == 1:
-        _attempt(deliveries[0])
-    else:
+    with relaxed_commits():
+        deliveries, claimed = event_fan_out_and_claim(event_id=event_id)
+        if claimed is not None:
+            _after(*delivery_send(delivery=claimed))
+    if claimed is None:
         for pk in deliveries:
             enqueue(webhook_deliver_task, pk)
     return len(deliveries)
@@ -42,9 +44,11 @@ def webhook_event_task(event_id: int) -> int:
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5, **LIMITS)
 def webhook_deliver_task(delivery_id: int) -> str:
-    return _attempt(delivery_id)
+    with relaxed_commits():
+        return _after(*delivery_attempt(delivery_id=delivery_id))
 
 
 @shared_task(**LIMITS)
 def webhooks_sweep_task() -> dict[str, int]:
-    return webhooks_sweep(enqueue_delivery=lambda pk: enqueue(webhook_deliver_task, pk))
+    with relaxed_commits():
+        return webhooks_sweep(enqueue_delivery=lambda pk: enqueue(webhook_deliver_task, pk))
