@@ -7,10 +7,10 @@ from django.db import OperationalError
 
 from .services.dispatch import (
     COUNTDOWN_MAX_SECONDS,
+    deliveries_send_claimed,
     delivery_attempt,
-    delivery_send,
     enqueue,
-    event_fan_out_and_claim,
+    events_fan_out,
     relaxed_commits,
     webhooks_sweep,
 )
@@ -29,17 +29,15 @@ def _after(delivery, delay: float | None) -> str:
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5, **LIMITS)
-def webhook_event_task(event_id: int) -> int:
-    """Fan an event out; deliver a single delivery here, hand several to their own tasks (an
-    endpoint that hangs must not hold up the others)."""
+def webhook_events_task(event_ids: list[int]) -> int:
+    """Fan committed events out and make their first attempts (see
+    ``deliveries_send_claimed``). Events fanned out already (a duplicate message, the sweep
+    came first) are left to their own deliveries' tasks."""
     with relaxed_commits():
-        deliveries, claimed = event_fan_out_and_claim(event_id=event_id)
-        if claimed is not None:
-            _after(*delivery_send(delivery=claimed))
-    if claimed is None:
-        for pk in deliveries:
-            enqueue(webhook_deliver_task, pk)
-    return len(deliveries)
+        claimed = events_fan_out(event_ids=list(event_ids), claim=True)
+        for delivery, delay in deliveries_send_claimed(claimed):
+            _after(delivery, delay)
+    return len(claimed)
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5, **LIMITS)

@@ -37,18 +37,48 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 TEST_EVENT = "webhook.test"
 
-_listeners: list[Callable[[int], None]] = []
+_listeners: list[Callable[[list[int]], None]] = []
 
 
-def on_event_committed(listener: Callable[[int], None]) -> None:
-    """Register ``listener(event_pk)``, called after the emitting transaction commits."""
+def on_event_committed(listener: Callable[[list[int]], None]) -> None:
+    """Register ``listener(event_pks)``, called once per committed transaction with the events
+    it emitted (possibly including some a rolled-back savepoint removed: they no longer exist)."""
     if listener not in _listeners:
         _listeners.append(listener)
 
 
-def _notify(event_pk: int) -> None:
-    for listener in _listeners:
-        listener(event_pk)
+class _CommittedEvents:
+    """The one on-commit callback of a transaction: tells the listeners every event it emitted
+    at once, so a transaction emitting thousands enqueues a few tasks, not thousands."""
+
+    def __init__(self) -> None:
+        self.pks: list[int] = []
+
+    def __call__(self) -> None:
+        for listener in _listeners:
+            listener(self.pks)
+
+
+def _notify_after_commit(event_pk: int) -> None:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:  # autocommit: the event is committed already
+        try:
+            for listener in _listeners:
+                listener([event_pk])
+        except Exception:  # as robust as after a commit: the sweep catches up
+            log.exception("outbox: could not announce event %s", event_pk)
+        return
+    pending = next(
+        (func for _, func, _ in connection.run_on_commit if isinstance(func, _CommittedEvents)),
+        None,
+    )
+    if pending is None:
+        pending = _CommittedEvents()
+        # Registered for the outermost transaction (no savepoint ids), unlike on_commit()
+        # inside a savepoint: a later rolled-back savepoint must not drop the events emitted
+        # outside it. Robust: a broker outage must not fail the commit; the sweep catches up.
+        connection.run_on_commit.append((set(), pending, True))
+    pending.pks.append(event_pk)
 
 
 def _plain_json(data: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +112,5 @@ def event_emit(
                 event = OutboxEvent.objects.create(**fields)
         except IntegrityError:
             return None
-    # robust: a broker outage must not undo or fail the change; the sweep fans out later.
-    transaction.on_commit(lambda: _notify(event.pk), robust=True)
+    _notify_after_commit(event.pk)
     return event

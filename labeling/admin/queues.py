@@ -81,6 +81,7 @@ REVIEW_FIELDS = (
     "lease_seconds",
     "show_segments",
     "consensus",
+    "notify_every",
 )
 
 

@@ -4,6 +4,7 @@ and the way to the receiver through the Celery tasks and the sweep when the brok
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -214,3 +215,64 @@ def test_the_beat_tasks_are_scheduled(settings):
     schedule = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert {"webhooks.tasks.webhooks_sweep_task", "labeling.tasks.labels_ready_task"} <= schedule
     assert tasks.webhooks_sweep_task.name == "webhooks.tasks.webhooks_sweep_task"
+
+
+def test_notify_every_is_set_through_the_queue_api(project, project_admin):
+    from rest_framework.test import APIClient
+
+    queue = Queue.objects.create(project=project, name="api", overlap=1)
+    client = APIClient()
+    client.force_authenticate(project_admin)
+
+    changed = client.patch(f"/api/v1/queues/{queue.pk}", {"notify_every": 500}, format="json")
+    refused = client.patch(f"/api/v1/queues/{queue.pk}", {"notify_every": -1}, format="json")
+
+    assert changed.status_code == 200 and changed.json()["notify_every"] == 500
+    assert Queue.objects.get(pk=queue.pk).notify_every == 500
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["field"] == "notify_every"
+
+
+def test_a_transaction_announces_its_events_once_in_chunks(
+    project, monkeypatch, django_capture_on_commit_callbacks
+):
+    from webhooks.services import dispatch
+
+    sent: list[list[int]] = []
+    monkeypatch.setattr(dispatch, "enqueue", lambda task, ids, **kw: sent.append(ids))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with transaction.atomic():
+            first = event_emit(project_id=project.pk, type="export.finished", data={"n": 0})
+            with pytest.raises(RuntimeError), transaction.atomic():  # a savepoint rolls back
+                event_emit(project_id=project.pk, type="export.finished", data={"n": -1})
+                raise RuntimeError
+            rest = [event_emit(project_id=project.pk, type="export.finished", data={"n": i})
+                    for i in range(1, 250)]
+
+    assert len(callbacks) == 1  # one announcement for the whole transaction
+    assert [len(ids) for ids in sent] == [100, 100, 51]
+    announced = [pk for ids in sent for pk in ids]
+    assert first.pk in announced and {e.pk for e in rest} <= set(announced)
+    assert OutboxEvent.objects.count() == 250  # the rolled-back one is gone
+
+
+def test_a_hanging_endpoint_costs_one_timeout_per_batch(project, make_webhook, settings):
+    settings.REDRESS_WEBHOOK_TIMEOUT = 0.5
+    with Receiver(sequence(None)) as hanging, Receiver() as healthy:
+        slow = make_webhook(hanging.url(), events=["export.finished"])
+        make_webhook(healthy.url(), events=["export.finished"])
+        with transaction.atomic():
+            ids = [event_emit(project_id=project.pk, type="export.finished", data={"n": i}).pk
+                   for i in range(5)]
+        started = time.monotonic()
+        results = tasks.webhook_events_task.apply(args=[ids]).get()
+        elapsed = time.monotonic() - started
+
+    assert results == 10
+    assert elapsed < 3  # one timeout, not five
+    assert len(hanging.requests) == 1 and len(healthy.requests) == 5
+    waiting = WebhookDelivery.objects.filter(webhook=slow).order_by("pk")
+    assert [d.status for d in waiting] == ["retrying"] + ["pending"] * 4
+    assert [d.attempts for d in waiting] == [1, 0, 0, 0, 0]
+    assert len({d.next_attempt_at for d in waiting}) == 1  # all due with the first retry
+    assert all(d.locked_until is None for d in waiting)

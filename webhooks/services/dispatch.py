@@ -37,6 +37,7 @@ LOG_ENTRIES = 50  # attempts kept in a delivery's log
 COUNTDOWN_MAX_SECONDS = 60
 SWEEP_GRACE_SECONDS = 30  # a due delivery younger than this still has its own task coming
 SWEEP_BATCH = 1000
+BATCH_SECONDS = 30  # a task's first attempts stop after this; what is left gets its own tasks
 DISPUTE_OVERLAP = timedelta(minutes=5)  # transactions commit late: re-read this far back
 
 
@@ -90,11 +91,16 @@ def enqueue_on_commit(task, *args) -> None:
     transaction.on_commit(partial(enqueue, task, *args), robust=True)
 
 
-def event_committed(event_pk: int) -> None:
-    """The listener of ``feedback.services.events``: fan an event out in a worker."""
-    from ..tasks import webhook_event_task  # tasks import services: import late
+EVENTS_PER_TASK = 100  # a task fans out and sends this many events (two workers share 200)
 
-    enqueue(webhook_event_task, event_pk)
+
+def event_committed(event_pks: list[int]) -> None:
+    """The listener of ``feedback.services.events``: the events a transaction committed go to
+    workers in tasks of up to ``EVENTS_PER_TASK``."""
+    from ..tasks import webhook_events_task  # tasks import services: import late
+
+    for start in range(0, len(event_pks), EVENTS_PER_TASK):
+        enqueue(webhook_events_task, event_pks[start : start + EVENTS_PER_TASK])
 
 
 # --- Fan-out -----------------------------------------------------------------------------------
@@ -103,15 +109,12 @@ def event_committed(event_pk: int) -> None:
 def event_fan_out(*, event_id: int) -> list[int]:
     """One delivery per endpoint of the event's project subscribed to its type (or the one
     endpoint a test send names). Idempotent. Returns the ids of its deliveries still open."""
-    open_ids, _ = _fan_out(event_id=event_id, claim_single=False)
-    return open_ids
-
-
-def event_fan_out_and_claim(*, event_id: int) -> tuple[list[int], WebhookDelivery | None]:
-    """``event_fan_out``, and when that makes exactly one delivery, also claim it for a first
-    attempt (in the same transaction: the common case of one endpoint costs one commit less).
-    Returns the open delivery ids and the claimed delivery (with webhook and event loaded)."""
-    return _fan_out(event_id=event_id, claim_single=True)
+    events_fan_out(event_ids=[event_id], claim=False)
+    return list(
+        WebhookDelivery.objects.filter(event_id=event_id, status__in=OPEN)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def _lock_until(now):
@@ -120,44 +123,88 @@ def _lock_until(now):
     return now + timedelta(seconds=3 * attempt_timeout() + 30)
 
 
-def _fan_out(*, event_id: int, claim_single: bool) -> tuple[list[int], WebhookDelivery | None]:
+def events_fan_out(*, event_ids: list[int], claim: bool) -> list[WebhookDelivery]:
+    """Fan out those of ``event_ids`` not fanned out yet, in one transaction; with ``claim``
+    the deliveries are created claimed for their first attempt (``locked_until``, attempt 1)
+    and returned with ``webhook`` and ``event`` loaded, ready for ``delivery_send``."""
     with transaction.atomic():
-        # FOR UPDATE: two tasks fanning out one event (a duplicate message, the sweep) queue
-        # here; the second finds it done.
-        event = OutboxEvent.objects.select_for_update().filter(pk=event_id).first()
-        if event is None:
-            return [], None
-        if event.fanned_out_at is None:
+        # FOR UPDATE in id order: two tasks fanning out the same events (a duplicate message,
+        # the sweep) queue here without deadlock; the second finds them done.
+        events = list(
+            OutboxEvent.objects.select_for_update()
+            .filter(pk__in=list(event_ids), fanned_out_at__isnull=True)
+            .order_by("pk")
+        )
+        if not events:
+            return []
+        hooks_of: dict[int, list[Webhook]] = {}
+        for hook in Webhook.objects.filter(
+            project_id__in={e.project_id for e in events}, active=True
+        ):
+            hooks_of.setdefault(hook.project_id, []).append(hook)
+        named = {
+            hook.pk: hook
+            for hook in Webhook.objects.filter(
+                pk__in=[e.only_webhook_id for e in events if e.only_webhook_id is not None]
+            )
+        }
+        now = timezone.now()
+        made: list[WebhookDelivery] = []
+        for event in events:
             if event.only_webhook_id is not None:
-                hooks = list(Webhook.objects.filter(pk=event.only_webhook_id,
-                                                    project_id=event.project_id))
+                hook = named.get(event.only_webhook_id)
+                hooks = [hook] if hook is not None and hook.project_id == event.project_id else []
             else:
                 hooks = [
-                    hook
-                    for hook in Webhook.objects.filter(project_id=event.project_id, active=True)
-                    if hook.subscribed_to(event.type)
+                    h for h in hooks_of.get(event.project_id, []) if h.subscribed_to(event.type)
                 ]
-            now = timezone.now()
-            claim = claim_single and len(hooks) == 1
-            made = WebhookDelivery.objects.bulk_create([
+            made += [
                 WebhookDelivery(
                     webhook=hook, event=event, next_attempt_at=now,
                     locked_until=_lock_until(now) if claim else None,
                     attempts=1 if claim else 0,
                 )
                 for hook in hooks
-            ])
-            event.fanned_out_at = now
-            event.save(update_fields=["fanned_out_at"])
-            if claim:
-                (delivery,) = made
-                return [delivery.pk], delivery
-            return [d.pk for d in made], None
-    return list(
-        WebhookDelivery.objects.filter(event_id=event.pk, status__in=OPEN)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    ), None
+            ]
+        WebhookDelivery.objects.bulk_create(made)
+        OutboxEvent.objects.filter(pk__in=[e.pk for e in events]).update(fanned_out_at=now)
+    return made if claim else []
+
+
+def deliveries_send_claimed(
+    deliveries: list[WebhookDelivery],
+) -> list[tuple[WebhookDelivery, float | None]]:
+    """First attempts of deliveries claimed by ``events_fan_out``, endpoint by endpoint over
+    its kept-alive connection. An endpoint that gives no HTTP answer (timeout, refused) costs
+    one attempt: its other deliveries here are handed back unattempted, due after the first
+    retry delay, so a hanging endpoint never holds a worker for a whole batch."""
+    results: list[tuple[WebhookDelivery, float | None]] = []
+    by_webhook: dict[int, list[WebhookDelivery]] = {}
+    for delivery in deliveries:
+        by_webhook.setdefault(delivery.webhook_id, []).append(delivery)
+    deadline = time.monotonic() + BATCH_SECONDS
+    for batch in by_webhook.values():
+        for position, delivery in enumerate(batch):
+            if time.monotonic() > deadline:  # a slow endpoint: the rest go to tasks of their own
+                rest = [d.pk for d in batch[position:]]
+                WebhookDelivery.objects.filter(pk__in=rest).update(
+                    locked_until=None, attempts=F("attempts") - 1
+                )
+                results += [(d, 0.0) for d in batch[position:]]
+                break
+            delivery, delay = delivery_send(delivery=delivery)
+            results.append((delivery, delay))
+            if delivery.last_response_status is None and delivery.status == Status.RETRYING:
+                rest = [d.pk for d in batch[position + 1:]]
+                if rest:
+                    WebhookDelivery.objects.filter(pk__in=rest).update(
+                        locked_until=None,
+                        attempts=F("attempts") - 1,
+                        next_attempt_at=delivery.next_attempt_at,
+                    )
+                    results += [(d, delay) for d in batch[position + 1:]]
+                break
+    return results
 
 
 # --- One attempt -------------------------------------------------------------------------------
