@@ -240,14 +240,13 @@ def test_a_transaction_announces_its_events_once_in_chunks(
 
     sent: list[list[int]] = []
     monkeypatch.setattr(dispatch, "enqueue", lambda task, ids, **kw: sent.append(ids))
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with transaction.atomic():
-            first = event_emit(project_id=project.pk, type="export.finished", data={"n": 0})
-            with pytest.raises(RuntimeError), transaction.atomic():  # a savepoint rolls back
-                event_emit(project_id=project.pk, type="export.finished", data={"n": -1})
-                raise RuntimeError
-            rest = [event_emit(project_id=project.pk, type="export.finished", data={"n": i})
-                    for i in range(1, 250)]
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+        first = event_emit(project_id=project.pk, type="export.finished", data={"n": 0})
+        with pytest.raises(RuntimeError), transaction.atomic():  # a savepoint rolls back
+            event_emit(project_id=project.pk, type="export.finished", data={"n": -1})
+            raise RuntimeError
+        rest = [event_emit(project_id=project.pk, type="export.finished", data={"n": i})
+                for i in range(1, 250)]
 
     assert len(callbacks) == 1  # one announcement for the whole transaction
     assert [len(ids) for ids in sent] == [100, 100, 51]
