@@ -47,6 +47,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints do
+            disable_nagle_algorithm = True  # as real servers do (nginx: tcp_nodelay on)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
