@@ -275,3 +275,9 @@ def test_a_hanging_endpoint_costs_one_timeout_per_batch(project, make_webhook, s
     assert [d.attempts for d in waiting] == [1, 0, 0, 0, 0]
     assert len({d.next_attempt_at for d in waiting}) == 1  # all due with the first retry
     assert all(d.locked_until is None for d in waiting)
+    assert waiting[0].last_error.startswith("timeout") and len(waiting[0].log) == 1
+    delivered = WebhookDelivery.objects.exclude(webhook=slow)
+    assert {(d.status, d.last_response_status, d.attempts, d.last_error) for d in delivered} == {
+        ("succeeded", 200, 1, "")}
+    assert all(d.delivered_at and d.log[0]["status"] == 200 and d.next_attempt_at is None
+               for d in delivered)

@@ -9,6 +9,7 @@ UPDATE, so a duplicate task sends nothing twice at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -38,6 +39,7 @@ COUNTDOWN_MAX_SECONDS = 60
 SWEEP_GRACE_SECONDS = 30  # a due delivery younger than this still has its own task coming
 SWEEP_BATCH = 1000
 BATCH_SECONDS = 30  # a task's first attempts stop after this; what is left gets its own tasks
+SAVE_EVERY = 25  # outcomes of a batch are saved this many at a time
 DISPUTE_OVERLAP = timedelta(minutes=5)  # transactions commit late: re-read this far back
 
 
@@ -183,6 +185,13 @@ def deliveries_send_claimed(
     for delivery in deliveries:
         by_webhook.setdefault(delivery.webhook_id, []).append(delivery)
     deadline = time.monotonic() + BATCH_SECONDS
+    unsaved: list[WebhookDelivery] = []
+
+    def save() -> None:
+        # Safe to write without conditions: these rows are still claimed by this worker.
+        _outcomes_save(unsaved)
+        unsaved.clear()
+
     for batch in by_webhook.values():
         for position, delivery in enumerate(batch):
             if time.monotonic() > deadline:  # a slow endpoint: the rest go to tasks of their own
@@ -192,9 +201,13 @@ def deliveries_send_claimed(
                 )
                 results += [(d, 0.0) for d in batch[position:]]
                 break
-            delivery, delay = delivery_send(delivery=delivery)
+            delivery, delay = delivery_send(delivery=delivery, write=False)
+            unsaved.append(delivery)
+            if len(unsaved) >= SAVE_EVERY:
+                save()
             results.append((delivery, delay))
             if delivery.last_response_status is None and delivery.status == Status.RETRYING:
+                save()
                 rest = [d.pk for d in batch[position + 1:]]
                 if rest:
                     WebhookDelivery.objects.filter(pk__in=rest).update(
@@ -204,7 +217,42 @@ def deliveries_send_claimed(
                     )
                     results += [(d, delay) for d in batch[position + 1:]]
                 break
+    if unsaved:
+        save()
     return results
+
+
+def _outcomes_save(deliveries: list[WebhookDelivery]) -> None:
+    """Save the outcomes of attempts (``OUTCOME_FIELDS``): on PostgreSQL one UPDATE from
+    arrays (Django's ``bulk_update`` builds a CASE per field and row, slower than the rows'
+    own UPDATEs); elsewhere row by row."""
+    if not deliveries:
+        return
+    if connection.vendor != "postgresql":
+        for d in deliveries:
+            WebhookDelivery.objects.filter(pk=d.pk).update(
+                **{name: getattr(d, name) for name in OUTCOME_FIELDS}
+            )
+        return
+    table = WebhookDelivery._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {table} AS d SET locked_until = NULL, last_response_status = v.rs,
+                last_error = v.err, log = v.log::jsonb, status = v.st, delivered_at = v.da,
+                next_attempt_at = v.na
+            FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[],
+                        %s::timestamptz[], %s::timestamptz[]) AS v(id, rs, err, log, st, da, na)
+            WHERE d.id = v.id""",
+            [
+                [d.pk for d in deliveries],
+                [d.last_response_status for d in deliveries],
+                [d.last_error for d in deliveries],
+                [json.dumps(d.log) for d in deliveries],
+                [d.status for d in deliveries],
+                [d.delivered_at for d in deliveries],
+                [d.next_attempt_at for d in deliveries],
+            ],
+        )
 
 
 # --- One attempt -------------------------------------------------------------------------------
@@ -238,9 +286,18 @@ def delivery_attempt(
     return delivery_send(delivery=delivery)
 
 
-def delivery_send(*, delivery: WebhookDelivery) -> tuple[WebhookDelivery, float | None]:
+OUTCOME_FIELDS = ["locked_until", "last_response_status", "last_error", "log", "status",
+                  "delivered_at", "next_attempt_at"]
+
+
+def delivery_send(
+    *, delivery: WebhookDelivery, write: bool = True
+) -> tuple[WebhookDelivery, float | None]:
     """The attempt itself, on a delivery this worker has claimed (``locked_until`` set,
-    ``attempts`` counting this one): send, record, schedule the next try or finish."""
+    ``attempts`` counting this one): send, record, schedule the next try or finish.
+
+    ``write=False`` leaves the outcome on the object only, for the caller to save
+    (``OUTCOME_FIELDS``) with others in one statement while it still holds the claim."""
     webhook, event = delivery.webhook, delivery.event
     timeout = attempt_timeout()
     started = time.monotonic()
@@ -274,6 +331,7 @@ def delivery_send(*, delivery: WebhookDelivery) -> tuple[WebhookDelivery, float 
         "last_response_status": response_status,
         "last_error": error[:2000],
         "log": ([*delivery.log, entry])[-LOG_ENTRIES:],
+        "delivered_at": None,
     }
     delay = None
     if not error:
@@ -287,7 +345,10 @@ def delivery_send(*, delivery: WebhookDelivery) -> tuple[WebhookDelivery, float 
         else:
             fields.update(status=Status.RETRYING,
                           next_attempt_at=finished + timedelta(seconds=delay))
-    WebhookDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(**fields)
+    if write:
+        WebhookDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(
+            **fields
+        )
     if event.type != "webhook.test":  # a test send says nothing of the endpoint's health
         _endpoint_health(webhook, ok=not error, gone=response_status == 410, now=finished)
     for name, value in fields.items():
@@ -299,14 +360,18 @@ def _endpoint_health(webhook: Webhook, *, ok: bool, gone: bool, now) -> None:
     if ok:
         if webhook.failing_since is not None:
             Webhook.objects.filter(pk=webhook.pk).update(failing_since=None)
+            webhook.failing_since = None
         return
     if gone:
         endpoint_disable(webhook=webhook, reason="The endpoint answered 410 Gone.")
         return
     if not webhook.active:
         return
-    Webhook.objects.filter(pk=webhook.pk, failing_since__isnull=True).update(failing_since=now)
-    since = webhook.failing_since or now
+    if webhook.failing_since is None:
+        Webhook.objects.filter(pk=webhook.pk, failing_since__isnull=True).update(
+            failing_since=now
+        )
+    since = webhook.failing_since = webhook.failing_since or now
     limit = timedelta(seconds=settings.REDRESS_WEBHOOK_DISABLE_AFTER_SECONDS)
     if now - since >= limit:
         endpoint_disable(
