@@ -502,15 +502,25 @@ def webhooks_sweep(*, enqueue_delivery: Callable[[int], object], now=None) -> di
     deliveries (retries, lost tasks, expired claims) to ``enqueue_delivery``, drop old events."""
     now = now or timezone.now()
     opened = disputes_opened_emit(now=now)
-    fanned = 0
-    for event_id in (
+    # Events a task should have fanned out by now (younger ones still have theirs coming), and
+    # the dispute.opened events just written, which have none.
+    lost = list(
         OutboxEvent.objects.filter(fanned_out_at__isnull=True)
+        .filter(
+            Q(created_at__lte=now - timedelta(seconds=SWEEP_GRACE_SECONDS))
+            | Q(type="dispute.opened")
+        )
         .order_by("pk")
         .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    events_fan_out(event_ids=lost, claim=False)
+    for pk in (
+        WebhookDelivery.objects.filter(event_id__in=lost, status__in=OPEN)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     ):
-        for pk in event_fan_out(event_id=event_id):
-            enqueue_delivery(pk)
-        fanned += 1
+        enqueue_delivery(pk)
+    fanned = len(lost)
     due = list(
         WebhookDelivery.objects.filter(
             status__in=OPEN, next_attempt_at__lte=now - timedelta(seconds=SWEEP_GRACE_SECONDS)
