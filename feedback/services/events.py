@@ -11,6 +11,7 @@ it, and it imports neither ``labeling`` nor ``webhooks``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -83,8 +84,6 @@ def _notify_after_commit(event_pk: int) -> None:
 
 def _plain_json(data: dict[str, Any]) -> dict[str, Any]:
     """Date-times and decimals as the JSON the receiver gets (ISO strings)."""
-    import json
-
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 
