@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
 from webhooks import transport
 from webhooks.models import Webhook
 
+from ..conftest import token_for
 from ..labeling.conftest import make_items  # noqa: F401  a queue's items, reused
 from .receiver import Receiver
 
@@ -41,7 +41,7 @@ def make_person(project):
         user = membership.user
         user.email = f"{user.username}@example.com"
         user.save(update_fields=["email"])
-        user.token = Token.objects.create(user=user).key
+        user.token = token_for(user)
         return user
 
     return _make

@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('feedback', '0005_outbox_event'),
+        ('feedback', '0006_outbox_event'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

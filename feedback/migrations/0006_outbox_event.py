@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('feedback', '0004_prediction_project_index_covered_by_composites'),
+        ('feedback', '0005_personal_tokens_hashed'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0003_gold_items_immutable'),
+        ('labeling', '0005_gold_purge_whole_versions'),
     ]
 
     operations = [
