@@ -329,6 +329,10 @@ SPECTACULAR_SETTINGS = {
         "BatchItemStatusEnum": "feedback.api.serializers.BATCH_ITEM_STATUS_CHOICES",
         "RatingEnum": "feedback.api.serializers.RATING_CHOICES",
         "JobStatusEnum": "labeling.models.Audit.Status",  # audits and sampling runs alike
+        # Two "format" fields (exports, webhooks): each choice set named, the export's as before.
+        "FormatEnum": "labeling.models.Export.Format",
+        "WebhookFormatEnum": "webhooks.models.Webhook.Format",
+        "WebhookDeliveryStatusEnum": "webhooks.models.WebhookDelivery.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
