@@ -365,7 +365,7 @@ class DisputeResolveView(APIView):
             *ERROR_HEADERS,
         ],
         request=DisputeResolveInSerializer,
-        responses={200: DisputeSerializer, **errors_for(400, 401, 403, 404, 409)},
+        responses={200: DisputeSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
     )
     def post(self, request: Request, pk: int) -> Response:
         if key_context(request) is not None:

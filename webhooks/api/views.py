@@ -83,7 +83,7 @@ class WebhookListView(APIView):
     @extend_schema(
         operation_id="webhooks_list",
         summary="The webhook endpoints of the projects you administer",
-        responses={200: WebhookSerializer(many=True), **errors_for(401, 403)},
+        responses={200: WebhookSerializer(many=True), **errors_for(401, 403, 429)},
     )
     def get(self, request: Request) -> Response:
         return Response(WebhookSerializer(webhooks_visible_to(user=request.user), many=True).data)
@@ -92,7 +92,7 @@ class WebhookListView(APIView):
         operation_id="webhooks_create",
         summary="Add an endpoint (the response shows its secret, once)",
         request=WebhookInSerializer,
-        responses={201: WebhookWithSecretSerializer, **errors_for(400, 401, 403, 404)},
+        responses={201: WebhookWithSecretSerializer, **errors_for(400, 401, 403, 404, 429)},
     )
     def post(self, request: Request) -> Response:
         data = _body(request)
@@ -111,7 +111,7 @@ class WebhookDetailView(APIView):
     permission_classes = [IsProjectAdmin]
 
     @extend_schema(operation_id="webhooks_retrieve", parameters=[ID],
-                   responses={200: WebhookSerializer, **errors_for(401, 403, 404)})
+                   responses={200: WebhookSerializer, **errors_for(401, 403, 404, 429)})
     def get(self, request: Request, pk: int) -> Response:
         return Response(WebhookSerializer(_webhook(request, pk)).data)
 
@@ -120,7 +120,7 @@ class WebhookDetailView(APIView):
         summary="Change an endpoint (active: true reactivates a disabled one)",
         parameters=[ID],
         request=WebhookInSerializer(partial=True),
-        responses={200: WebhookSerializer, **errors_for(400, 401, 403, 404)},
+        responses={200: WebhookSerializer, **errors_for(400, 401, 403, 404, 429)},
     )
     def patch(self, request: Request, pk: int) -> Response:
         webhook = _webhook(request, pk)
@@ -130,7 +130,7 @@ class WebhookDetailView(APIView):
         return Response(WebhookSerializer(webhook_update(webhook=webhook, data=data)).data)
 
     @extend_schema(operation_id="webhooks_destroy", parameters=[ID],
-                   responses={204: None, **errors_for(401, 403, 404)})
+                   responses={204: None, **errors_for(401, 403, 404, 429)})
     def delete(self, request: Request, pk: int) -> Response:
         webhook_delete(webhook=_webhook(request, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -143,7 +143,7 @@ class WebhookRotateSecretView(APIView):
         operation_id="webhooks_rotate_secret",
         summary="Replace the signing secret (shown in this response only)",
         parameters=[ID], request=None,
-        responses={200: WebhookWithSecretSerializer, **errors_for(401, 403, 404)},
+        responses={200: WebhookWithSecretSerializer, **errors_for(401, 403, 404, 429)},
     )
     def post(self, request: Request, pk: int) -> Response:
         webhook = webhook_rotate_secret(webhook=_webhook(request, pk))
@@ -160,7 +160,7 @@ class WebhookTestView(APIView):
         "returns the delivery: `succeeded`, or `retrying` with `last_error` / "
         "`last_response_status` saying what went wrong.",
         parameters=[ID], request=None,
-        responses={200: DeliverySerializer, **errors_for(401, 403, 404)},
+        responses={200: DeliverySerializer, **errors_for(401, 403, 404, 429)},
     )
     def post(self, request: Request, pk: int) -> Response:
         delivery = webhook_test_send(webhook=_webhook(request, pk), actor=request.user)
@@ -179,7 +179,7 @@ class WebhookDeliveriesView(APIView):
             OpenApiParameter("limit", int, description=f"1 to {DELIVERIES_MAX}, default "
                              f"{DELIVERIES_DEFAULT}."),
         ],
-        responses={200: DeliverySerializer(many=True), **errors_for(400, 401, 403, 404)},
+        responses={200: DeliverySerializer(many=True), **errors_for(400, 401, 403, 404, 429)},
     )
     def get(self, request: Request, pk: int) -> Response:
         webhook = _webhook(request, pk)
@@ -203,7 +203,7 @@ class DeliveryRedeliverView(APIView):
         operation_id="webhook_deliveries_redeliver",
         summary="Send a delivery again (same webhook-id), whatever its status",
         parameters=[ID], request=None,
-        responses={202: DeliverySerializer, **errors_for(401, 403, 404, 409)},
+        responses={202: DeliverySerializer, **errors_for(401, 403, 404, 409, 429)},
     )
     def post(self, request: Request, pk: int) -> Response:
         delivery = deliveries_visible_to(user=request.user).filter(pk=pk).first()
