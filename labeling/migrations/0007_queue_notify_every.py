@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0005_gold_purge_whole_versions'),
+        ('labeling', '0006_enqueue_outbox_audit_attempts_refit_request'),
     ]
 
     operations = [
