@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "feedback",
     "labeling",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -242,6 +243,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "leases-expire": {"task": "labeling.tasks.leases_expire_task", "schedule": 60.0},
     "exports-recover": {"task": "labeling.tasks.exports_recover_task", "schedule": 300.0},
     "audits-recover": {"task": "labeling.tasks.audits_recover_task", "schedule": 300.0},
+    "webhooks-sweep": {"task": "webhooks.tasks.webhooks_sweep_task", "schedule": 60.0},
+    "labels-ready": {"task": "labeling.tasks.labels_ready_task", "schedule": 60.0},
     # Tasks a broker outage refused (see labeling.enqueue): sent within a minute of its return.
     "unsent-tasks-send": {"task": "labeling.tasks.unsent_tasks_send_task", "schedule": 60.0},
 }
@@ -263,6 +266,31 @@ REDRESS_EXPORT_MAX_BYTES = env_int("REDRESS_EXPORT_MAX_BYTES", 0) or None
 REDRESS_EXPORT_ARROW_READER = env_bool("REDRESS_EXPORT_ARROW_READER", True)
 # Audits of at most this many rows are computed in the request (201); larger ones by a worker.
 REDRESS_AUDIT_INLINE_ROWS = env_int("REDRESS_AUDIT_INLINE_ROWS", 20_000)
+
+# --- Webhooks (webhooks/) ---------------------------------------------------------------------
+# Seconds between a failed attempt and the next (with ±20% jitter); after the last, failed.
+_WEBHOOK_RETRIES_DEFAULT = ["5", "300", "1800", "7200", "18000", "36000"]
+REDRESS_WEBHOOK_RETRY_SECONDS = [
+    float(s) for s in env_list("REDRESS_WEBHOOK_RETRY_SECONDS", _WEBHOOK_RETRIES_DEFAULT)
+]
+# Connect and read timeout of one attempt (seconds).
+REDRESS_WEBHOOK_TIMEOUT = env_float("REDRESS_WEBHOOK_TIMEOUT", 10.0)
+# Deliver to private, loopback and link-local addresses (tests, local development only).
+REDRESS_WEBHOOK_ALLOW_PRIVATE = env_bool("REDRESS_WEBHOOK_ALLOW_PRIVATE", False)
+# An endpoint whose every attempt failed for this long is disabled and its admins emailed.
+REDRESS_WEBHOOK_DISABLE_AFTER_SECONDS = env_int("REDRESS_WEBHOOK_DISABLE_AFTER_SECONDS", 86400)
+# Outbox events (and their delivery logs) older than this are deleted by the sweep; 0 keeps all.
+REDRESS_WEBHOOK_RETENTION_DAYS = env_int("REDRESS_WEBHOOK_RETENTION_DAYS", 30)
+# Prefix of links in webhook payloads (an export's download_url), e.g. https://redress.example.com
+REDRESS_PUBLIC_URL = (env_str("REDRESS_PUBLIC_URL", "") or "").rstrip("/")
+# Mail (endpoints disabled, later alerts): the console by default, SMTP in production.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "redress@localhost")
 
 # --- Auth, i18n, static ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -324,6 +352,10 @@ SPECTACULAR_SETTINGS = {
         "BatchItemStatusEnum": "feedback.api.serializers.BATCH_ITEM_STATUS_CHOICES",
         "RatingEnum": "feedback.api.serializers.RATING_CHOICES",
         "JobStatusEnum": "labeling.models.Audit.Status",  # audits and sampling runs alike
+        # Two "format" fields (exports, webhooks): each choice set named, the export's as before.
+        "FormatEnum": "labeling.models.Export.Format",
+        "WebhookFormatEnum": "webhooks.models.Webhook.Format",
+        "WebhookDeliveryStatusEnum": "webhooks.models.WebhookDelivery.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
