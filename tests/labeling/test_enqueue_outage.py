@@ -81,7 +81,7 @@ class Broker:
 
     def messages(self) -> list[tuple[str, list]]:
         """The task messages waiting in the default queue: (task name, args), oldest first."""
-        raw = redis.Redis(port=self.port).lrange("celery", 0, -1)
+        raw = redis.Redis(port=self.port).lrange(app.conf.task_default_queue, 0, -1)
         found = []
         for entry in reversed(raw):  # kombu LPUSHes: the oldest is last
             message = json.loads(entry)
@@ -116,7 +116,7 @@ def broker(monkeypatch):
 def run_messages(broker: Broker) -> list[tuple[str, list]]:
     """Run every waiting message's task as a worker would (its body, with its args)."""
     messages = broker.messages()
-    redis.Redis(port=broker.port).delete("celery")
+    redis.Redis(port=broker.port).delete(app.conf.task_default_queue)
     for name, args in messages:
         app.tasks[name].apply(args=args)
     return messages
