@@ -28,6 +28,7 @@ from rest_framework import serializers
 
 from feedback.api.inputs import StrictSerializer, validated
 from feedback.errors import InvalidInput
+from feedback.services.events import event_emit
 
 from .metrics import metric_check, metric_total
 from .models import AlertEvent, AlertRule, MetricRollup
@@ -36,15 +37,6 @@ from .stats import one_sided_p
 logger = logging.getLogger(__name__)
 State = AlertRule.State
 HYSTERESIS = 0.9
-
-
-def event_emit(*, project_id: int, type: str, data: dict) -> None:
-    """Send a webhook event through the outbox when the webhooks app is installed."""
-    try:
-        from feedback.services.events import event_emit as emit
-    except ImportError:  # the webhooks branch has not landed: nothing to send through
-        return
-    emit(project_id=project_id, type=type, data=data)
 
 
 # --- input -------------------------------------------------------------------------------------
@@ -323,7 +315,10 @@ def _notify(rule: AlertRule, event: AlertEvent) -> None:
         "window_end": event.window_end.isoformat(),
     }
     kind = "alert.fired" if event.state == State.FIRING else "alert.resolved"
-    event_emit(project_id=rule.project_id, type=kind, data=data)
+    # In the evaluation's transaction: a rolled-back evaluation sends nothing.
+    event_emit(
+        project_id=rule.project_id, type=kind, data=data, dedupe_key=f"alert-event:{event.pk}"
+    )
     if rule.notify_emails:
         subject = f"[Redress] {rule.project.slug}: {rule.name} {event.state}"
         body = "\n".join(f"{k}: {v}" for k, v in data.items())

@@ -63,6 +63,11 @@ def test_shift_in_one_locale_fires_only_that_rule(
     assert results["en-US"]["state"] == "ok" and results["fr-FR"]["state"] == "ok"
     assert AlertEvent.objects.count() == 1
     assert len(mailoutbox) == 1 and "disputes de-DE firing" in mailoutbox[0].subject
+    from feedback.models import OutboxEvent
+
+    sent = OutboxEvent.objects.get(project=project, type="alert.fired")
+    assert sent.data["name"] == "disputes de-DE" and sent.data["volume"] > 100
+    assert sent.data["value"] > sent.data["baseline_value"]
     # the same window again: no second event
     again = rule_evaluate(rule_id=rules["de-DE"].pk, now=NOW + dt.timedelta(minutes=1))
     assert again["state"] == "firing" and again["event"] is None
