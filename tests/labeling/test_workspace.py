@@ -196,7 +196,10 @@ def test_form_has_verdict_buttons_category_shortcuts_and_true_label(queue, alice
             in html
         )
     assert 'value="off_topic" id="category-off_topic" data-key="o"' in html
-    assert '<option value="deny">deny</option>' in html
+    # label choices are radio buttons with letters beside them, after the categories' letters
+    assert 'name="true_label" value="approve" id="true-label-1" data-key="a"' in html
+    assert 'name="true_label" value="deny" id="true-label-2" data-key="d"' in html
+    assert 'id="ws-shortcuts"' in html  # the "?" list
     assert 'name="correction"' in html and 'name="notes"' in html
     assert "Skip (S)" in html
 
@@ -256,7 +259,9 @@ def test_submit_stores_the_label_and_serves_the_next_item(queue, alice, make_ite
     )
     assert 0 <= label.seconds_spent < 60
     assert Assignment.objects.get(item_id=item_id).status == Assignment.Status.SUBMITTED
-    assert messages_of(response) == [f"Saved item {item_id}: incorrect · off_topic, incomplete."]
+    assert messages_of(response) == [
+        f"Saved item {item_id}: incorrect · off_topic, incomplete. Z undoes it."
+    ]
     # PRG: the redirect target claims the next item
     assert open_item(client, queue)[0] == items[1].pk
 
