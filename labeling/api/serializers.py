@@ -155,6 +155,15 @@ class LabelInSerializer(serializers.Serializer):
     correction = CorrectionField(required=False)
     notes = serializers.CharField(required=False, allow_blank=True)
     seconds_spent = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    confirm_contradiction = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=(
+            "A verdict that contradicts the true label (correct with a label other than the "
+            "predicted one; incorrect with the predicted label) is refused with 400 "
+            "`true_label` / `contradicts_verdict`; send true to store it anyway. Not stored."
+        ),
+    )
 
 
 class LabelSerializer(serializers.ModelSerializer):

@@ -230,11 +230,16 @@ class ClaimView(APIView):
 
 
 def reviewable_item(request: Request, pk: int) -> QueueItem:
+    """The item, if the caller reviews its queue: 403 when they only see the queue, else 404.
+
+    Refusals speak of the item only: the queue's id is not the caller's to learn.
+    """
     item = QueueItem.objects.select_related("queue", "queue__project").filter(pk=pk).first()
-    if item is None:
-        raise NotFound(FieldError("id", "not_found", f"No item {pk}."))
-    reviewable_queue(request, item.queue_id)
-    return item
+    if item is not None and can_review(queue=item.queue, user=request.user):
+        return item
+    if item is not None and queues_visible_to(user=request.user).filter(pk=item.queue_id).exists():
+        raise PermissionDenied("You are not a reviewer of this item's queue.")
+    raise NotFound(FieldError("id", "not_found", f"No item {pk} of yours."))
 
 
 class LabelCreateView(APIView):

@@ -143,7 +143,7 @@ def _refuse_contradiction(*, item: QueueItem, verdict: str, true_label: str) -> 
     choices = item.queue.label_choices or []
     if not true_label or not choices:
         return
-    predicted = _predicted_label(item)
+    predicted = predicted_label_of(item)
     why = contradiction(
         verdict=verdict,
         true_label=true_label,
@@ -155,7 +155,7 @@ def _refuse_contradiction(*, item: QueueItem, verdict: str, true_label: str) -> 
         )
 
 
-def _predicted_label(item: QueueItem) -> str | None:
+def predicted_label_of(item: QueueItem) -> str | None:
     """The predicted label the reviewer was shown: a gold check shows its source prediction's
     (``claim_payload``), so the rule treats both alike and cannot tell one from the other."""
     if item.gold_item_id is None:
