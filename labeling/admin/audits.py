@@ -31,6 +31,7 @@ from ..audit_reports import (
     audits_compare,
     by_severity,
     chart_svg,
+    flags_text,
     interval,
     metric_name,
     metrics_of,
@@ -254,6 +255,14 @@ def _value_text(side: dict[str, Any]) -> str:
     return text + (" ⚑" if side.get("flagged") else "")
 
 
+def _worst_direction(segment: dict[str, Any]) -> str:
+    """ "worse" when any flagged figure of the segment is worse, "better" when all are better."""
+    directions = {
+        (segment["metrics"].get(name) or {}).get("direction") for name in segment["flags"]
+    }
+    return "worse" if "worse" in directions else "better" if directions else ""
+
+
 def _table_row(segment: dict[str, Any], metric: str) -> dict[str, Any]:
     m = segment["metrics"].get(metric) or {}
     return {
@@ -270,6 +279,8 @@ def _table_row(segment: dict[str, Any], metric: str) -> dict[str, Any]:
         else f"{points(m['difference_ci_low'])} to {points(m['difference_ci_high'])}",
         "ratio": "-" if m.get("ratio") is None else f"{m['ratio']:.2f}",
         "metric_flagged": bool(m.get("flagged")),
-        "flags": ", ".join(metric_name(name) for name in segment["flags"]),
-        "direction": m.get("direction") or "",
+        "flags": flags_text(segment),
+        # Worse or better than the reference: the row's colour and word (not colour alone).
+        "direction": (m.get("direction") or "") if m.get("flagged") else "",
+        "worst": _worst_direction(segment),
     }

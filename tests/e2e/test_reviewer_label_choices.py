@@ -50,7 +50,7 @@ ITEMS = [
     (
         "Is there a student discount?",
         "We do not sell student plans.",
-        "other",
+        "account_settings",
         None,
     ),
     (
