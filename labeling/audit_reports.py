@@ -428,13 +428,20 @@ def audits_compare(a: Audit, b: Audit, *, metric: str = "error_rate") -> dict[st
     with Newcombe's interval for the change (treating the two audits as independent samples:
     approximate when they share items) and what differs between their inputs."""
     ra, rb = a.result or {}, b.result or {}
-    segments_a = {s["label"]: s for s in ra.get("segments") or []}
-    segments_b = {s["label"]: s for s in rb.get("segments") or []}
-    labels = list(segments_a) + [label for label in segments_b if label not in segments_a]
+    # A segment is its set of key=value pairs: "locale=de, age=25-44" in one audit is
+    # "age=25-44, locale=de" in an audit that listed its keys in another order.
+    segments_a = {_segment_key(s): s for s in ra.get("segments") or []}
+    segments_b = {_segment_key(s): s for s in rb.get("segments") or []}
+    keys = list(segments_a) + [key for key in segments_b if key not in segments_a]
     rows = [_compare_row("overall", ra.get("overall"), rb.get("overall"), metric)]
     rows += [
-        _compare_row(label, segments_a.get(label), segments_b.get(label), metric)
-        for label in labels
+        _compare_row(
+            (segments_a.get(key) or segments_b[key])["label"],
+            segments_a.get(key),
+            segments_b.get(key),
+            metric,
+        )
+        for key in keys
     ]
     differences = []
     for name in (
@@ -446,8 +453,11 @@ def audits_compare(a: Audit, b: Audit, *, metric: str = "error_rate") -> dict[st
         "reference",
         "positive_label",
     ):
-        if a.params.get(name) != b.params.get(name):
-            differences.append(f"{name}: {a.params.get(name)!r} vs {b.params.get(name)!r}")
+        x, y = a.params.get(name), b.params.get(name)
+        if name == "segments":  # the same keys in another order are the same segments
+            x, y = sorted(x or []), sorted(y or [])
+        if x != y:
+            differences.append(f"{name}: {_param_text(x)} in a, {_param_text(y)} in b")
     if (a.queue_id, a.export_id, a.gold_version_id) != (b.queue_id, b.export_id, b.gold_version_id):
         differences.append("the audits read different sources")
     return {
@@ -458,6 +468,24 @@ def audits_compare(a: Audit, b: Audit, *, metric: str = "error_rate") -> dict[st
         "rows": rows,
         "input_differences": differences,
     }
+
+
+def _segment_key(segment: dict[str, Any]) -> Any:
+    values = segment.get("segment")
+    return tuple(sorted(values.items())) if isinstance(values, dict) else segment["label"]
+
+
+def _param_text(value: Any) -> str:
+    """An audit parameter as people write it (never a Python repr)."""
+    if value is None or value == "" or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)
 
 
 def _compare_row(label: str, ga: dict | None, gb: dict | None, metric: str) -> dict[str, Any]:
