@@ -230,8 +230,10 @@ class QueueForm(forms.ModelForm):
 @admin.register(Queue)
 class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
     form = QueueForm
+    # The dashboard link comes right after the name: at the end it fell off a 1440 px screen.
     list_display = (
         "name",
+        "dashboard_link",
         "project",
         "source_strategy",
         "overlap",
@@ -240,7 +242,6 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
         "complete_items",
         "reviewer_count",
         "active",
-        "dashboard_link",
     )
     list_filter = (
         ("project", admin.RelatedOnlyFieldListFilter),
