@@ -233,7 +233,7 @@ class ExportAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
     ]
-    exclude = ["manifest", "spec", "file"]
+    exclude = ["manifest", "spec", "file", "progress"]  # progress: shown as a percentage
 
     class Media:
         js = ("labeling/export_form.js",)

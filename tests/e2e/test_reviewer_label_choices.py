@@ -220,9 +220,7 @@ def test_five_items_with_label_choices_undo_and_edit_keyboard_only(live_server, 
 
     # then: five labels, as typed, the edit with its history
     assert [first, second, third, fourth, fifth] == [i.pk for i in items]
-    labels = {
-        label.item_id: label for label in Label.objects.filter(reviewer=rita).order_by("id")
-    }
+    labels = {label.item_id: label for label in Label.objects.filter(reviewer=rita).order_by("id")}
     assert len(labels) == 5
     summary = [
         (labels[i.pk].verdict, labels[i.pk].true_label, labels[i.pk].categories) for i in items
