@@ -57,7 +57,8 @@ def test_the_admin_fits_1440_px_and_shows_direction(live_server, browser, tmp_pa
             "#result_list tbody tr", "rows => rows.map(r => r.getBoundingClientRect().height)"
         )
         assert max(heights) < 60, heights  # one line of text per row, not four or five
-        assert page.locator("td.field-rating_shown").first.inner_text() in {"-", "+1", "−1"}
+        shown = page.locator("td.field-rating_shown").first.inner_text()
+        assert shown in {"-", "+1", "\N{MINUS SIGN}1"}
 
         # queue list: the Dashboard link is on screen
         page.goto(f"{live_server.url}/admin/labeling/queue/")
