@@ -314,3 +314,16 @@ def test_progress_undo_and_recent_labels(labeled_queue, alice, make_reviewer, ma
     assert logged_in(bob).get(edit_url).status_code == 404
     assert logged_in(bob).post(edit_url, {"verdict": "unsure"}).status_code == 404
     assert Label.objects.get().verdict == "incorrect"
+
+
+def test_the_api_schema_documents_the_confirmation():
+    from django.test import Client as PlainClient
+
+    response = PlainClient().get("/api/schema/", {"format": "json"})
+
+    schema = json.loads(response.content)
+    operation = schema["paths"]["/api/v1/items/{id}/labels"]["post"]
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]
+    assert body["confirm_contradiction"]["type"] == "boolean"
+    assert "contradicts_verdict" in body["confirm_contradiction"]["description"]
