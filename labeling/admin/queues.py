@@ -256,6 +256,11 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
     actions = ["sample_now"]
     change_form_template = "admin/labeling/queue/change_form.html"
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        # Ten columns and the filters need the width: the app list is one click away (Home).
+        extra = {"is_nav_sidebar_enabled": False, **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Queue]:
         items = QueueItem.objects.filter(gold_item__isnull=True)  # hidden gold checks aside
         return (

@@ -25,6 +25,14 @@ def page_width(page) -> int:
     return page.evaluate("document.documentElement.scrollWidth")
 
 
+def table_fits(page) -> bool:
+    """The change list's table is as wide as its box at most: its last column is on screen."""
+    return page.evaluate(
+        "(() => { const box = document.querySelector('#changelist .results');"
+        " return box.scrollWidth <= box.clientWidth + 1; })()"
+    )
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_the_admin_fits_1440_px_and_shows_direction(live_server, browser, tmp_path):
@@ -53,6 +61,7 @@ def test_the_admin_fits_1440_px_and_shows_direction(live_server, browser, tmp_pa
         page.goto(f"{live_server.url}/admin/feedback/feedback/")
         assert page.locator("#result_list tbody tr").count() > 10
         assert page_width(page) <= WIDE["width"]
+        assert table_fits(page)  # no column scrolled out of the list's box
         heights = page.eval_on_selector_all(
             "#result_list tbody tr", "rows => rows.map(r => r.getBoundingClientRect().height)"
         )
@@ -63,6 +72,7 @@ def test_the_admin_fits_1440_px_and_shows_direction(live_server, browser, tmp_pa
         # queue list: the Dashboard link is on screen
         page.goto(f"{live_server.url}/admin/labeling/queue/")
         assert page_width(page) <= WIDE["width"]
+        assert table_fits(page)
         link = page.locator("td.field-dashboard_link a").first
         box = link.bounding_box()
         assert box is not None and box["x"] + box["width"] <= WIDE["width"]
