@@ -136,7 +136,8 @@ def test_the_readme_walkthrough_runs_as_written(fresh_environment, tmp_path):
                         break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("the server did not start:\n" + (tmp_path / "server.log").read_text())
+                    log = (tmp_path / "server.log").read_text()
+                    pytest.fail(f"the server did not start:\n{log}")
                 time.sleep(0.3)
 
         curl_log = tmp_path / "curl.log"
@@ -159,7 +160,7 @@ def test_the_readme_walkthrough_runs_as_written(fresh_environment, tmp_path):
                 capture_output=True, text=True, timeout=SHELL_TIMEOUT,
             )
         except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"the walkthrough hung (a poll that never ends?):\n{exc.stdout}\n{exc.stderr}")
+            pytest.fail(f"the walkthrough hung (a poll never ending?):\n{exc.stdout}\n{exc.stderr}")
         output = done.stdout + done.stderr
         assert done.returncode == 0, f"the walkthrough stopped (exit {done.returncode}):\n{output}"
         answers = curl_log.read_text() if curl_log.exists() else ""
