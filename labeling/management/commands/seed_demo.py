@@ -4,8 +4,8 @@ hidden checks, two audits, and people to log in with. Idempotent: running it aga
 
 The story it tells: model version 2026-11-01 is worse than 2026-10-01 for the 65+ age band, and
 the audits find it. The weekly sample is stratified by locale, and the locales differ in size, so
-the items' weights 1/π differ. ann and ben each label every item (overlap 2) and are not
-perfect: where they disagree the item waits for a project admin's adjudication, some of their
+the items' weights 1/π differ. ann, ben and cy each label every item (overlap 3) and are not
+perfect: where they tie the item waits for a project admin's adjudication, some of their
 "incorrect" labels carry a correction, and the hidden gold checks they meet are answered right
 and wrong. The schedule counts the seed's draw as its first, so beat draws again only a week
 later.
@@ -42,13 +42,14 @@ from labeling.services.sampling import policy_of, sampling_run_execute
 SLUG = "demo"
 # Locales of different sizes: the stratified sample's minimum per stratum over-samples the small
 # ones, so their items weigh less (1/π) than those of en-US.
-LOCALES = {"en-US": 0.55, "de-DE": 0.25, "fr-FR": 0.12, "es-ES": 0.08}
+LOCALES = {"en-US": 0.45, "de-DE": 0.25, "fr-FR": 0.17, "es-ES": 0.13}
 MODEL_VERSIONS = ["2026-10-01", "2026-11-01"]
 WORSE_VERSION = "2026-11-01"  # worse for the 65+ age band than the one before
 WEEK_MINUTES = 7 * 24 * 60
-# How often each simulated reviewer misjudges an item, and which of ben's hidden gold checks he
-# gets wrong (every other one), so the demo has gold answers both right and wrong.
-MISTAKES = {"ann": 0.04, "ben": 0.08}
+# How often each simulated reviewer misjudges an item, and how often they are unsure; ben also
+# gets every other hidden gold check wrong, so the demo has gold answers both right and wrong.
+MISTAKES = {"ann": 0.04, "ben": 0.09, "cy": 0.15}
+UNSURE = 0.08
 DEVICES = ["ios", "android", "web"]
 AGE_BANDS = ["18-24", "25-44", "45-64", "65+"]
 INTENTS = ["refund", "shipping", "account", "other"]
@@ -88,7 +89,7 @@ class Command(BaseCommand):
             age_band = rng.choice(AGE_BANDS)
             model_version = rng.choice(MODEL_VERSIONS)
             # The new model version is worse for older users: the audits should find it.
-            hit_rate = 0.3 if model_version == WORSE_VERSION and age_band == "65+" else 0.85
+            hit_rate = 0.2 if model_version == WORSE_VERSION and age_band == "65+" else 0.85
             predicted = intent if rng.random() < hit_rate else rng.choice(INTENTS)
             items.append(
                 {
@@ -134,7 +135,7 @@ class Command(BaseCommand):
         results = feedback_submit(context=context, items=feedback)
         stored = sum(result.ok for result in results)
 
-        for username in ("demo", "ann", "ben"):
+        for username in ("demo", "ann", "ben", "cy"):
             membership_grant(
                 project=project, username=username, role=Membership.Role.REVIEWER, password="demo"
             )
@@ -144,7 +145,7 @@ class Command(BaseCommand):
                 user_model.objects.create_superuser("admin", "admin@example.com", "admin")
             membership_grant(project=project, username="admin", role=Membership.Role.ADMIN)
         # Two queues: every open dispute first, then a stratified sample by locale with at
-        # least 40 per locale so small segments can be audited. Drawn here, inline, so the demo
+        # least 60 per locale so small segments can be audited. Drawn here, inline, so the demo
         # reviewer has work at once (later draws run in Celery).
         disputes = queue_create(
             project=project,
@@ -162,14 +163,14 @@ class Command(BaseCommand):
                 "name": "Weekly quality sample",
                 "instructions": "Is the reply correct and helpful for the customer's message?",
                 "label_choices": INTENTS,
-                "overlap": 2,
-                "reviewers": ["demo", "ann", "ben"],
+                "overlap": 3,
+                "reviewers": ["demo", "ann", "ben", "cy"],
                 "sampling": {
                     "strategy": "stratified",
                     "size": 300,
                     "strata": ["locale"],
                     "allocation": "minimum",
-                    "min_per_stratum": 40,
+                    "min_per_stratum": 60,
                     "seed": 7,
                     "schedule_minutes": WEEK_MINUTES,
                 },
@@ -181,11 +182,11 @@ class Command(BaseCommand):
                 queue=queue, seed=7, policy=policy_of(queue), trigger="seed_demo"
             )
             queued += sum(sampling_run_execute(run_id=run.pk).sampled.values())
-        # ann and ben label part of the sample, a gold set is made from their clear answers and
+        # ann, ben and cy label part of the sample, a gold set is made from their clear answers and
         # served as hidden checks, then they label more (meeting checks) and leave the rest.
         total = QueueItem.objects.filter(queue=weekly).count()
         reviewers = _Reviewers(project, rng)
-        labeled = reviewers.label(weekly, items=int(total * 0.45))
+        labeled = reviewers.label(weekly, items=int(total * 0.5))
         gold = self._gold_checks(project, weekly)
         labeled += reviewers.label(weekly, items=int(total * 0.35))
         # The seed's draw is the schedule's first: beat draws again a week from now, not at
@@ -210,7 +211,7 @@ class Command(BaseCommand):
         ]
         self.stdout.write(
             f"Demo project {SLUG!r}: {len(items)} predictions, {stored} feedback; "
-            f"2 queues with {queued} items, {labeled} labels by ann and ben (overlap 2); gold "
+            f"2 queues with {queued} items, {labeled} labels by ann, ben and cy (overlap 3); gold "
             f"set {gold.slug!r} v1 served as hidden checks; audits "
             f"{', '.join(str(a.pk) for a in audits)} (all, then one per model version); "
             "log in as demo/demo (reviewer)"
@@ -220,8 +221,8 @@ class Command(BaseCommand):
     def _gold_checks(self, project: Project, queue) -> GoldSet:
         """A gold set of replies two reviewers agreed on and replies checked by hand, published
         and served as hidden checks in the weekly queue (15% of claims). A check is never served
-        to a reviewer who labeled its source prediction, so ann and ben meet the hand-checked
-        ones."""
+        to a reviewer who labeled its source prediction, so ann, ben and cy meet the
+        hand-checked ones."""
         gold_set = gold_set_create(
             project=project,
             slug="support-checks",
@@ -234,7 +235,7 @@ class Command(BaseCommand):
         ).order_by("id")
         promoted = 0
         for item in completed:
-            try:  # only a clear consensus is promoted: both reviewers agreed
+            try:  # only a clear consensus is promoted
                 gold_item_promote(version=draft, item_id=item.pk)
             except ServiceError:
                 continue
@@ -274,25 +275,26 @@ def _truth(message: str) -> str:
 
 
 class _Reviewers:
-    """ann and ben, labeling through the same services as people. Each misjudges some items
-    (MISTAKES): they miss a wrong prediction, or call a right one wrong; so they sometimes
-    disagree, and an item they disagree on goes to adjudication. Hidden gold checks are judged
-    like any item, except that ben gets every other check he meets wrong."""
+    """ann, ben and cy, labeling through the same services as people. Each misjudges some items
+    (MISTAKES: they miss a wrong prediction, or call a right one wrong) and is sometimes unsure,
+    so they disagree: the dissenter's agreement with consensus drops, and a tie (two decided
+    votes against each other beside an unsure one) goes to adjudication. Hidden gold checks are
+    answered right, except that ben gets every other check he meets wrong."""
 
     def __init__(self, project: Project, rng: random.Random):
         user_model = get_user_model()
-        self.people = [user_model.objects.get(username=name) for name in ("ann", "ben")]
+        self.people = [user_model.objects.get(username=name) for name in MISTAKES]
         self.categories = set(active_categories(project_id=project.pk))
         self.rng = rng
-        self.checks_seen = {"ann": 0, "ben": 0}
+        self.checks_seen = dict.fromkeys(MISTAKES, 0)
 
     def label(self, queue, *, items: int) -> int:
-        """Both label the next ``items`` items (each claims in turn); returns labels made."""
-        labels = 0
-        for _ in range(items * 2 + 40):  # hidden checks take claims too
-            if labels >= items * 2:
+        """Each labels the next ``items`` items (claiming in turn); returns labels made."""
+        labels, wanted = 0, items * len(self.people)
+        for _ in range(wanted + 60):  # hidden checks take claims too
+            if labels >= wanted:
                 break
-            reviewer = self.people[labels % 2]
+            reviewer = self.people[labels % len(self.people)]
             lease = queue_claim_next(queue=queue, reviewer=reviewer)
             if lease is None:
                 break
@@ -320,6 +322,8 @@ class _Reviewers:
             prediction = item.prediction
             predicted = prediction.label
             believed = _truth(prediction.input["message"])
+            if self.rng.random() < UNSURE:
+                return {"verdict": "unsure", "seconds_spent": round(self.rng.uniform(20, 60), 1)}
             if self.rng.random() < MISTAKES[username]:
                 # A mistake: a wrong prediction passes, or a right one is called wrong.
                 believed = (
