@@ -3,8 +3,8 @@
 ``POST /api/v1/feedback`` and ``/feedback/batch`` with a Bearer key use nothing that the
 session, CSRF, authentication and messages middleware set up: the key is the caller, the views
 are CSRF-exempt, and there is no cookie to read or write. Passing a request through those four
-and then resolving its URL cost a sixth of the single-item request's Python (bench profile:
-about 55 µs of 300). This middleware sits after the security, common (host validation) and
+and then resolving its URL cost a sixth of the single-item request's Python (profile in
+docs/performance.md). This middleware sits after the security, common (host validation) and
 clickjacking middleware and before the rest; for a POST with a Bearer key to a path served by a
 view made with ``fast_intake`` (feedback/api/intake.py) it calls that view's
 ``serve_key_request`` directly. Whatever the view does not serve itself (an unknown or revoked

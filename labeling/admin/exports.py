@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from feedback.access import has_project_role
 from feedback.admin import pretty_json
 from feedback.errors import ServiceError
 from feedback.models import Project
@@ -25,7 +26,6 @@ from feedback.selectors import projects_for_user
 from ..models import Export, Queue
 from ..selectors import READ_ROLES
 from ..services.exports import export_create, export_retry
-from .access import reads_project_data
 
 
 def _readable_projects(request: HttpRequest) -> QuerySet[Project]:
@@ -136,7 +136,7 @@ class ExportAdmin(admin.ModelAdmin):
         return queryset.filter(project__in=_readable_projects(request))
 
     def _reads(self, request: HttpRequest, obj: Export | None = None) -> bool:
-        return reads_project_data(request, obj.project_id if obj else None)
+        return has_project_role(request, READ_ROLES, obj.project_id if obj else None)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self._reads(request)

@@ -18,7 +18,6 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
@@ -30,7 +29,7 @@ from labeling.services.exports import (
     exports_recover,
     temp_prefix,
 )
-from tests.conftest import client_for
+from tests.conftest import client_for, token_for
 
 from .test_exports import _media, content, make_labeled  # noqa: F401  (autouse fixture)
 
@@ -44,7 +43,7 @@ def labeled(project):
 
 def token_client(project, role):
     membership = membership_grant(project=project, username=f"{role}-{project.slug}", role=role)
-    return client_for(token=Token.objects.create(user=membership.user).key)
+    return client_for(token=token_for(membership.user))
 
 
 def run_pending(export_id: int) -> Export:
