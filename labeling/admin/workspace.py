@@ -33,7 +33,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from feedback.errors import ServiceError
-from feedback.selectors import active_categories, category_list
+from feedback.selectors import category_list
 
 from ..models import Assignment, Label, Queue, QueueItem
 from ..selectors import can_review, claim_payload, queues_for_reviewer
@@ -116,7 +116,6 @@ def workspace_submit(request: HttpRequest, queue_id: int) -> HttpResponse:
             item_id=item.pk,
             reviewer=request.user,
             data=data,
-            categories=set(active_categories(project_id=queue.project_id)),
         )
     except ServiceError as exc:
         if exc.status_code != 400:

@@ -77,7 +77,6 @@ KEY_MAX_CHARS = 255
 LABEL_MAX_CHARS = 200
 ITEM_FIELDS = frozenset({"key", "input", "output", "expected", "segment"})
 EXPECTED_FIELDS = frozenset({"verdict", "label", "categories"})
-PROMOTE_FIELDS = frozenset({"from_item", "key", "min_agreement"})
 # Fields a copy into a new draft carries over: the content and its lineage.
 COPIED_FIELDS = (
     *CONTENT_FIELDS,
@@ -412,33 +411,6 @@ def gold_item_remove(*, version: GoldSetVersion, keys: list[str], actor: Any = N
             item_count=F("item_count") - len(wanted)
         )
         return wanted
-
-
-def clean_promotion(data: Any) -> dict[str, Any]:
-    """``{"from_item": id, "key"?: str, "min_agreement"?: 0 <= x <= 1}`` from a request."""
-    if not isinstance(data, dict):
-        raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
-    errors: list[FieldError] = []
-    for name in sorted(set(data) - PROMOTE_FIELDS):
-        errors.append(
-            FieldError(
-                name,
-                "unknown_field",
-                f"Unknown field with from_item; allowed: {', '.join(sorted(PROMOTE_FIELDS))}.",
-            )
-        )
-    item_id = data.get("from_item")
-    if isinstance(item_id, bool) or not isinstance(item_id, int) or not 0 < item_id < 2**63:
-        errors.append(FieldError("from_item", "invalid_type", "The queue item's id."))
-    key = data.get("key")
-    if key is not None:
-        check_string(key, "key", errors, max_chars=KEY_MAX_CHARS, allow_blank=False)
-    threshold = data.get("min_agreement")
-    if threshold is not None:
-        _check_threshold(threshold, errors)
-    if errors:
-        raise InvalidInput(errors)
-    return {"item_id": item_id, "key": key, "min_agreement": threshold}
 
 
 def _check_threshold(value: Any, errors: list[FieldError]) -> None:
