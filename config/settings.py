@@ -224,6 +224,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "leases-expire": {"task": "labeling.tasks.leases_expire_task", "schedule": 60.0},
     "exports-recover": {"task": "labeling.tasks.exports_recover_task", "schedule": 300.0},
     "audits-recover": {"task": "labeling.tasks.audits_recover_task", "schedule": 300.0},
+    # Tasks a broker outage refused (see labeling.enqueue): sent within a minute of its return.
+    "unsent-tasks-send": {"task": "labeling.tasks.unsent_tasks_send_task", "schedule": 60.0},
 }
 # Promotion to a gold set needs at least this share of an item's labels to agree with its
 # consensus (0.66: two reviewers of three); a request may ask for a stricter or looser bar.
@@ -233,6 +235,8 @@ REDRESS_SAMPLING_STALE_SECONDS = env_int("REDRESS_SAMPLING_STALE_SECONDS", 900)
 # An export still running after this was lost with its worker: past the hard time limit no
 # build can still be alive, so the sweep never takes one over.
 REDRESS_EXPORT_STALE_SECONDS = env_int("REDRESS_EXPORT_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 300)
+# An audit still running after this was lost with its worker (same reasoning as exports).
+REDRESS_AUDIT_STALE_SECONDS = env_int("REDRESS_AUDIT_STALE_SECONDS", CELERY_TASK_TIME_LIMIT + 300)
 # Exports larger than this fail instead of filling the disk (bytes; unset: no limit).
 REDRESS_EXPORT_MAX_BYTES = env_int("REDRESS_EXPORT_MAX_BYTES", 0) or None
 # On PostgreSQL, JSON-lines and Parquet exports read committed rows as Arrow columns through

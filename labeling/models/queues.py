@@ -75,6 +75,9 @@ class Queue(models.Model):
     seed = models.BigIntegerField(null=True, blank=True)
     schedule_minutes = models.PositiveIntegerField(null=True, blank=True)
     last_scheduled_at = models.DateTimeField(null=True, blank=True)
+    # Dawid-Skene: set by the first completion since the last refit, cleared when a refit
+    # starts, so a burst of completions shares one refit (see ``item_consensus_update``).
+    consensus_refit_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     active = models.BooleanField(default=True)
     # Hidden gold checks: this share of served items comes from the gold set's latest
     # published version, looking like any other item to the reviewer.
