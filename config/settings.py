@@ -86,7 +86,10 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Bodies sent chunked (no Content-Length) are read, up to the limit, for every view.
+    "feedback.api.middleware.ChunkedBody",
     # API-key POSTs to the intake views are answered here; the rest goes on down the chain.
+    # Only the four browser middleware may follow (system check redress.E001).
     "feedback.api.middleware.KeyRequestFastLane",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

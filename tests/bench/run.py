@@ -182,8 +182,8 @@ def seed(bench: Bench) -> None:
             }
             for i in range(start, min(n, start + 1000))
         ]
-        results = predictions_log(context=context, items=items, prefix_items=True)
-        assert all(r.status == 201 for r in results), [r.errors for r in results if not r.ok][:3]
+        results = predictions_log(context=context, items=items)
+        assert all(r.outcome == "created" for r in results), [r.errors for r in results if not r.ok][:3]
     from django.db import connection
 
     with connection.cursor() as cursor:  # what autovacuum does in production (off on some hosts)

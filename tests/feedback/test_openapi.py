@@ -249,7 +249,6 @@ def seed(project) -> dict[str, Any]:
             }
             for external_id in EXTERNAL_IDS
         ],
-        prefix_items=False,
     )
     results = feedback_submit(
         context=context,
@@ -268,10 +267,8 @@ def seed(project) -> dict[str, Any]:
                 "segment": {"age_band": "65+"},
             },
         ],
-        prefix_items=False,
-        item_key_field=False,
     )
-    assert [r.status for r in results] == [201, 201], results
+    assert [r.outcome for r in results] == ["created", "created"], results
     return {"dispute_id": results[1].obj.pk}
 
 
