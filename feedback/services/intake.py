@@ -287,10 +287,10 @@ def _prediction_conflict(clean: CleanPrediction, path: str) -> list[FieldError]:
 def _stored_predictions(project_id: int, external_ids: set[str]) -> dict[str, Prediction]:
     if not external_ids:
         return {}
-    return {
-        p.external_id: p
-        for p in Prediction.objects.filter(project_id=project_id, external_id__in=external_ids)
-    }
+    matches, params = _any_of("external_id", external_ids)
+    table = connection.ops.quote_name(Prediction._meta.db_table)
+    sql = f"SELECT * FROM {table} WHERE project_id = %s AND {matches}"
+    return {p.external_id: p for p in Prediction.objects.raw(sql, [project_id, *params])}
 
 
 # What feedback needs of a stored prediction: the key to refer to it, the segment to merge, and

@@ -447,7 +447,7 @@ def test_predictions_created_replayed_conflicting_and_batched(intake):
         (200, "chat-9000"),
         (201, "chat-9001"),
         (400, None),
-        (409, None),
+        (409, "chat-9000"),  # the external_id sent, not null (issue 14)
     ]
     assert batch["results"][2]["errors"][0]["field"] == "items[2].external_id"
 
