@@ -87,7 +87,7 @@ def _renamed(errors: list[FieldError], prefix: str, names: dict[str, str]) -> li
     for error in errors:
         path = names.get(error.field, error.field) if error.field is not None else None
         if prefix:
-            path = f"{prefix}.{path}" if path else prefix
+            path = prefix if not path else prefix + path if path[0] == "[" else f"{prefix}.{path}"
         out.append(FieldError(path, error.code, error.detail))
     return out
 
@@ -108,7 +108,7 @@ def batch_entry(result: ItemResult) -> dict[str, Any]:
     }
 
 
-ITEM_PATH = re.compile(r"items\[(\d+)\](?:\.(.+))?")
+ITEM_PATH = re.compile(r"items\[(\d+)\](?:\.(.+)|(\[.+))?")
 
 
 def _refused_by_item(refused: list[FieldError], count: int) -> dict[int, list[FieldError]]:
@@ -120,7 +120,7 @@ def _refused_by_item(refused: list[FieldError], count: int) -> dict[int, list[Fi
         if match is None or int(match.group(1)) >= count:
             raise InvalidInput(refused)
         by_item.setdefault(int(match.group(1)), []).append(
-            FieldError(match.group(2), error.code, error.detail)
+            FieldError(match.group(2) or match.group(3), error.code, error.detail)
         )
     return by_item
 
@@ -137,7 +137,9 @@ def _run_batch(
     kept = [index for index in range(len(items)) if index not in by_item]
     results: list[ItemResult | None] = [None] * len(items)
     for index, errors in by_item.items():
-        results[index] = ItemResult(index, INVALID, errors=errors)
+        sent = items[index].get("external_id") if isinstance(items[index], dict) else None
+        external_id = sent if isinstance(sent, str) else None  # a prediction's, as sent
+        results[index] = ItemResult(index, INVALID, errors=errors, external_id=external_id)
     for index, result in zip(kept, service([items[i] for i in kept]) if kept else [], strict=True):
         result.index = index
         results[index] = result

@@ -149,7 +149,7 @@ def test_a_prediction_batch_stores_the_items_beside_a_bad_number(ingest_client):
     assert results[1]["errors"][0]["field"] == "items[1].input.x"
     assert results[1]["errors"][0]["code"] == "out_of_range"
     assert results[2]["errors"][0]["code"] == "too_deep"
-    assert [r["external_id"] for r in results] == ["ok-1", None, None, "ok-2"]
+    assert [r["external_id"] for r in results] == ["ok-1", "inf-1", "deep", "ok-2"]
     assert set(Prediction.objects.values_list("external_id", flat=True)) == {"ok-1", "ok-2"}
 
 
@@ -363,3 +363,12 @@ def test_person_clients_are_unaffected(member):
     client = client_for(token=member.token)
 
     assert post(client, "/api/v1/feedback", {"prediction": "x"}).status_code == 403
+
+
+def test_a_batch_item_that_is_a_list_is_reported_by_its_own_path(ingest_client, logged):
+    raw = b'{"items": [["a\\u0000"], {"prediction": "chat-1", "kind": "report"}]}'
+
+    results = post_raw(ingest_client, "/api/v1/feedback/batch", raw).json()["results"]
+
+    assert [r["status"] for r in results] == [400, 201]
+    assert results[0]["errors"][0]["field"] == "items[0][0]"
