@@ -2,8 +2,11 @@
 
 Hand-written on purpose: intake is the hot path (see the README's benchmark), and checking a
 plain dict costs a few microseconds where a serializer layer costs more than the INSERT. Every
-refusal names its field with a path (``categories[1]``, ``segment.locale``, ``items[3].kind``)
-and says why. Unknown fields are refused rather than dropped, so a typo never loses data.
+refusal names its field with a path relative to the item (``categories[1]``, ``segment.locale``,
+``prediction.external_id``; the API prefixes ``items[3].`` in a batch) and says why. Unknown
+fields are refused rather than dropped, so a typo never loses data. What holds for any JSON body
+(no NUL, no ±1e999, at most 32 levels, UTF-8, no duplicate keys) is the parser's to refuse
+(``feedback/api/parsers.py``), once.
 The OpenAPI schema for these payloads lives in ``feedback/api/schema.py``; schemathesis checks
 that the two agree.
 """
