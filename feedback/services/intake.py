@@ -45,11 +45,13 @@ from typing import Any
 
 import psycopg
 from django.db import (
+    DEFAULT_DB_ALIAS,
     DataError,
     IntegrityError,
     InternalError,
     ProgrammingError,
     connection,
+    connections,
     transaction,
 )
 from django.db.models.base import ModelState
@@ -656,22 +658,25 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
     # Inside a caller's transaction a failed statement must not poison it: a savepoint. Alone
     # (autocommit, as on the request path) the statement is its own transaction: no BEGIN and
     # COMMIT round trips.
-    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    db = connections[DEFAULT_DB_ALIAS]  # once: each ``connection.x`` is a thread-local lookup
+    guard = transaction.atomic() if db.in_atomic_block else nullcontext()
     # psycopg's own prepared execution: planning the CTE costs PostgreSQL about as much as
-    # running it. With
-    # preparation turned off (DJANGO_DB_PREPARE_THRESHOLD=-1, for PgBouncer in transaction
-    # mode) it is sent unprepared.
+    # running it. With preparation turned off (DJANGO_DB_PREPARE_THRESHOLD=-1, for PgBouncer
+    # in transaction mode) it is sent unprepared.
     try:
-        with guard, connection.wrap_database_errors:
-            connection.close_if_health_check_failed()
-            connection.ensure_connection()
-            conn = connection.connection
-            # A server-side-binding cursor: Django's connections make client-side ones, whose
-            # statements differ with every value and so cannot be prepared.
-            with psycopg.Cursor(conn) as cursor:
-                prepare = None if conn.prepare_threshold is None else True
-                cursor.execute(SINGLE_INSERT_SQL, params, prepare=prepare)
-                row = cursor.fetchone()
+        with guard, db.wrap_database_errors:
+            db.close_if_health_check_failed()
+            db.ensure_connection()
+            conn = db.connection
+            # A server-side-binding cursor (Django's connections make client-side ones, whose
+            # statements differ with every value and so cannot be prepared), one per
+            # connection: a cursor's set-up showed in the single-item profile.
+            cursor = getattr(conn, "_redress_cursor", None)
+            if cursor is None or cursor.closed:
+                cursor = conn._redress_cursor = psycopg.Cursor(conn)
+            prepare = None if conn.prepare_threshold is None else True
+            cursor.execute(SINGLE_INSERT_SQL, params, prepare=prepare)
+            row = cursor.fetchone()
     except REFUSALS:
         return None  # e.g. the prediction was deleted meanwhile: the general path answers
     except ProgrammingError as exc:
@@ -679,13 +684,13 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
             raise
         # invalid_sql_statement_name: the server forgot the statement (a pooler's DISCARD
         # ALL). psycopg's cache still names it: cleared, prepared again next time.
-        connection.connection._prepared.clear()
+        db.connection._prepared.clear()
         return None
     if row is None:
         return None
     values["id"], values["prediction_id"], segment = row
     values["segment"] = json.loads(segment)
-    feedback = stored_instance(Feedback, values, connection.alias)
+    feedback = stored_instance(Feedback, values, db.alias)
     feedback.prediction_external_id = clean.prediction_ref  # rendered without a query
     return feedback
 
