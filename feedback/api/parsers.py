@@ -3,8 +3,8 @@
 The body-level rules live here, once (README, "Errors and limits"):
 
 - at most ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (1 MiB) bytes: 413;
-- UTF-8 only: a ``charset`` other than UTF-8, or NUL bytes in the body (UTF-16 and UTF-32 put
-  one beside every ASCII character), is 415; bytes that are not UTF-8 are 400;
+- UTF-8 only: a ``charset`` other than UTF-8 is 415; NUL bytes in the body (UTF-16 and UTF-32
+  put one beside every ASCII character) or bytes that are not UTF-8 are 400;
 - strict JSON: no ``NaN``/``Infinity``, no duplicate key in an object, no lone surrogate escape;
 - no NUL character (``\\u0000``) in any string or key, no number beyond a double's range
   (``1e999``: PostgreSQL's jsonb refuses it) and at most ``JSON_MAX_DEPTH`` levels of nested
@@ -144,9 +144,7 @@ def parse_json_body(raw: bytes, charset: str | None = None) -> Any:
             f"charset={charset}", detail=f"The body must be UTF-8 JSON, not {charset}."
         )
     if b"\x00" in raw:
-        raise UnsupportedMediaType(
-            "", detail="The body must be UTF-8 JSON: it holds NUL bytes (UTF-16 or UTF-32?)."
-        )
+        raise ParseError("The body must be UTF-8 JSON: it holds NUL bytes (UTF-16 or UTF-32?).")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

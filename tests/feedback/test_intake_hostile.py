@@ -246,19 +246,32 @@ def test_a_nul_anywhere_is_refused_naming_the_field(ingest_client, data_client):
     assert errors_of(gold) == [("name", "invalid")]
 
 
-@pytest.mark.parametrize(
-    ("raw", "content_type"),
-    [
-        ('{"prediction": "chat-1", "kind": "report"}'.encode("utf-16"), "application/json"),
-        ('{"prediction": "chat-1", "kind": "report"}'.encode("utf-16-le"), "application/json"),
-        (b'{"prediction": "chat-1", "kind": "report"}', "application/json; charset=utf-16"),
-    ],
-)
-def test_a_body_that_is_not_utf8_is_415(ingest_client, logged, raw, content_type):
-    response = post_raw(ingest_client, "/api/v1/feedback", raw, content_type=content_type)
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_body_in_utf16_or_utf32_is_400(ingest_client, logged, encoding):
+    raw = '{"prediction": "chat-1", "kind": "report"}'.encode(encoding)
 
-    assert response.status_code == 415
-    assert "UTF-8" in response.json()["errors"][0]["detail"]
+    response = post_raw(ingest_client, "/api/v1/feedback", raw)
+
+    assert response.status_code == 400
+    assert "must be UTF-8" in response.json()["errors"][0]["detail"]
+    assert Feedback.objects.count() == 0
+
+
+def test_a_charset_other_than_utf8_is_415(ingest_client, logged, data_client):
+    raw = b'{"prediction": "chat-1", "kind": "report"}'
+
+    intake = post_raw(
+        ingest_client, "/api/v1/feedback", raw, content_type="application/json; charset=utf-16"
+    )
+    gold = post_raw(
+        data_client,
+        "/api/v1/goldsets",
+        b'{"slug": "s", "name": "n"}',
+        content_type="application/json; charset=latin-1",
+    )
+
+    assert (intake.status_code, gold.status_code) == (415, 415)
+    assert "must be UTF-8" in intake.json()["errors"][0]["detail"]
     assert Feedback.objects.count() == 0
 
 
