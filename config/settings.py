@@ -67,6 +67,26 @@ else:
 
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
+# --- TLS (README "Production"): off by default, because the bench and local runs serve plain
+# HTTP with DEBUG off; the documented production settings turn each on, and
+# ``manage.py check --deploy`` is clean with them (tests/feedback/test_deploy_check.py).
+# "HTTP_X_FORWARDED_PROTO=https": the header the TLS-terminating proxy sets, and its value.
+_proxy_header = env_str("DJANGO_SECURE_PROXY_SSL_HEADER", "") or ""
+if _proxy_header:
+    _name, _, _value = _proxy_header.partition("=")
+    if not _name.startswith("HTTP_") or not _value:
+        raise ImproperlyConfigured(
+            "DJANGO_SECURE_PROXY_SSL_HEADER is HTTP_<HEADER>=<value>, "
+            "e.g. HTTP_X_FORWARDED_PROTO=https."
+        )
+    SECURE_PROXY_SSL_HEADER = (_name, _value)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # a load balancer's plain-HTTP probe
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -75,7 +95,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # No rest_framework.authtoken: personal tokens are hashed (feedback.PersonalToken, whose
+    # migration 0005 hashed and removed the plain ones).
     "django_filters",
     "drf_spectacular",
     "feedback",
@@ -254,7 +275,7 @@ REDRESS_INGEST_LEASE = env_int("REDRESS_INGEST_LEASE", 50)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "feedback.api.auth.ApiKeyAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "feedback.api.token_auth.PersonalTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

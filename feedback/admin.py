@@ -2,15 +2,9 @@
 
 Thin on purpose: every write that carries a rule goes through ``feedback.services`` (keys are
 created and revoked there, members granted there, disputes resolved there, taxonomy and
-project edits drop cached key lookups there). This module adds presentation and scoping:
-
-- A superuser sees every project. Any other staff user sees only objects of the projects they
-  are a member of, and Django permissions (the role groups of ``ROLE_PERMISSIONS``) decide
-  which models they may see at all: a reviewer has no ``view_feedback`` and sees no feedback.
-- A write (add, change, delete, an action) is allowed only in projects where the person's role
-  carries that permission. Django permissions are global while roles are per project, so
-  without this a project admin of B who is only a reviewer in A could mint keys or resolve
-  disputes in A with the permissions B gave them.
+project edits drop cached key lookups there). This module adds presentation; who sees and
+changes what is ``feedback.access`` (the one access model of the admin): a person sees the
+rows of their projects, and writes only where their role carries the permission.
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.auth import get_permission_codename
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -30,6 +23,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from .access import ProjectInlineMixin, ProjectScopedMixin, permission_name, projects_where
 from .errors import ServiceError
 from .models import (
     ApiKey,
@@ -37,16 +31,17 @@ from .models import (
     Feedback,
     FeedbackCategory,
     Membership,
+    PersonalToken,
     Prediction,
     Project,
 )
-from .selectors import feedback_list, projects_for_user, with_any_category
+from .selectors import feedback_list, with_any_category
 from .services.categories import category_save
 from .services.disputes import dispute_resolve
 from .services.keys import apikey_create, apikey_revoke, project_cache_invalidate
 from .services.projects import (
-    ROLE_PERMISSIONS,
     membership_grant,
+    membership_revoke,
     project_create,
     project_settings_changed,
 )
@@ -56,87 +51,6 @@ from .services.projects import (
 RESOLVE_MAX_SELECTION = 500
 # A refusal message lists at most this many reasons; the rest are counted.
 MAX_REASONS_SHOWN = 20
-
-
-# --- project scoping -------------------------------------------------------------------------
-
-
-def _roles_granting(perm: str) -> list[str]:
-    return [role for role, perms in ROLE_PERMISSIONS.items() if perm in perms]
-
-
-def projects_where(request: HttpRequest, perm: str | None = None) -> QuerySet[Project]:
-    """Projects the person may see (``perm`` None) or may use ``perm`` ("app.codename") in."""
-    if perm is None:
-        return projects_for_user(user=request.user)
-    return projects_for_user(user=request.user, roles=_roles_granting(perm))
-
-
-def permission_name(opts: Any, action: str) -> str:
-    return f"{opts.app_label}.{get_permission_codename(action, opts)}"
-
-
-class ProjectScopedMixin:
-    """Limits a ModelAdmin to the person's projects (see the module docstring).
-
-    ``project_lookup`` is the model's foreign key to its project ("pk" for Project itself).
-    """
-
-    project_lookup: str = "project"
-    opts: Any  # provided by the ModelAdmin this is mixed into
-
-    def project_id_of(self, obj: models.Model) -> int:
-        return obj.pk if self.project_lookup == "pk" else getattr(obj, f"{self.project_lookup}_id")
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        return queryset.filter(**{f"{self.project_lookup}__in": projects_where(request)})
-
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        if db_field.related_model is Project:
-            # New objects may go only where the person may add them.
-            kwargs["queryset"] = projects_where(request, permission_name(self.opts, "add"))
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-    def allowed_in_project_of(self, request: HttpRequest, action: str, obj: Any) -> bool:
-        if obj is None or request.user.is_superuser:
-            return True
-        perm = permission_name(self.opts, action)
-        return projects_where(request, perm).filter(pk=self.project_id_of(obj)).exists()
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_change_permission(request, obj) and self.allowed_in_project_of(
-            request, "change", obj
-        )
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_delete_permission(request, obj) and self.allowed_in_project_of(
-            request, "delete", obj
-        )
-
-
-class ProjectInlineMixin:
-    """For inlines on the project page, where ``obj`` is the project: writes need the
-    permission in that project (the page itself already shows only the person's projects)."""
-
-    opts: Any  # provided by the InlineModelAdmin this is mixed into
-
-    def _allowed(self, request: HttpRequest, action: str, obj: Project | None) -> bool:
-        if obj is None or request.user.is_superuser:
-            return True
-        perm = permission_name(self.opts, action)
-        return projects_where(request, perm).filter(pk=obj.pk).exists()
-
-    def has_add_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
-        return super().has_add_permission(request, obj) and self._allowed(request, "add", obj)
-
-    def has_change_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
-        return super().has_change_permission(request, obj) and self._allowed(request, "change", obj)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
-        return super().has_delete_permission(request, obj) and self._allowed(request, "delete", obj)
 
 
 # --- small display helpers -------------------------------------------------------------------
@@ -257,7 +171,12 @@ class ProjectAdmin(ProjectScopedMixin, admin.ModelAdmin):
                     actor=request.user,
                 )
             for membership in formset.deleted_objects:
-                membership.delete()
+                # The service also drops the role's group the person no longer needs.
+                membership_revoke(
+                    project=form.instance,
+                    username=membership.user.get_username(),
+                    actor=request.user,
+                )
         else:
             super().save_formset(request, form, formset, change)
 
@@ -294,6 +213,23 @@ class MembershipAdmin(ProjectScopedMixin, admin.ModelAdmin):
             actor=request.user,
         )
         adopt(obj, membership)
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        # The service takes the role's group (its permissions) away with the membership.
+        membership_revoke(
+            project=obj.project, username=obj.user.get_username(), actor=request.user
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
+        # "Delete selected": the same service, one membership at a time. The stock action has
+        # already checked delete permission per object (ProjectScopedMixin), so every row here
+        # is in a project where the person may remove members.
+        for membership in queryset.select_related("project", "user").order_by("pk"):
+            membership_revoke(
+                project=membership.project,
+                username=membership.user.get_username(),
+                actor=request.user,
+            )
 
 
 @admin.register(FeedbackCategory)
@@ -442,6 +378,41 @@ class ApiKeyAdmin(ProjectScopedMixin, admin.ModelAdmin):
             self.message_user(
                 request, f"Refused {len(refused)}: {join_reasons(refused)}.", messages.WARNING
             )
+
+
+# --- personal API tokens ---------------------------------------------------------------------
+
+
+@admin.register(PersonalToken)
+class PersonalTokenAdmin(admin.ModelAdmin):
+    """People's API tokens, for superusers: who has one, its first characters and when it was
+    made. Only the hash is stored, so no page can show a token; ``manage.py drf_create_token``
+    prints a new one once. Deleting a row revokes that token at once."""
+
+    list_display = ("user", "prefix_shown", "created_at")
+    search_fields = ("user__username", "prefix")
+    list_select_related = ("user",)
+    fields = ("user", "prefix_shown", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="token")
+    def prefix_shown(self, obj: PersonalToken) -> str:
+        return f"{obj.prefix}…"
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # made by drf_create_token, which shows the token once
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
 
 
 # --- predictions -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from .fields import CategorySlugsField
 
@@ -63,6 +64,28 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.project} ({self.role})"
+
+
+class PersonalToken(models.Model):
+    """A person's API token (``Authorization: Token …``): as with project keys, only the sha256
+    of the token and its first characters are stored. The token itself is shown once, by
+    ``manage.py drf_create_token``. One per person; replacing it makes a new one."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="personal_token"
+    )
+    prefix = models.CharField(
+        max_length=16, help_text="The token's first characters, to recognise it."
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "personal API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
 
 
 class ApiKey(models.Model):

@@ -53,5 +53,7 @@ class ApiKeyAuthentication(BaseAuthentication):
 
 
 def key_context(request) -> KeyContext | None:
+    """The key's context on the intake path (and the throttle); every other view asks the
+    request's ``Caller`` (``feedback.api.caller.caller_of``)."""
     auth = getattr(request, "auth", None)
     return auth if isinstance(auth, KeyContext) else None

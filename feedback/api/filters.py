@@ -14,6 +14,7 @@ from ..errors import FieldError, InvalidInput
 from ..models import Feedback
 from ..selectors import with_any_category
 from ..validation import SEGMENT_KEY_MAX_CHARS, SEGMENT_KEY_RE
+from .inputs import query_params
 
 SEGMENT_PREFIX = "segment."
 PAGINATION_PARAMS = frozenset({"cursor", "page_size"})
@@ -89,43 +90,13 @@ def segment_params(params) -> dict[str, str]:
 
 
 class StrictFilterBackend(filters.DjangoFilterBackend):
-    """django-filter, plus ``segment.<key>`` filters and a 400 for unknown parameters."""
+    """django-filter, plus ``segment.<key>`` filters; unknown parameters and NUL are a 400
+    (``inputs.query_params``)."""
 
     def filter_queryset(self, request, queryset, view):
         filterset_class = self.get_filterset_class(view, queryset)
         allowed = set(filterset_class.base_filters) if filterset_class else set()
-        allowed |= PAGINATION_PARAMS
-        unknown = [
-            name
-            for name in request.query_params
-            if name not in allowed and not name.startswith(SEGMENT_PREFIX)
-        ]
-        if unknown:
-            raise InvalidInput(
-                [
-                    FieldError(
-                        name,
-                        "unknown_parameter",
-                        f"Unknown query parameter; allowed: {', '.join(sorted(allowed))}, "
-                        "segment.<key>.",
-                    )
-                    for name in unknown
-                ]
-            )
-        nul = [
-            name
-            for name, values in request.query_params.lists()
-            if "\x00" in name or any("\x00" in value for value in values)
-        ]
-        if nul:
-            raise InvalidInput(
-                [
-                    FieldError(
-                        name.replace("\x00", "\\x00"), "invalid", "NUL characters are not allowed."
-                    )
-                    for name in nul
-                ]
-            )
+        query_params(request, allowed | PAGINATION_PARAMS, prefixes=[SEGMENT_PREFIX])
         queryset = super().filter_queryset(request, queryset, view)
         for position, (key, value) in enumerate(segment_params(request.query_params).items()):
             alias = f"_segment_{position}"

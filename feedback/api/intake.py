@@ -43,6 +43,7 @@ from ..services.intake import (
 )
 from ..validation import BATCH_MAX_ITEMS
 from .errors import exception_handler
+from .inputs import json_object
 from .parsers import BodyRefused, parse_json_body, read_body
 from .serializers import PredictionSerializer, prediction_external_id
 from .throttling import ingest_key_checked
@@ -55,14 +56,8 @@ _render = JSONRenderer().render  # DRF's bytes exactly (compact, UTF-8, U+2028/9
 # --- from outcomes to HTTP -------------------------------------------------------------------
 
 
-def require_object(data: Any) -> dict:
-    if not isinstance(data, dict):
-        raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
-    return data
-
-
 def batch_items(data: Any) -> list[Any]:
-    extra = sorted(set(require_object(data)) - {"items"})
+    extra = sorted(set(json_object(data)) - {"items"})
     if extra:
         raise InvalidInput([
             FieldError(name, "unknown_field", "A batch is {\"items\": [...]} and nothing else.")
@@ -184,7 +179,7 @@ Handler = Callable[[HttpRequest, KeyContext, Any, Refused], tuple[Any, int]]
 def _single(data: Any, refused: Refused) -> dict:
     if refused:
         raise InvalidInput(refused)
-    return require_object(data)
+    return json_object(data)
 
 
 def predictions_post(

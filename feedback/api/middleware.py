@@ -7,7 +7,8 @@ here, up to the 1 MiB limit (413 beyond it), and given its length, for every vie
 ``KeyRequestFastLane``: ``POST /api/v1/predictions``, ``/feedback`` and ``/feedback/batch`` with
 a Bearer key use nothing that the session, CSRF, authentication and messages middleware set up
 (the key is the caller, there is no cookie to read or write); passing a request through those
-four and resolving its URL cost a sixth of the single-item request's Python (bench profile).
+four and resolving its URL cost a sixth of the single-item request's Python (profile in
+docs/performance.md).
 The lane hands such a request straight to the one intake implementation
 (feedback/api/intake.py ``KeyIntake.serve``); every other request continues down the chain.
 The paths come from the URLconf: every static route whose view is a ``KeyIntake``.

@@ -9,7 +9,7 @@ the counter come back from Redis in one command (``ingest_key_checked``), shared
 views, which count the same counter.
 
 Leases (intake views on Redis, keys with a high rate only). That round trip cost a fifth of a
-single intake request's throughput (bench: 1,370 req/s with it, 1,650 without). A key whose
+single intake request's throughput (docs/performance.md). A key whose
 rate allows at least 1,000 requests per window may take up to ``REDRESS_INGEST_LEASE``
 requests at once from its counter (the lease: a share of its rate of at most 1/1,000), which
 this process then lets through without asking Redis, for at most ``LEASE_SECONDS``. The part of

@@ -17,11 +17,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..errors import FieldError, InvalidInput, NotFound
-from ..models import Feedback, FeedbackCategory, Project
-from ..selectors import category_list, dispute_get, feedback_list, projects_for_user
-from .auth import key_context
+from ..models import Feedback, FeedbackCategory
+from ..selectors import category_list, dispute_get, feedback_list
+from .caller import FEEDBACK_READ, MEMBER, Needs, caller_of
 from .filters import FeedbackFilterSet, StrictFilterBackend
-from .permissions import AnyProjectCaller, HasIngestScope, ReadsProjectData
+from .permissions import AnyProjectCaller, HasIngestScope
 from .schema import API_KEY_ONLY, ERROR_HEADERS, IDEMPOTENCY_KEY_HEADER, errors_for
 from .serializers import (
     CategorySerializer,
@@ -35,6 +35,8 @@ from .serializers import (
     PredictionInSerializer,
     PredictionSerializer,
 )
+
+ReadsFeedback = Needs.of(FEEDBACK_READ)
 
 
 class PredictionsView(APIView):
@@ -115,21 +117,22 @@ class FeedbackView(generics.ListAPIView):
     def get_permissions(self) -> list[BasePermission]:
         if self.request.method == "POST":
             return [HasIngestScope()]
-        return [ReadsProjectData()]
+        return [ReadsFeedback()]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Feedback.objects.none()
-        context = key_context(self.request)
-        if context is not None:
-            return feedback_list(project_ids=[context.project_id])
-        return feedback_list(project_ids=projects_for_user(user=self.request.user).values("pk"))
+        caller = caller_of(self.request)
+        # Feedback carries segments: a reviewer reads it only where blind review is off.
+        caller.refuse_listing(FEEDBACK_READ, slug=self.request.query_params.get("project"))
+        return feedback_list(project_ids=caller.project_ids(FEEDBACK_READ))
 
     @extend_schema(
         operation_id="feedback_list",
         summary="Read feedback",
-        description="Scope `data`, or a member of the project. Newest first, cursor-paginated "
-        "(follow `next`).\n\n"
+        description="Scope `data`, or a data scientist or admin of the project (a person whose "
+        "only role in a project is reviewer reads its feedback only if a queue they review "
+        "shows segments: 403 otherwise). Newest first, cursor-paginated (follow `next`).\n\n"
         "Besides the parameters below, filter on segment attributes with "
         "`segment.<key>=<value>` (e.g. `?segment.locale=de-DE&segment.device=ios`); a key is "
         "1-64 letters, digits, '_' and '-', and an invalid one is a 400. Any other unknown "
@@ -196,20 +199,6 @@ class FeedbackBatchView(APIView):
         raise PermissionDenied(HasIngestScope.message)
 
 
-def caller_project(request: Request, *, param: str = "project") -> Project | int:
-    """The project a request acts in: its key's, or ``?project=<slug>`` for a person."""
-    context = key_context(request)
-    if context is not None:
-        return context.project_id
-    slug = request.query_params.get(param)
-    if not slug:
-        raise InvalidInput.one(param, "required", "Name the project: ?project=<slug>.")
-    project = projects_for_user(user=request.user).filter(slug=slug).first()
-    if project is None:
-        raise NotFound(FieldError(param, "not_found", f"No project {slug!r} of yours."))
-    return project.pk
-
-
 class CategoryListView(APIView):
     permission_classes = [AnyProjectCaller]
 
@@ -229,7 +218,10 @@ class CategoryListView(APIView):
         responses={200: CategorySerializer(many=True), **errors_for(400, 401, 404, 429)},
     )
     def get(self, request: Request) -> Response:
-        project_id = caller_project(request)
+        caller = caller_of(request)
+        # A key's own project is used whatever ?project= says (the parameter is for people).
+        slug = request.query_params.get("project") if caller.is_person else None
+        project_id = caller.project(MEMBER, slug=slug).pk
         categories: list[FeedbackCategory] = list(category_list(project_id=project_id))
         return Response(CategorySerializer(categories, many=True).data)
 
@@ -249,11 +241,7 @@ class DisputeDetailView(APIView):
         responses={200: DisputeSerializer, **errors_for(401, 404, 429)},
     )
     def get(self, request: Request, pk: int) -> Response:
-        context = key_context(request)
-        if context is not None:
-            project_ids = [context.project_id]
-        else:
-            project_ids = projects_for_user(user=request.user).values("pk")
+        project_ids = caller_of(request).project_ids(MEMBER)
         dispute = dispute_get(project_ids=project_ids, dispute_id=pk)
         if dispute is None:
             raise NotFound(FieldError("id", "not_found", f"No dispute {pk} in this project."))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.db import transaction
 from django.db.models import Q
 
-from ..errors import Conflict, InvalidInput
+from ..errors import Conflict, InvalidInput, NotFound
 from ..models import FeedbackCategory, Membership, Project
 from .keys import project_cache_invalidate
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CATEGORIES: list[tuple[str, str, str]] = [
     ("incorrect", "Incorrect", "The output is factually or logically wrong."),
@@ -128,10 +132,54 @@ def membership_grant(
     membership, _ = Membership.objects.update_or_create(
         project=project, user=user, defaults={"role": role}
     )
-    # Groups follow the roles a person holds in any project: a demotion drops the old group.
-    held = set(Membership.objects.filter(user=user).values_list("role", flat=True))
-    user.groups.remove(*Group.objects.filter(
-        name__in=[ROLE_GROUPS[r] for r in ROLE_GROUPS if r not in held]
-    ))
-    user.groups.add(role_group(role))
+    _role_groups_sync(user=user)
     return membership
+
+
+@transaction.atomic
+def membership_revoke(
+    *, project: Project, username: str, actor: AbstractBaseUser | None = None
+) -> str:
+    """Take a person's role in a project away; returns the role they held.
+
+    Their groups are brought back in step with the roles they still hold elsewhere (a person
+    who was a data scientist only here loses the "Data scientists" group and with it every
+    permission it gave), and a person left with no project at all is no longer staff (unless a
+    superuser): membership_grant made them staff for the workspace. Raises NotFound when the
+    person holds no role in the project.
+    """
+    membership = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(project=project, user__username=username)
+        .first()
+    )
+    if membership is None:
+        raise NotFound.one(
+            "username", "not_a_member", f"{username!r} holds no role in {project.slug!r}."
+        )
+    user, role = membership.user, membership.role
+    membership.delete()
+    _role_groups_sync(user=user)
+    if not user.is_superuser and not Membership.objects.filter(user=user).exists():
+        user.is_staff = False
+        user.save(update_fields=["is_staff"])
+    logger.info(
+        "membership revoked: %s was %s in %s (by %s)",
+        username,
+        role,
+        project.slug,
+        getattr(actor, "username", None) or "a command",
+    )
+    return role
+
+
+def _role_groups_sync(*, user: AbstractBaseUser) -> None:
+    """Groups follow the roles a person holds in any project: a demotion or a revocation drops
+    the group of a role they no longer hold anywhere."""
+    held = set(Membership.objects.filter(user=user).values_list("role", flat=True))
+    user.groups.remove(
+        *Group.objects.filter(name__in=[ROLE_GROUPS[r] for r in ROLE_GROUPS if r not in held])
+    )
+    for role in held:
+        user.groups.add(role_group(role))

@@ -25,6 +25,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from feedback.access import has_project_role
+
 from ..audit_reports import (
     audits_compare,
     by_severity,
@@ -36,8 +38,8 @@ from ..audit_reports import (
     points,
 )
 from ..models import Audit
+from ..selectors import READ_ROLES
 from ..selectors.audits import audit_projects_for_user
-from .access import reads_project_data
 
 
 @admin.register(Audit)
@@ -71,10 +73,10 @@ class AuditAdmin(admin.ModelAdmin):
         return queryset.filter(project__in=self._readable(request))
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return reads_project_data(request)
+        return has_project_role(request, READ_ROLES)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return reads_project_data(request, obj.project_id if obj else None)
+        return has_project_role(request, READ_ROLES, obj.project_id if obj else None)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -17,15 +17,16 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from feedback.access import has_project_role
 from feedback.admin import pretty_json
 from feedback.errors import ServiceError
 from feedback.models import Project
 from feedback.selectors import projects_for_user
 
+from ..exports.request import export_request
 from ..models import Export, Queue
 from ..selectors import READ_ROLES
 from ..services.exports import export_create, export_retry
-from .access import reads_project_data
 
 
 def _readable_projects(request: HttpRequest) -> QuerySet[Project]:
@@ -33,7 +34,8 @@ def _readable_projects(request: HttpRequest) -> QuerySet[Project]:
 
 
 class ExportCreateForm(forms.ModelForm):
-    """The API request as a form; the service validates it and names the field at fault."""
+    """The API request as a form; ``export_request`` (the API's serializer) checks it and names
+    the field at fault."""
 
     train = forms.FloatField(initial=0.8, min_value=0, max_value=1)
     validation = forms.FloatField(initial=0.1, min_value=0, max_value=1)
@@ -136,7 +138,7 @@ class ExportAdmin(admin.ModelAdmin):
         return queryset.filter(project__in=_readable_projects(request))
 
     def _reads(self, request: HttpRequest, obj: Export | None = None) -> bool:
-        return reads_project_data(request, obj.project_id if obj else None)
+        return has_project_role(request, READ_ROLES, obj.project_id if obj else None)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self._reads(request)
@@ -188,7 +190,9 @@ class ExportAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Export, form, change: bool) -> None:
         # The form was valid as a form; the service holds the rules. Its refusal is shown on
         # the form's own page by raising it as a form error in ``_changeform_view`` below.
-        export = export_create(project=obj.project, data=form.request_data(), actor=request.user)
+        export = export_create(
+            project=obj.project, request=export_request(form.request_data()), actor=request.user
+        )
         obj.pk = export.pk
         obj.__dict__.update({k: v for k, v in export.__dict__.items() if not k.startswith("_")})
 

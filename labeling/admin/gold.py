@@ -26,12 +26,13 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from feedback.access import has_project_role, project_ids_for
 from feedback.admin import adopt, counted, join_reasons, pretty_json
 from feedback.errors import ServiceError
 from feedback.models import Project
 
-from ..models import GoldItem, GoldSet, GoldSetVersion, QueueItem
-from ..selectors.gold import goldset_list, goldset_versions_diff_detail
+from ..models import GoldItem, GoldPurge, GoldSet, GoldSetVersion, QueueItem
+from ..selectors.gold import GOLD_ROLES, goldset_list, goldset_versions_diff_detail
 from ..services.goldsets import (
     gold_item_add,
     gold_item_promote,
@@ -44,8 +45,7 @@ from ..services.goldsets import (
     goldset_version_publish,
     min_agreement_setting,
 )
-from .access import data_project_ids
-from .queues import CommaListField
+from .fields import CommaListField
 
 # The promotion page pins the selected ids in hidden inputs (see feedback's resolve action).
 PROMOTE_MAX_SELECTION = 500
@@ -58,16 +58,13 @@ def _errors(exc: ServiceError) -> str:
 # --- who may curate gold ---------------------------------------------------------------------
 
 
-gold_project_ids = data_project_ids  # gold is curated by the data roles
+def gold_project_ids(request: HttpRequest) -> set[int] | None:
+    """Projects whose gold the person curates (None: every project, a superuser)."""
+    return project_ids_for(request, GOLD_ROLES)
 
 
 def curates(request: HttpRequest, project_id: int | None = None) -> bool:
-    if not (request.user.is_active and request.user.is_staff):
-        return False
-    allowed = gold_project_ids(request)
-    if allowed is None:
-        return True
-    return bool(allowed) if project_id is None else project_id in allowed
+    return has_project_role(request, GOLD_ROLES, project_id)
 
 
 class GoldScopedMixin:
@@ -663,6 +660,55 @@ class GoldSetVersionAdmin(GoldScopedMixin, admin.ModelAdmin):
             self.message_user(
                 request, f"Refused {len(refused)}: {join_reasons(refused)}", messages.WARNING
             )
+
+
+# --- purges (read-only) ---------------------------------------------------------------------
+
+
+@admin.register(GoldPurge)
+class GoldPurgeAdmin(GoldScopedMixin, admin.ModelAdmin):
+    """Who purged which gold set, with which versions, when and why: written by
+    ``goldset_purge`` and never edited (a record outlives what it names)."""
+
+    list_display = (
+        "purged_at",
+        "project_slug",
+        "gold_set_slug",
+        "version_numbers",
+        "items_count",
+        "purged_by_name",
+        "reason",
+    )
+    list_filter = ("purged_at",)
+    search_fields = ("project_slug", "gold_set_slug", "purged_by_name", "reason")
+    fields = (
+        "purged_at",
+        "project_slug",
+        "gold_set_slug",
+        "gold_set_id_purged",
+        "versions_json",
+        "items_count",
+        "purged_by_name",
+        "reason",
+    )
+    readonly_fields = fields
+
+    def project_id_of(self, obj: GoldPurge) -> int:
+        return obj.project_id
+
+    @admin.display(description="versions")
+    def version_numbers(self, obj: GoldPurge) -> str:
+        return ", ".join(f"v{v['number']} ({v['status']})" for v in obj.versions) or "-"
+
+    @admin.display(description="versions purged (number, status, items, checksum)")
+    def versions_json(self, obj: GoldPurge) -> str:
+        return pretty_json(obj.versions)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 # --- "Promote to gold draft" on the queue items ----------------------------------------------

@@ -1,6 +1,6 @@
 """The labeling admin: queue configuration and dashboard, sampling runs, items, adjudication.
 
-Scoping is the intake admin's (``feedback.admin.ProjectScopedMixin``): a superuser sees every
+Scoping is the admin's one access model (``feedback.access.ProjectScopedMixin``): a superuser
 project; any other staff user sees the queues, runs and items of their projects, and writes
 only where their role carries the permission. Two pages go further and ask for the project
 admin role itself (``labeling.selectors.can_manage``), as the labeling API does: the queue
@@ -11,7 +11,7 @@ Writes go through ``labeling.services``: queues are created and edited with ``qu
 policy is a form error), "Sample now" calls ``sampling_run_request`` and adjudication calls
 ``item_adjudicate``. Runs and items are read-only here.
 
-The reviewer workspace (``labeling.workspace``) is mounted under the queue admin's URLs, at
+The reviewer workspace (``labeling.admin.workspace``) is mounted under the queue admin's URLs, at
 ``admin/labeling/queue/workspace/``, inside the ``admin`` namespace.
 """
 
@@ -43,15 +43,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, include, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from feedback.admin import (
-    ProjectScopedMixin,
-    adopt,
-    counted,
-    join_reasons,
-    permission_name,
-    pretty_json,
-    projects_where,
-)
+from feedback.access import ProjectScopedMixin, permission_name, projects_where
+from feedback.admin import adopt, counted, join_reasons, pretty_json
 from feedback.errors import ServiceError
 from feedback.models import Feedback
 from feedback.selectors import projects_for_user
@@ -68,7 +61,9 @@ from ..services.queues import (
     queue_update,
 )
 from ..services.sampling import FILTER_KEYS, POLICY_FIELDS, sampling_run_request, validate_policy
-from ..workspace import workspace_urls
+from .fields import CommaListField
+from .gold import promote_to_gold_action
+from .workspace import workspace_urls
 
 # The dashboard lists this many recent runs and items waiting for adjudication.
 DASHBOARD_RUNS = 10
@@ -141,17 +136,6 @@ class QueueChildMixin(ProjectScopedMixin):
 
 
 # --- queues ----------------------------------------------------------------------------------
-
-
-class CommaListField(forms.CharField):
-    """A list of short strings typed as ``a, b, c`` (blanks dropped)."""
-
-    def prepare_value(self, value: Any) -> Any:
-        return ", ".join(value) if isinstance(value, list) else value
-
-    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
-        text = super().to_python(value) or ""
-        return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class QueueForm(forms.ModelForm):
@@ -735,9 +719,7 @@ class QueueItemAdmin(QueueChildMixin, admin.ModelAdmin):
 
     @admin.action(description="Promote to gold draft")
     def promote_to_gold(self, request: HttpRequest, queryset: QuerySet[QueueItem]) -> Any:
-        # The form page and the promotion live with the gold-set admin (gold imports queues).
-        from .gold import promote_to_gold_action
-
+        # The form page and the promotion live with the gold-set admin (queues imports gold).
         return promote_to_gold_action(self, request, queryset)
 
     # -- columns --

@@ -19,25 +19,24 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.api.auth import key_context
-from feedback.api.permissions import ReadsProjectData
-from feedback.api.serializers import ErrorSerializer
+from feedback.api.caller import DATA, Needs, caller_of
+from feedback.api.inputs import json_object, query_params
+from feedback.api.schema import ERROR_HEADERS, errors_for
 from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
-from feedback.models import Membership, Project
 from feedback.validation import SEGMENT_KEY_MAX_CHARS, SEGMENT_KEY_RE
 
 from ..audit_reports import audit_document, audits_compare, render_csv, render_json, render_markdown
 from ..models import Audit
-from ..selectors.audits import audit_projects_for_user, audits_for_project
+from ..selectors.audits import audits_for_project
 from ..services.audits import audit_create
 
-ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404, 409)}
+ReadsAudits = Needs.of(DATA)
+AUDIT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The audit's id.")
 REPORT_TYPES = {
     "json": "application/json; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
@@ -157,56 +156,35 @@ class AuditListSerializer(serializers.Serializer):
 # --- access ------------------------------------------------------------------------------------
 
 
-def _caller_project_ids(request: Request) -> list[int] | None:
-    """Projects the caller may audit (None: a key without the data scope)."""
-    context = key_context(request)
-    if context is not None:
-        return [context.project_id] if context.has_scope("data") else None
-    return list(audit_projects_for_user(user=request.user).values_list("pk", flat=True))
-
-
-def _member_elsewhere(request: Request, project_id: int) -> bool:
-    """A person who belongs to the project, but in a role that does not read audits."""
-    return (
-        key_context(request) is None
-        and Membership.objects.filter(user=request.user, project_id=project_id).exists()
-    )
-
-
 def get_audit(request: Request, pk: int) -> Audit:
-    audit = Audit.objects.select_related("project").filter(pk=pk).first()
-    allowed = _caller_project_ids(request) or []
-    if audit is not None and audit.project_id in allowed:
-        return audits_for_project(project_id=audit.project_id).get(pk=pk)
-    if audit is not None and _member_elsewhere(request, audit.project_id):
-        raise PermissionDenied("Audits are for the project's data scientists and admins.")
-    raise NotFound(FieldError("id", "not_found", f"No audit {pk} of yours."))
-
-
-def _no_query(request: Request, allowed: set[str]) -> None:
-    for name, values in request.query_params.lists():
-        if name not in allowed:
-            raise InvalidInput.one(name, "unknown_parameter", "Unknown query parameter.")
-        if any("\x00" in value for value in values):
-            # PostgreSQL cannot compare text holding NUL: a 500 otherwise.
-            raise InvalidInput.one(name, "invalid", "NUL characters are not allowed.")
+    """The audit: 404 unless the caller belongs to its project, 403 in a role that does not
+    read audits (a reviewer)."""
+    project_id = Audit.objects.filter(pk=pk).values_list("project_id", flat=True).first()
+    not_found = FieldError("id", "not_found", f"No audit {pk} of yours.")
+    if project_id is None:
+        raise NotFound(not_found)
+    caller_of(request).check(DATA, project_id=project_id, not_found=not_found)
+    return audits_for_project(project_id=project_id).get(pk=pk)
 
 
 # --- views -------------------------------------------------------------------------------------
 
 
 class AuditListView(APIView):
-    permission_classes = [ReadsProjectData]
+    permission_classes = [ReadsAudits]
 
     @extend_schema(
         operation_id="audits_list",
-        parameters=[OpenApiParameter("project", str, description="A project's slug.")],
-        responses={200: AuditListSerializer, **ERRORS},
+        parameters=[
+            OpenApiParameter("project", str, description="A project's slug."),
+            *ERROR_HEADERS,
+        ],
+        responses={200: AuditListSerializer, **errors_for(400, 401, 403, 429)},
         description="The latest 100 audits of the caller's projects, newest first.",
     )
     def get(self, request: Request) -> Response:
-        _no_query(request, {"project"})
-        allowed = _caller_project_ids(request) or []
+        query_params(request, {"project"})
+        allowed = caller_of(request).project_ids(DATA)
         audits = Audit.objects.filter(project_id__in=allowed).select_related(
             "project", "requested_by"
         )
@@ -217,17 +195,22 @@ class AuditListView(APIView):
     @extend_schema(
         operation_id="audits_create",
         request=AuditCreateSerializer,
-        responses={201: AuditSerializer, 202: AuditAcceptedSerializer, **ERRORS},
+        parameters=ERROR_HEADERS,
+        responses={
+            201: AuditSerializer,
+            202: AuditAcceptedSerializer,
+            **errors_for(400, 401, 403, 404, 429),
+        },
         description="Small sources are computed at once (201 with the result); larger ones by "
         'a worker (202 {"id", "status"}: poll GET /audits/{id}).',
     )
     def post(self, request: Request) -> Response:
-        data = request.data
-        if not isinstance(data, dict):
-            raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
-        project = self._project(request, data.get("project"))
-        actor = request.user if key_context(request) is None else None
-        audit = audit_create(project=project, data=data, actor=actor)
+        data = json_object(request.data)
+        if data.get("project") is None:  # required of keys too: the request names its project
+            raise InvalidInput.one("project", "required", "The project's slug.")
+        caller = caller_of(request)
+        project = caller.project(DATA, slug=data.get("project"))
+        audit = audit_create(project=project, data=data, actor=caller.user)
         if audit.status == Audit.Status.PENDING:
             return Response(
                 {"id": audit.pk, "status": audit.status}, status=status.HTTP_202_ACCEPTED
@@ -235,30 +218,17 @@ class AuditListView(APIView):
         audit = audits_for_project(project_id=project.pk).get(pk=audit.pk)
         return Response(audit_document(audit), status=status.HTTP_201_CREATED)
 
-    def _project(self, request: Request, slug: Any) -> Project:
-        if slug is None:
-            raise InvalidInput.one("project", "required", "The project's slug.")
-        if not isinstance(slug, str):
-            raise InvalidInput.one("project", "invalid_type", "The project's slug.")
-        if "\x00" in slug:
-            raise InvalidInput.one("project", "invalid", "NUL characters are not allowed.")
-        allowed = _caller_project_ids(request)
-        if allowed is None:
-            raise PermissionDenied("Audits take an API key with the 'data' scope.")
-        project = Project.objects.filter(slug=slug).first()
-        if project is not None and project.pk in allowed:
-            return project
-        if project is not None and _member_elsewhere(request, project.pk):
-            raise PermissionDenied("Audits are for the project's data scientists and admins.")
-        raise NotFound(FieldError("project", "not_found", f"No project {slug!r} of yours."))
-
 
 class AuditDetailView(APIView):
-    permission_classes = [ReadsProjectData]
+    permission_classes = [ReadsAudits]
 
-    @extend_schema(operation_id="audits_retrieve", responses={200: AuditSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="audits_retrieve",
+        parameters=[AUDIT_ID, *ERROR_HEADERS],
+        responses={200: AuditSerializer, **errors_for(400, 401, 403, 404, 429)},
+    )
     def get(self, request: Request, pk: int) -> Response:
-        _no_query(request, set())
+        query_params(request, set())
         return Response(audit_document(get_audit(request, pk)))
 
 
@@ -271,25 +241,27 @@ class ReportNegotiation(DefaultContentNegotiation):
 
 
 class AuditReportView(APIView):
-    permission_classes = [ReadsProjectData]
+    permission_classes = [ReadsAudits]
     content_negotiation_class = ReportNegotiation
 
     @extend_schema(
         operation_id="audits_report",
         parameters=[
+            AUDIT_ID,
             OpenApiParameter("format", str, enum=list(REPORT_TYPES), description="Default json."),
+            *ERROR_HEADERS,
         ],
         responses={
             (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT),
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR),
             (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR),
-            **ERRORS,
+            **errors_for(400, 401, 403, 404, 409, 429),
         },
         description="The report of a finished audit as a download: JSON (the audit), CSV (one "
         "row per segment and figure) or Markdown (a model-card section). 409 until done.",
     )
     def get(self, request: Request, pk: int) -> HttpResponse:
-        _no_query(request, {"format"})
+        query_params(request, {"format"})
         kind = request.query_params.get("format", "json")
         if kind not in REPORT_TYPES:
             raise InvalidInput.one("format", "invalid_choice", "One of csv, json, md.")
@@ -305,21 +277,26 @@ class AuditReportView(APIView):
 
 
 class AuditCompareView(APIView):
-    permission_classes = [ReadsProjectData]
+    permission_classes = [ReadsAudits]
 
     @extend_schema(
         operation_id="audits_compare",
         parameters=[
             OpenApiParameter("against", int, required=True, description="The other audit's id."),
             OpenApiParameter("metric", str, description="Default error_rate."),
+            AUDIT_ID,
+            *ERROR_HEADERS,
         ],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), **ERRORS},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT),
+            **errors_for(400, 401, 403, 404, 409, 429),
+        },
         description="Two audits side by side, segment by segment (say, two model versions): "
         "the figure in each (a = `against`, b = this audit), the change b - a, and its "
         "Newcombe interval.",
     )
     def get(self, request: Request, pk: int) -> Response:
-        _no_query(request, {"against", "metric"})
+        query_params(request, {"against", "metric"})
         against = request.query_params.get("against", "")
         if not against.isdigit():
             raise InvalidInput.one("against", "invalid_type", "The other audit's id.")

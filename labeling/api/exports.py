@@ -12,25 +12,23 @@ from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from feedback.api.auth import key_context
-from feedback.api.permissions import ReadsProjectData
-from feedback.api.serializers import ErrorSerializer
+from feedback.api.caller import DATA, Needs, caller_of
+from feedback.api.inputs import json_object, query_params
+from feedback.api.schema import ERROR_HEADERS, errors_for
 from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
-from feedback.models import Membership, Project
-from feedback.selectors import projects_for_user
 
+from ..exports.request import ExportRequestSerializer, export_request
 from ..models import Export
-from ..selectors import READ_ROLES
-from ..selectors.exports import exports_of_project, exports_visible_to, goldset_version_for_export
+from ..selectors.exports import goldset_version_for_export
 from ..services.exports import CONTENT_TYPES, export_create, goldset_version_snapshot
 
-ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404, 409)}
+ReadsExports = Needs.of(DATA)
+EXPORT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The export's id.")
 
 
 def file_responses(description: str) -> dict[tuple[int, str], OpenApiResponse]:
@@ -39,48 +37,6 @@ def file_responses(description: str) -> dict[tuple[int, str], OpenApiResponse]:
         (200, content_type): OpenApiResponse(OpenApiTypes.BINARY, description=description)
         for content_type in CONTENT_TYPES.values()
     }
-
-
-class ExportFilterSerializer(serializers.Serializer):
-    model_version = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, max_length=100
-    )
-    completed_after = serializers.DateTimeField(required=False, allow_null=True)
-    completed_before = serializers.DateTimeField(required=False, allow_null=True)
-    segment = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, max_length=128),
-        required=False,
-        allow_null=True,
-        help_text="Segment values to match: keys of letters, digits, '_' and '-' (≤ 64).",
-    )
-
-
-class ExportSplitSerializer(serializers.Serializer):
-    train = serializers.FloatField(required=False, default=0.8, min_value=0, max_value=1)
-    validation = serializers.FloatField(required=False, default=0.1, min_value=0, max_value=1)
-    test = serializers.FloatField(required=False, default=0.1, min_value=0, max_value=1)
-    key = serializers.CharField(
-        required=False, default="external_id", help_text="'external_id' or 'segment.<key>'."
-    )
-    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**63 - 1)
-
-
-class ExportRequestSerializer(serializers.Serializer):
-    """Documents the request; the service validates it (errors name the field)."""
-
-    project = serializers.SlugField(
-        required=False,
-        allow_null=True,
-        help_text="Optional (or null) with an API key: its own project.",
-    )
-    queue = serializers.IntegerField(required=False, allow_null=True)
-    format = serializers.ChoiceField(Export.Format.choices)
-    filter = ExportFilterSerializer(required=False, allow_null=True, help_text="null: no filter.")
-    include_labels = serializers.BooleanField(required=False, default=False)
-    split = ExportSplitSerializer(
-        required=False, allow_null=True, help_text="null: the default 0.8/0.1/0.1 by external_id."
-    )
-    exclude_gold_from_train = serializers.BooleanField(required=False, default=True)
 
 
 class ExportCreatedSerializer(serializers.Serializer):
@@ -122,79 +78,63 @@ class ExportSerializer(serializers.ModelSerializer):
         return reverse("export-download", args=[export.pk], request=self.context.get("request"))
 
 
-def _project_for_create(request: Request, slug: object) -> Project:
-    if slug is not None and not isinstance(slug, str):
-        raise InvalidInput.one("project", "invalid_type", "The project's slug.")
-    context = key_context(request)
-    if context is not None:
-        if slug is not None and slug != context.project_slug:
-            raise NotFound(FieldError("project", "not_found", f"No project {slug!r} of yours."))
-        return Project.objects.get(pk=context.project_id)
-    if not isinstance(slug, str) or not slug:
-        raise InvalidInput.one("project", "required", "The project's slug.")
-    project = projects_for_user(user=request.user, roles=READ_ROLES).filter(slug=slug).first()
-    if project is not None:
-        return project
-    if Membership.objects.filter(user=request.user, project__slug=slug).exists():
-        raise PermissionDenied("Exports are for the project's data scientists and admins.")
-    raise NotFound(FieldError("project", "not_found", f"No project {slug!r} of yours."))
-
-
-def visible_exports(request: Request):
-    context = key_context(request)
-    if context is not None:
-        return exports_of_project(project_id=context.project_id)
-    return exports_visible_to(user=request.user)
-
-
 def get_export(request: Request, pk: int) -> Export:
-    export = visible_exports(request).filter(pk=pk).first()
+    export = (
+        Export.objects.filter(pk=pk, project_id__in=caller_of(request).project_ids(DATA))
+        .select_related("project", "queue", "gold_version", "requested_by")
+        .first()
+    )
     if export is None:
         raise NotFound(FieldError("id", "not_found", f"No export {pk} of yours."))
     return export
 
 
 class ExportCreateView(APIView):
-    permission_classes = [ReadsProjectData]
+    permission_classes = [ReadsExports]
 
     @extend_schema(
         operation_id="exports_create",
+        summary="Ask for an export (built by a worker)",
+        description="A project API key with the `data` scope (its own project), or a data "
+        "scientist or admin of the project (a reviewer: 403). Poll `GET /exports/{id}`.",
         request=ExportRequestSerializer,
-        responses={202: ExportCreatedSerializer, **ERRORS},
+        parameters=ERROR_HEADERS,
+        responses={202: ExportCreatedSerializer, **errors_for(400, 401, 403, 404, 429)},
     )
     def post(self, request: Request) -> Response:
-        data = request.data
-        if not isinstance(data, dict):
-            raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
-        project = _project_for_create(request, data.get("project"))
-        context = key_context(request)
+        data = json_object(request.data)
+        caller = caller_of(request)
+        project = caller.project(DATA, slug=data.get("project"))
+        checked = export_request(data)
         export = export_create(
-            project=project,
-            data={k: v for k, v in data.items() if k != "project"},
-            actor=None if context is not None else request.user,
-            key_id=context.key_id if context is not None else None,
+            project=project, request=checked, actor=caller.user, key_id=caller.key_id
         )
         return Response({"id": export.pk, "status": export.status}, status=status.HTTP_202_ACCEPTED)
 
 
 class ExportDetailView(APIView):
-    permission_classes = [ReadsProjectData]
+    permission_classes = [ReadsExports]
 
-    @extend_schema(operation_id="exports_retrieve", responses={200: ExportSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="exports_retrieve",
+        parameters=[EXPORT_ID, *ERROR_HEADERS],
+        responses={200: ExportSerializer, **errors_for(401, 403, 404, 429)},
+    )
     def get(self, request: Request, pk: int) -> Response:
         export = get_export(request, pk)
         return Response(ExportSerializer(export, context={"request": request}).data)
 
 
 class ExportDownloadView(APIView):
-    permission_classes = [ReadsProjectData]
+    permission_classes = [ReadsExports]
 
     @extend_schema(
         operation_id="exports_download",
         responses={
             **file_responses("The file (JSONL, CSV or Parquet, as the export's format)."),
-            **ERRORS,
+            **errors_for(401, 403, 404, 409, 429),
         },
+        parameters=[EXPORT_ID, *ERROR_HEADERS],
     )
     def get(self, request: Request, pk: int):
         export = get_export(request, pk)
@@ -221,11 +161,12 @@ SNAPSHOT_PARAMETERS = [
     ),
     OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The gold set's slug."),
     OpenApiParameter("number", int, OpenApiParameter.PATH, description="A published version."),
+    *ERROR_HEADERS,
 ]
 
 
 class GoldSnapshotExportView(APIView):
-    permission_classes = [ReadsProjectData]
+    permission_classes = [ReadsExports]
 
     def perform_content_negotiation(self, request: Request, force: bool = False):
         # ``?format=`` names the file format here, not one of DRF's renderers: never a 404.
@@ -236,31 +177,16 @@ class GoldSnapshotExportView(APIView):
         parameters=SNAPSHOT_PARAMETERS,
         responses={
             **file_responses("The published version's items by key; the same bytes every time."),
-            **ERRORS,
+            **errors_for(400, 401, 403, 404, 409, 429),
         },
     )
     def get(self, request: Request, slug: str, number: int):
-        unknown = sorted(set(request.query_params) - {"format", "project"})
-        if unknown:
-            raise InvalidInput(
-                [
-                    FieldError(name, "unknown_parameter", "Allowed: format, project.")
-                    for name in unknown
-                ]
-            )
-        if "\x00" in request.query_params.get("project", ""):
-            # PostgreSQL cannot compare text holding NUL: a 500 otherwise.
-            raise InvalidInput.one("project", "invalid", "NUL characters are not allowed.")
+        query_params(request, {"format", "project"})
         fmt = request.query_params.get("format", "jsonl")
         if fmt not in CONTENT_TYPES:
             raise InvalidInput.one("format", "invalid_choice", "One of jsonl, csv, parquet.")
-        context = key_context(request)
-        if context is not None:
-            project_ids = [context.project_id]
-        else:
-            project_ids = projects_for_user(user=request.user, roles=READ_ROLES).values("pk")
         version = goldset_version_for_export(
-            project_ids=project_ids,
+            project_ids=caller_of(request).project_ids(DATA),
             slug=slug,
             number=number,
             project_slug=request.query_params.get("project"),

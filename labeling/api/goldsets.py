@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.urls import path
 from drf_spectacular.utils import (
     OpenApiParameter,
     PolymorphicProxySerializer,
@@ -26,27 +25,24 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import serializers, status
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedback.api.auth import key_context
+from feedback.api.caller import GOLD, Needs, caller_of
+from feedback.api.inputs import StrictSerializer, json_object, query_params, validated
 from feedback.api.schema import ERROR_HEADERS, errors_for
 from feedback.api.serializers import AnyJSONField, SegmentField
-from feedback.errors import FieldError, InvalidInput, NotFound
-from feedback.models import Project
+from feedback.errors import InvalidInput, NotFound
 
 from ..models import GoldItem, GoldSet, GoldSetVersion, Label
 from ..selectors.gold import (
     gold_items,
-    gold_projects_for,
     goldset_list,
     goldset_versions,
     goldset_versions_diff,
 )
 from ..services.goldsets import (
-    clean_promotion,
     gold_item_add,
     gold_item_promote,
     gold_item_remove,
@@ -58,48 +54,7 @@ from ..services.goldsets import (
 
 # --- who may call ----------------------------------------------------------------------------
 
-
-class CuratesGold(BasePermission):
-    """A key with the 'data' scope, or a data scientist / admin of some project."""
-
-    message = (
-        "Gold sets take a project API key with the 'data' scope, or a data scientist or admin "
-        "of the project."
-    )
-
-    def has_permission(self, request, view) -> bool:
-        context = key_context(request)
-        if context is not None:
-            return context.has_scope("data")
-        user = request.user
-        return bool(user and user.is_authenticated) and (gold_projects_for(user=user).exists())
-
-
-def _project_ids(request: Request) -> Any:
-    context = key_context(request)
-    if context is not None:
-        return [context.project_id]
-    return gold_projects_for(user=request.user).values("pk")
-
-
-def _check_query(request: Request, allowed: set[str]) -> None:
-    """Refuse unknown query parameters (a typo is never a silently ignored filter) and NUL
-    characters (PostgreSQL cannot compare them: a 500 otherwise)."""
-    errors = [
-        FieldError(
-            name,
-            "unknown_parameter",
-            f"Unknown query parameter; allowed: {', '.join(sorted(allowed)) or 'none'}.",
-        )
-        for name in sorted(set(request.query_params) - allowed)
-    ]
-    errors += [
-        FieldError(name, "invalid", "NUL characters are not allowed.")
-        for name, values in sorted(request.query_params.lists())
-        if name in allowed and any("\x00" in value for value in values)
-    ]
-    if errors:
-        raise InvalidInput(errors)
+CuratesGold = Needs.of(GOLD)
 
 
 def _project_param(request: Request) -> str | None:
@@ -108,7 +63,7 @@ def _project_param(request: Request) -> str | None:
 
 
 def _goldsets(request: Request) -> QuerySet[GoldSet]:
-    queryset = goldset_list(project_ids=_project_ids(request))
+    queryset = goldset_list(project_ids=caller_of(request).project_ids(GOLD))
     slug = _project_param(request)
     if slug is not None:
         queryset = queryset.filter(project__slug=slug)
@@ -141,24 +96,10 @@ def get_version(request: Request, slug: str, number: int) -> GoldSetVersion:
     return version
 
 
-def _body(request: Request) -> dict[str, Any]:
-    if not isinstance(request.data, dict):
-        raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
-    return request.data
-
-
 def _notes(request: Request) -> str:
-    """The optional ``{"notes": "..."}`` body of version creation and publication."""
-    data = _body(request)  # no body is {}; a JSON null, list or string is not an object
-    unknown = sorted(set(data) - {"notes"})
-    if unknown:
-        raise InvalidInput(
-            [FieldError(name, "unknown_field", "Allowed: notes.") for name in unknown]
-        )
-    notes = data.get("notes", "")
-    if not isinstance(notes, str):
-        raise InvalidInput.one("notes", "invalid_type", "Text.")
-    return notes
+    """The optional ``{"notes": "..."}`` body of version creation and publication (no body is
+    ``{}``; a JSON null, list or string is not an object)."""
+    return validated(VersionNotesSerializer, request.data).get("notes", "")
 
 
 # --- serializers -----------------------------------------------------------------------------
@@ -181,7 +122,7 @@ class GoldSetSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
 
 
-class GoldSetInSerializer(serializers.Serializer):
+class GoldSetInSerializer(StrictSerializer):
     slug = serializers.RegexField(r"^[-a-zA-Z0-9_]+$", max_length=100)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
@@ -190,23 +131,6 @@ class GoldSetInSerializer(serializers.Serializer):
         help_text="The project's slug: needed by a person in several projects (an API key "
         "creates in its own).",
     )
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            errors = {
-                name: [serializers.ErrorDetail("Unknown field.", "unknown_field")]
-                for name in sorted(set(data) - set(self.fields))
-            }
-            # DRF's CharField turns numbers into text; the schema (and a typo's author) says
-            # these are strings, so a number is refused rather than stored as "123".
-            errors |= {
-                name: [serializers.ErrorDetail("A string.", "invalid_type")]
-                for name in sorted(set(data) & set(self.fields))
-                if data[name] is not None and not isinstance(data[name], str)
-            }
-            if errors:
-                raise serializers.ValidationError(errors)
-        return super().to_internal_value(data)
 
 
 class GoldSetVersionSerializer(serializers.Serializer):
@@ -231,7 +155,7 @@ class GoldSetVersionSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
 
 
-class VersionNotesSerializer(serializers.Serializer):
+class VersionNotesSerializer(StrictSerializer):
     notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
 
 
@@ -294,8 +218,10 @@ class GoldItemPatchSerializer(serializers.Serializer):
     segment = SegmentField(required=False, allow_null=True)
 
 
-class GoldPromoteSerializer(serializers.Serializer):
-    from_item = serializers.IntegerField(help_text="A completed queue item of the project.")
+class GoldPromoteSerializer(StrictSerializer):
+    from_item = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1, help_text="A completed queue item of the project."
+    )
     key = serializers.CharField(
         max_length=255,
         required=False,
@@ -369,7 +295,7 @@ class GoldSetListView(APIView):
         responses={200: GoldSetSerializer(many=True), **errors_for(400, 401, 403, 429)},
     )
     def get(self, request: Request) -> Response:
-        _check_query(request, {"project"})
+        query_params(request, {"project"})
         return Response(GoldSetSerializer(list(_goldsets(request)), many=True).data)
 
     @extend_schema(
@@ -381,11 +307,10 @@ class GoldSetListView(APIView):
         responses={201: GoldSetSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
     )
     def post(self, request: Request) -> Response:
-        _check_query(request, set())
-        incoming = GoldSetInSerializer(data=_body(request))
-        incoming.is_valid(raise_exception=True)
-        data = incoming.validated_data
-        project = _target_project(request, data.get("project"))
+        query_params(request, set())
+        data = validated(GoldSetInSerializer, request.data)
+        # A person who curates gold in one project only may leave the project out.
+        project = caller_of(request).project(GOLD, slug=data.get("project"), sole=True)
         gold_set = goldset_create(
             project=project,
             slug=data["slug"],
@@ -395,21 +320,6 @@ class GoldSetListView(APIView):
         )
         created = goldset_list(project_ids=[project.pk]).get(pk=gold_set.pk)
         return Response(GoldSetSerializer(created).data, status=status.HTTP_201_CREATED)
-
-
-def _target_project(request: Request, slug: str | None) -> Project:
-    projects = Project.objects.filter(pk__in=_project_ids(request))
-    if slug is not None:
-        project = projects.filter(slug=slug).first()
-        if project is None:
-            raise NotFound.one("project", "not_found", f"No project {slug!r} of yours.")
-        return project
-    found = list(projects[:2])
-    if len(found) != 1:
-        raise InvalidInput.one(
-            "project", "required", "You curate gold in several projects: name one."
-        )
-    return found[0]
 
 
 class GoldSetVersionListView(APIView):
@@ -426,7 +336,7 @@ class GoldSetVersionListView(APIView):
         },
     )
     def get(self, request: Request, slug: str) -> Response:
-        _check_query(request, {"project"})
+        query_params(request, {"project"})
         versions = goldset_versions(gold_set=get_goldset(request, slug))
         return Response(GoldSetVersionSerializer(list(versions), many=True).data)
 
@@ -440,7 +350,7 @@ class GoldSetVersionListView(APIView):
         responses={201: GoldSetVersionSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
     )
     def post(self, request: Request, slug: str) -> Response:
-        _check_query(request, {"project"})
+        query_params(request, {"project"})
         gold_set = get_goldset(request, slug)
         version = goldset_version_create_draft(
             gold_set=gold_set, actor=request.user, notes=_notes(request)
@@ -467,7 +377,7 @@ class GoldItemListView(APIView):
         responses={200: GoldItemSerializer(many=True), **errors_for(400, 401, 403, 404, 429)},
     )
     def get(self, request: Request, slug: str, number: int) -> Response:
-        _check_query(request, {"project"})
+        query_params(request, {"project"})
         version = get_version(request, slug, number)
         return Response(GoldItemSerializer(list(gold_items(version=version)), many=True).data)
 
@@ -484,16 +394,16 @@ class GoldItemListView(APIView):
         responses={201: GoldItemSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
     )
     def post(self, request: Request, slug: str, number: int) -> Response:
-        _check_query(request, {"project"})
+        query_params(request, {"project"})
         version = get_version(request, slug, number)
-        data = _body(request)
+        data = json_object(request.data)
         if "from_item" in data:
-            promotion = clean_promotion(data)
+            promotion = validated(GoldPromoteSerializer, data)
             item = gold_item_promote(
                 version=version,
-                item_id=promotion["item_id"],
-                key=promotion["key"],
-                min_agreement=promotion["min_agreement"],
+                item_id=promotion["from_item"],
+                key=promotion.get("key"),
+                min_agreement=promotion.get("min_agreement"),
                 actor=request.user,
             )
         else:
@@ -510,13 +420,13 @@ class GoldItemListView(APIView):
         responses={200: GoldItemSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
     )
     def patch(self, request: Request, slug: str, number: int) -> Response:
-        _check_query(request, {"project", "key"})
+        query_params(request, {"project", "key"})
         keys = request.query_params.getlist("key")
         if len(keys) != 1 or not keys[0]:
             raise InvalidInput.one("key", "required", "Name one item: ?key=<key>.")
         version = get_version(request, slug, number)
         item = gold_item_update(
-            version=version, key=keys[0], data=_body(request), actor=request.user
+            version=version, key=keys[0], data=json_object(request.data), actor=request.user
         )
         return Response(GoldItemSerializer(item).data)
 
@@ -529,7 +439,7 @@ class GoldItemListView(APIView):
         responses={200: GoldRemovedSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
     )
     def delete(self, request: Request, slug: str, number: int) -> Response:
-        _check_query(request, {"project", "key"})
+        query_params(request, {"project", "key"})
         version = get_version(request, slug, number)
         removed = gold_item_remove(
             version=version, keys=request.query_params.getlist("key"), actor=request.user
@@ -552,7 +462,7 @@ class GoldVersionPublishView(APIView):
         responses={200: GoldSetVersionSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
     )
     def post(self, request: Request, slug: str, number: int) -> Response:
-        _check_query(request, {"project"})
+        query_params(request, {"project"})
         version = get_version(request, slug, number)
         notes = _notes(request)
         version = goldset_version_publish(version=version, actor=request.user, notes=notes)
@@ -577,7 +487,7 @@ class GoldVersionDiffView(APIView):
         responses={200: GoldDiffSerializer, **errors_for(400, 401, 403, 404, 429)},
     )
     def get(self, request: Request, slug: str, number: int) -> Response:
-        _check_query(request, {"project", "against"})
+        query_params(request, {"project", "against"})
         raw = request.query_params.get("against", "")
         if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
             raise InvalidInput.one("against", "invalid", "The other version's number.")
@@ -589,27 +499,3 @@ class GoldVersionDiffView(APIView):
             raise NotFound.one("against", "not_found", f"No version {raw} of this gold set.")
         diff = goldset_versions_diff(version=version, against=against)
         return Response({"version": version.number, "against": against.number, **diff})
-
-
-# Mounted under /api/v1/ by ``labeling/api/urls.py``.
-urlpatterns = [
-    path("goldsets", GoldSetListView.as_view(), name="goldsets"),
-    path(
-        "goldsets/<slug:slug>/versions", GoldSetVersionListView.as_view(), name="goldset-versions"
-    ),
-    path(
-        "goldsets/<slug:slug>/versions/<int:number>/items",
-        GoldItemListView.as_view(),
-        name="goldset-items",
-    ),
-    path(
-        "goldsets/<slug:slug>/versions/<int:number>/publish",
-        GoldVersionPublishView.as_view(),
-        name="goldset-publish",
-    ),
-    path(
-        "goldsets/<slug:slug>/versions/<int:number>/diff",
-        GoldVersionDiffView.as_view(),
-        name="goldset-diff",
-    ),
-]

@@ -1,14 +1,14 @@
 """Labeling models, one module per part of the review-and-data side.
 
 - ``queues``: Queue, SamplingRun, QueueItem, Assignment, Label, LabelRevision
-- ``gold``: GoldSet, GoldSetVersion, GoldItem
+- ``gold``: GoldSet, GoldSetVersion, GoldItem, GoldPurge (the record of a purge)
 - ``exports``: Export
 - ``audits``: Audit
 """
 
 from .audits import Audit
 from .exports import Export
-from .gold import GoldItem, GoldSet, GoldSetVersion
+from .gold import GoldItem, GoldPurge, GoldSet, GoldSetVersion
 from .queues import Assignment, Label, LabelRevision, Queue, QueueItem, SamplingRun
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Audit",
     "Export",
     "GoldItem",
+    "GoldPurge",
     "GoldSet",
     "GoldSetVersion",
     "Label",

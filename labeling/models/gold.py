@@ -245,3 +245,39 @@ class GoldItem(models.Model):
         touched = Q(pk=self.version_id) | Q(items__pk=self.pk) if self.pk else Q(pk=self.version_id)
         if GoldSetVersion.objects.filter(touched, status=PUBLISHED).exists():
             raise PublishedGoldError()
+
+
+class GoldPurge(models.Model):
+    """The record of one ``goldset_purge``: who removed which gold set, with which versions, and
+    when. Written in the purge's own transaction before anything is deleted; on PostgreSQL the
+    gold triggers (migration ``0005_gold_purge_whole_versions``) let published gold go only
+    when such a row of the current transaction names its gold set. Values, not foreign keys:
+    what it names is gone."""
+
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    project_slug = models.SlugField(max_length=100)
+    gold_set_id_purged = models.BigIntegerField(help_text="The purged gold set's id.")
+    gold_set_slug = models.SlugField(max_length=100)
+    versions = models.JSONField(
+        default=list, help_text="Each version purged: number, status, item_count, checksum."
+    )
+    items_count = models.PositiveIntegerField(default=0)
+    reason = models.TextField(blank=True)
+    purged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    purged_by_name = models.CharField(
+        max_length=150, blank=True, help_text="The username, kept if the user is deleted."
+    )
+    purged_at = models.DateTimeField(auto_now_add=True)
+    # PostgreSQL's txid_current() of the purge; the triggers match it (null on SQLite).
+    transaction_id = models.BigIntegerField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-purged_at", "-pk"]
+        indexes = [models.Index(fields=["transaction_id"], name="goldpurge_txid_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.project_slug}/{self.gold_set_slug} purged {self.purged_at:%Y-%m-%d %H:%M}"

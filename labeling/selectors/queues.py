@@ -19,17 +19,36 @@ MANAGE_ROLES = [Membership.Role.ADMIN]
 READ_ROLES = [Membership.Role.ADMIN, Membership.Role.DATA_SCIENTIST]
 
 
-def queues_visible_to(*, user: AbstractBaseUser) -> QuerySet[Queue]:
-    """Queues a person may see: every queue of projects they read or manage, and the queues
-    they review in."""
-    readable = projects_for_user(user=user, roles=READ_ROLES)
+def queues_visible(
+    *, project_ids: Any, reviewer: AbstractBaseUser | None = None
+) -> QuerySet[Queue]:
+    """Queues of these projects, and (for a person) the queues they review in."""
+    where = Q(project_id__in=project_ids)
+    if reviewer is not None:
+        where |= Q(reviewers=reviewer) | Q(reviewer_group__in=reviewer.groups.all())
     return (
-        Queue.objects.filter(
-            Q(project__in=readable) | Q(reviewers=user) | Q(reviewer_group__in=user.groups.all())
-        )
+        Queue.objects.filter(where)
         .distinct()
         .select_related("project", "reviewer_group")
         .prefetch_related("reviewers")
+    )
+
+
+def queues_visible_to(*, user: AbstractBaseUser) -> QuerySet[Queue]:
+    """Queues a person may see: every queue of projects they read or manage, and the queues
+    they review in."""
+    return queues_visible(
+        project_ids=projects_for_user(user=user, roles=READ_ROLES).values("pk"), reviewer=user
+    )
+
+
+def segment_reviewer_projects(user: AbstractBaseUser) -> QuerySet:
+    """Ids of projects where the person reviews a queue that shows segments: there, blind review
+    is off and they may read the project's feedback (``feedback.api.caller.FEEDBACK_READ``)."""
+    return (
+        Queue.objects.filter(show_segments=True)
+        .filter(Q(reviewers=user) | Q(reviewer_group__in=user.groups.all()))
+        .values("project_id")
     )
 
 

@@ -112,8 +112,8 @@ WHERE a.reviewer_id = %(reviewer)s AND qi.queue_id = %(queue)s
 # their own label helped make it gold), first in the reviewer's own order. {order} is
 # u(salt, key) in each database's dialect, the same numbers. The keys seen are a NOT IN over an
 # uncorrelated subquery (key is NOT NULL), so it runs once (a hashed subplan); as NOT EXISTS,
-# PostgreSQL re-read the reviewer's leases for every gold item (110 ms for 500 items and 75
-# leases). The source test stays correlated: two index probes per gold item.
+# PostgreSQL re-read the reviewer's leases for every gold item (docs/performance.md). The
+# source test stays correlated: two index probes per gold item.
 NEXT_GOLD_SQL = """
 SELECT gi.id FROM labeling_golditem gi
 WHERE gi.version_id = (

@@ -1,6 +1,7 @@
 """Exports: labeled batches as JSONL / CSV / Parquet files, and gold-set snapshots.
 
-Lifecycle (``Export.status``): ``export_create`` validates the request and records it
+Lifecycle (``Export.status``): ``export_create`` takes a request checked by
+``labeling.exports.request.export_request`` and records it
 ``pending``, enqueueing the build after commit. ``export_build`` (the Celery task's body) claims
 it with a conditional update ``pending → running`` (a duplicate delivery finds nothing to claim),
 streams rows into a temporary file, moves the finished file into Django storage, and marks it
@@ -45,11 +46,11 @@ from django.core.files.storage import default_storage
 from django.db import OperationalError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
+from feedback.errors import Conflict, InvalidInput, NotFound
 from feedback.models import Project
 
+from ..exports.request import DEFAULT_SPLIT, FORMATS, ExportRequest
 from ..models import Export, GoldSetVersion, Queue
 from ..pg_arrow import conninfo, inline, record_batches
 from ..selectors.exports import (
@@ -62,7 +63,7 @@ from ..selectors.exports import (
     gold_items_for_export,
     gold_versions_touched,
 )
-from ..splits import SEGMENT_PREFIX, SPLITS, SplitSpec
+from ..splits import SPLITS, SplitSpec
 from ..writers import (
     ARROW_TYPES,
     GOLD_COLUMNS,
@@ -74,20 +75,6 @@ from ..writers import (
 )
 
 MAX_ATTEMPTS = 3
-FORMATS = tuple(Export.Format.values)
-REQUEST_FIELDS = (
-    "project",
-    "queue",
-    "format",
-    "filter",
-    "include_labels",
-    "split",
-    "exclude_gold_from_train",
-)
-FILTER_FIELDS = ("model_version", "completed_after", "completed_before", "segment")
-SPLIT_FIELDS = ("train", "validation", "test", "key", "seed")
-SEGMENT_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-DEFAULT_SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1, "key": "external_id", "seed": 0}
 # How often a running build reports progress, at most.
 PROGRESS_SECONDS = 0.5
 
@@ -96,166 +83,7 @@ class ExportTooLarge(Exception):
     """The file grew past ``REDRESS_EXPORT_MAX_BYTES``."""
 
 
-# --- request ---------------------------------------------------------------------------------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _clean_datetime(value: Any, field: str, errors: list[FieldError]) -> str | None:
-    try:
-        parsed = parse_datetime(value) if isinstance(value, str) else None
-    except ValueError:  # well-formed but impossible, e.g. February 30th
-        parsed = None
-    if parsed is None:
-        errors.append(FieldError(field, "invalid_datetime", "An ISO 8601 date-time."))
-        return None
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, dt.UTC)
-    try:
-        # 9999-12-31T23:59-14:00 is past year 9999 once in UTC (and 0001-01-01+14:00 before 1).
-        return parsed.astimezone(dt.UTC).isoformat()
-    except OverflowError:
-        errors.append(FieldError(field, "out_of_range", "The date-time is out of range in UTC."))
-        return None
-
-
-def _clean_filter(raw: Any, errors: list[FieldError]) -> dict:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        errors.append(FieldError("filter", "invalid_type", "An object."))
-        return {}
-    cleaned: dict[str, Any] = {}
-    for name in sorted(set(raw) - set(FILTER_FIELDS)):
-        errors.append(
-            FieldError(f"filter.{name}", "unknown_field", f"Allowed: {', '.join(FILTER_FIELDS)}.")
-        )
-    if raw.get("model_version") is not None:
-        if "\x00" in str(raw["model_version"]):  # PostgreSQL text cannot hold NUL
-            errors.append(
-                FieldError("filter.model_version", "invalid", "NUL characters are not allowed.")
-            )
-        elif isinstance(raw["model_version"], str) and len(raw["model_version"]) <= 100:
-            cleaned["model_version"] = raw["model_version"]
-        else:
-            errors.append(
-                FieldError("filter.model_version", "invalid_type", "A string (≤ 100 characters).")
-            )
-    for name in ("completed_after", "completed_before"):
-        if raw.get(name) is not None:
-            value = _clean_datetime(raw[name], f"filter.{name}", errors)
-            if value is not None:
-                cleaned[name] = value
-    segment = raw.get("segment")
-    if segment is not None:
-        if not isinstance(segment, dict):
-            errors.append(FieldError("filter.segment", "invalid_type", "An object of strings."))
-        else:
-            for key, value in segment.items():
-                if not SEGMENT_KEY.match(key):
-                    errors.append(
-                        FieldError(
-                            f"filter.segment.{key}",
-                            "invalid_key",
-                            "Letters, digits, '_' and '-', at most 64 characters.",
-                        )
-                    )
-                elif not isinstance(value, str) or len(value) > 128:
-                    errors.append(
-                        FieldError(
-                            f"filter.segment.{key}",
-                            "invalid_type",
-                            "A string of at most 128 characters.",
-                        )
-                    )
-                elif "\x00" in value:
-                    errors.append(
-                        FieldError(
-                            f"filter.segment.{key}", "invalid", "NUL characters are not allowed."
-                        )
-                    )
-            if segment and not any(e.field.startswith("filter.segment") for e in errors):
-                cleaned["segment"] = dict(sorted(segment.items()))
-    return cleaned
-
-
-def _clean_split(raw: Any, errors: list[FieldError]) -> dict:
-    if raw is None:
-        return dict(DEFAULT_SPLIT)
-    if not isinstance(raw, dict):
-        errors.append(FieldError("split", "invalid_type", "An object."))
-        return dict(DEFAULT_SPLIT)
-    for name in sorted(set(raw) - set(SPLIT_FIELDS)):
-        errors.append(
-            FieldError(f"split.{name}", "unknown_field", f"Allowed: {', '.join(SPLIT_FIELDS)}.")
-        )
-    split = {**DEFAULT_SPLIT, **{k: v for k, v in raw.items() if k in SPLIT_FIELDS}}
-    shares_ok = True
-    for name in SPLITS:
-        value = split[name]
-        if not _is_number(value) or not 0 <= value <= 1:
-            errors.append(FieldError(f"split.{name}", "invalid_share", "A number from 0 to 1."))
-            shares_ok = False
-        else:
-            split[name] = float(value)
-    if shares_ok and abs(sum(split[name] for name in SPLITS) - 1.0) > 1e-9:
-        errors.append(
-            FieldError(
-                "split",
-                "invalid_sum",
-                "train + validation + test must be 1 (missing shares default to 0.8/0.1/0.1).",
-            )
-        )
-    key = split["key"]
-    if not isinstance(key, str) or not (
-        key == "external_id"
-        or (key.startswith(SEGMENT_PREFIX) and SEGMENT_KEY.match(key[len(SEGMENT_PREFIX) :]))
-    ):
-        errors.append(
-            FieldError("split.key", "invalid_choice", "'external_id' or 'segment.<key>'.")
-        )
-    seed = split["seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        errors.append(FieldError("split.seed", "invalid_type", "An integer from 0 to 2**63 - 1."))
-    return split
-
-
-def export_request_clean(*, data: Any, project: Project) -> tuple[Queue | None, str, dict]:
-    """Validate an export request; returns (queue, format, spec) or raises naming each field."""
-    if not isinstance(data, dict):
-        raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
-    errors: list[FieldError] = []
-    for name in sorted(set(data) - set(REQUEST_FIELDS)):
-        errors.append(FieldError(name, "unknown_field", f"Allowed: {', '.join(REQUEST_FIELDS)}."))
-    fmt = data.get("format")
-    if fmt not in FORMATS:
-        errors.append(FieldError("format", "invalid_choice", f"One of {', '.join(FORMATS)}."))
-    queue = None
-    raw_queue = data.get("queue")
-    if raw_queue is not None:
-        if not isinstance(raw_queue, int) or isinstance(raw_queue, bool):
-            errors.append(FieldError("queue", "invalid_type", "A queue id or null."))
-        else:
-            queue = Queue.objects.filter(pk=raw_queue, project=project).first()
-            if queue is None:
-                raise NotFound.one("queue", "not_found", f"No queue {raw_queue} in this project.")
-    flags = {}
-    for name, default in (("include_labels", False), ("exclude_gold_from_train", True)):
-        value = data.get(name, default)
-        if not isinstance(value, bool):
-            errors.append(FieldError(name, "invalid_type", "true or false."))
-        flags[name] = bool(value) if isinstance(value, bool) else default
-    spec = {
-        "filter": _clean_filter(data.get("filter"), errors),
-        "include_labels": flags["include_labels"],
-        "split": _clean_split(data.get("split"), errors),
-        "exclude_gold_from_train": flags["exclude_gold_from_train"],
-    }
-    if errors:
-        raise InvalidInput(errors)
-    return queue, fmt, spec
+# --- request: labeling/exports/request.py (export_request) -------------------------------------
 
 
 def _requester(actor: AbstractBaseUser | None, key_id: int | None) -> str:
@@ -270,20 +98,27 @@ def _requester(actor: AbstractBaseUser | None, key_id: int | None) -> str:
 def export_create(
     *,
     project: Project,
-    data: Any,
+    request: ExportRequest,
     actor: AbstractBaseUser | None = None,
     key_id: int | None = None,
 ) -> Export:
-    """Record a pending export of the project's labeled items and enqueue its build."""
+    """Record a pending export of the project's labeled items and enqueue its build.
+    ``request``: checked by ``export_request``; the queue must be the project's (404)."""
     from ..tasks import export_build_task  # tasks import services; import late (cycle)
 
-    queue, fmt, spec = export_request_clean(data=data, project=project)
+    queue = None
+    if request.queue_id is not None:
+        queue = Queue.objects.filter(pk=request.queue_id, project=project).first()
+        if queue is None:
+            raise NotFound.one(
+                "queue", "not_found", f"No queue {request.queue_id} in this project."
+            )
     now = timezone.now()
     export = Export.objects.create(
         project=project,
         queue=queue,
-        format=fmt,
-        spec=spec,
+        format=request.format,
+        spec=request.spec,
         requested_by=actor if actor is not None and actor.pk is not None else None,
         manifest={"requested_by": _requester(actor, key_id), "requested_at": now.isoformat()},
     )
@@ -1226,7 +1061,6 @@ __all__ = [
     "CONTENT_TYPES",
     "export_build",
     "export_create",
-    "export_request_clean",
     "export_retry",
     "exports_recover",
     "goldset_version_snapshot",

@@ -43,7 +43,7 @@ from feedback.validation import (
     has_nul,
 )
 
-from ..models import Export, GoldItem, GoldSet, GoldSetVersion, Label, QueueItem
+from ..models import Export, GoldItem, GoldPurge, GoldSet, GoldSetVersion, Label, QueueItem
 from ..models.gold import PublishedGoldError, allow_gold_purge
 from ..selectors.gold import (
     CONTENT_FIELDS,
@@ -77,7 +77,6 @@ KEY_MAX_CHARS = 255
 LABEL_MAX_CHARS = 200
 ITEM_FIELDS = frozenset({"key", "input", "output", "expected", "segment"})
 EXPECTED_FIELDS = frozenset({"verdict", "label", "categories"})
-PROMOTE_FIELDS = frozenset({"from_item", "key", "min_agreement"})
 # Fields a copy into a new draft carries over: the content and its lineage.
 COPIED_FIELDS = (
     *CONTENT_FIELDS,
@@ -414,33 +413,6 @@ def gold_item_remove(*, version: GoldSetVersion, keys: list[str], actor: Any = N
         return wanted
 
 
-def clean_promotion(data: Any) -> dict[str, Any]:
-    """``{"from_item": id, "key"?: str, "min_agreement"?: 0 <= x <= 1}`` from a request."""
-    if not isinstance(data, dict):
-        raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
-    errors: list[FieldError] = []
-    for name in sorted(set(data) - PROMOTE_FIELDS):
-        errors.append(
-            FieldError(
-                name,
-                "unknown_field",
-                f"Unknown field with from_item; allowed: {', '.join(sorted(PROMOTE_FIELDS))}.",
-            )
-        )
-    item_id = data.get("from_item")
-    if isinstance(item_id, bool) or not isinstance(item_id, int) or not 0 < item_id < 2**63:
-        errors.append(FieldError("from_item", "invalid_type", "The queue item's id."))
-    key = data.get("key")
-    if key is not None:
-        check_string(key, "key", errors, max_chars=KEY_MAX_CHARS, allow_blank=False)
-    threshold = data.get("min_agreement")
-    if threshold is not None:
-        _check_threshold(threshold, errors)
-    if errors:
-        raise InvalidInput(errors)
-    return {"item_id": item_id, "key": key, "min_agreement": threshold}
-
-
 def _check_threshold(value: Any, errors: list[FieldError]) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         errors.append(FieldError("min_agreement", "invalid", "A share of labels, from 0 to 1."))
@@ -602,15 +574,23 @@ def goldset_version_discard(*, version: GoldSetVersion, actor: Any = None) -> in
         return dropped
 
 
-def goldset_purge(*, gold_set: GoldSet, actor: Any = None) -> dict[str, int]:
+def goldset_purge(
+    *, gold_set: GoldSet, actor: Any = None, actor_name: str = "", reason: str = ""
+) -> dict[str, int]:
     """Delete a gold set with every version, published ones included: the one deliberate
     escape from immutability (an erasure request, a set created by mistake).
 
-    Hidden gold checks served from its items go too (their queue items and labels cascade).
-    409 while an export of one of its versions exists (exports keep their gold version).
+    Whole versions only, and never without a record: a ``GoldPurge`` row (who, which set and
+    versions with their checksums, when, why) is written first, in the same transaction; on
+    PostgreSQL the gold triggers let published gold go only when such a row of the current
+    transaction names its set, and refuse a commit that would keep a published version
+    without all of its items. Hidden gold checks served from its items go too (their queue
+    items and labels cascade). 409 while an export of one of its versions exists (exports keep
+    their gold version). ``actor_name`` names who purged when there is no user (a command run
+    by an operator). Returns the counts and the record's id.
     """
     with transaction.atomic():
-        GoldSet.objects.select_for_update().get(pk=gold_set.pk)
+        gold_set = GoldSet.objects.select_for_update().select_related("project").get(pk=gold_set.pk)
         if Export.objects.filter(gold_version__gold_set=gold_set).exists():
             raise Conflict.one(
                 "gold_set", "in_use", f"{gold_set} has exports of its versions; delete those first."
@@ -620,10 +600,33 @@ def goldset_purge(*, gold_set: GoldSet, actor: Any = None) -> dict[str, int]:
             "versions": len(versions),
             "items": GoldItem.objects.filter(version__gold_set=gold_set).count(),
         }
+        person = actor if getattr(actor, "is_authenticated", False) else None
+        record = GoldPurge(
+            project=gold_set.project,
+            project_slug=gold_set.project.slug,
+            gold_set_id_purged=gold_set.pk,
+            gold_set_slug=gold_set.slug,
+            versions=[
+                {
+                    "number": version.number,
+                    "status": version.status,
+                    "item_count": version.item_count,
+                    "checksum": version.checksum,
+                }
+                for version in reversed(versions)
+            ],
+            items_count=counts["items"],
+            reason=reason,
+            purged_by=person,
+            purged_by_name=person.get_username() if person is not None else actor_name[:150],
+        )
         on_postgres = connection.vendor == "postgresql"
         if on_postgres:
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL redress.gold_purge = 'on'")
+                cursor.execute("SELECT txid_current()")
+                record.transaction_id = cursor.fetchone()[0]
+        record.save()
         with allow_gold_purge():
             # Newest first: a version's parent is PROTECTed while a child points at it.
             for version in versions:
@@ -634,4 +637,4 @@ def goldset_purge(*, gold_set: GoldSet, actor: Any = None) -> dict[str, int]:
             # rollback, to a savepoint or of the transaction, reverts the SET LOCAL itself.)
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL redress.gold_purge = 'off'")
-        return counts
+        return {**counts, "record": record.pk}

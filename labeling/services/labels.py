@@ -23,13 +23,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
+from feedback.selectors import active_categories
 from feedback.services.disputes import disputes_resolve_for_prediction
-from feedback.validation import CORRECTION_MAX_CHARS, canonical_json
+from feedback.validation import CORRECTION_MAX_CHARS, canonical_json, has_nul
 
 from ..consensus import dawid_skene, majority_vote
 from ..models import Assignment, GoldItem, Label, LabelRevision, QueueItem
 
 Verdict = Label.Verdict
+NUL_DETAIL = "NUL characters are not allowed."
 LABEL_FIELDS = ("verdict", "categories", "true_label", "correction", "notes", "seconds_spent")
 
 
@@ -65,6 +67,8 @@ def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) 
                     "true_label", "required", f"This queue asks for a label: {', '.join(choices)}."
                 )
             )
+    elif not isinstance(true_label, str):
+        errors.append(FieldError("true_label", "invalid_type", "One of the queue's labels."))
     elif not choices:
         errors.append(FieldError("true_label", "not_allowed", "This queue has no label choices."))
     elif true_label not in choices:
@@ -80,9 +84,13 @@ def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) 
         errors.append(FieldError("correction", "invalid_type", "A string, an object or null."))
     elif correction is not None and len(canonical_json(correction)) > CORRECTION_MAX_CHARS * 4:
         errors.append(FieldError("correction", "too_long", "The correction is too long."))
+    elif correction is not None and has_nul(canonical_json(correction)):
+        errors.append(FieldError("correction", "invalid", NUL_DETAIL))  # PostgreSQL refuses it
     notes = data.get("notes") or ""
     if not isinstance(notes, str) or len(notes) > 5000:
         errors.append(FieldError("notes", "invalid", "Text of at most 5,000 characters."))
+    elif "\x00" in notes:
+        errors.append(FieldError("notes", "invalid", NUL_DETAIL))
     seconds = data.get("seconds_spent")
     if seconds is not None and (
         isinstance(seconds, bool)
@@ -137,9 +145,14 @@ def _gold_correct(item: QueueItem, clean: dict[str, Any]) -> bool | None:
 
 
 def item_label_submit(
-    *, item_id: int, reviewer: AbstractBaseUser, data: dict[str, Any], categories: set[str]
+    *,
+    item_id: int,
+    reviewer: AbstractBaseUser,
+    data: dict[str, Any],
+    categories: set[str] | None = None,
 ) -> Label:
-    """Store a reviewer's label. Needs a live lease (409 otherwise); one label per reviewer."""
+    """Store a reviewer's label. Needs a live lease (409 otherwise); one label per reviewer.
+    ``categories``: the slugs a label may name; by default the project's active categories."""
     now = timezone.now()
     with transaction.atomic():
         # Lock the item: labels_count and completion must see every concurrent submission.
@@ -153,6 +166,8 @@ def item_label_submit(
         )
         if item is None:
             raise NotFound.one("item", "not_found", f"No item {item_id}.")
+        if categories is None:
+            categories = set(active_categories(project_id=item.queue.project_id))
         clean = clean_label(data, item=item, categories=categories)
         if Label.objects.filter(item=item, reviewer=reviewer).exists():
             raise Conflict.one("item", "already_labeled", "You labeled this item already.")
@@ -180,7 +195,11 @@ def item_label_submit(
 
 
 def label_update(
-    *, label: Label, actor: AbstractBaseUser, data: dict[str, Any], categories: set[str]
+    *,
+    label: Label,
+    actor: AbstractBaseUser,
+    data: dict[str, Any],
+    categories: set[str] | None = None,
 ) -> Label:
     """Edit a label, keeping what it said before as a revision; consensus follows the edit."""
     with transaction.atomic():
@@ -189,6 +208,8 @@ def label_update(
             .select_related("queue")
             .get(pk=label.item_id)
         )
+        if categories is None:
+            categories = set(active_categories(project_id=item.queue.project_id))
         clean = clean_label(data, item=item, categories=categories)
         LabelRevision.objects.create(
             label=label,

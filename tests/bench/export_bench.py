@@ -130,8 +130,8 @@ def bench_exports(rows: int = 1_000_000, formats: tuple[str, ...] = ("jsonl", "c
     from django.db import connection
 
     from feedback.models import Project
+    from labeling.exports.request import export_request
     from labeling.models import Export, Queue
-    from labeling.services.exports import export_request_clean
     from tests.bench.labeled_data import ensure_labeled_rows
 
     started = time.perf_counter()
@@ -143,7 +143,7 @@ def bench_exports(rows: int = 1_000_000, formats: tuple[str, ...] = ("jsonl", "c
     report: dict[str, Any] = {"rows": rows, "targets": TARGETS, "formats": {}}
     for fmt in formats:
         # Recorded as export_create would, without enqueueing: the worker below runs the task.
-        _, _, spec = export_request_clean(data={"queue": queue.pk, "format": fmt}, project=project)
+        spec = export_request({"queue": queue.pk, "format": fmt}).spec
         export = Export.objects.create(project=project, queue=queue, format=fmt, spec=spec)
         load_before = os.getloadavg()[0]
         with BackendCpu(connection.settings_dict["NAME"]) as backend_cpu:

@@ -9,7 +9,7 @@ import pytest
 
 from feedback.models import ApiKey, Feedback
 from feedback.services.keys import apikey_create, apikey_revoke
-from tests.conftest import client_for
+from tests.conftest import client_for, token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -142,10 +142,8 @@ def test_a_key_cannot_reference_another_projects_prediction(
 
 
 def test_a_member_reads_only_their_projects(dispute, member, other_project, user_factory):
-    from rest_framework.authtoken.models import Token
-
     outsider = user_factory()
-    outsider_token = Token.objects.create(user=outsider).key
+    outsider_token = token_for(outsider)
 
     mine = client_for(token=member.token).get("/api/v1/feedback").json()["results"]
     theirs = client_for(token=outsider_token).get("/api/v1/feedback").json()["results"]

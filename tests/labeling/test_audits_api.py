@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from feedback.models import Membership
 from labeling.models import Audit, Queue
-from tests.conftest import client_for
+from tests.conftest import client_for, token_for
 from tests.labeling.test_audits import CLASSES, Row, load_rows
 
 pytestmark = pytest.mark.django_db
@@ -142,11 +142,9 @@ def test_ingest_keys_are_refused(ingest_client, project, queue, data_client):
 def test_reviewers_are_refused_and_strangers_see_nothing(
     project, queue, data_client, make_reviewer
 ):
-    from rest_framework.authtoken.models import Token
-
     audit_id = post(data_client, body(project, queue)).json()["id"]
     reviewer = make_reviewer("rita", role=Membership.Role.REVIEWER)
-    reviewer_client = client_for(token=Token.objects.create(user=reviewer).key)
+    reviewer_client = client_for(token=token_for(reviewer))
 
     assert reviewer_client.get(f"/api/v1/audits/{audit_id}").status_code == 403
     assert post(reviewer_client, body(project, queue)).status_code == 403

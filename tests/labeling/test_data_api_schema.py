@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 
 from config.wsgi import application
 from feedback.services.keys import apikey_create
+from labeling.exports.request import export_request
 from labeling.models import Audit, Export, QueueItem
 from labeling.services.audits import audit_create
 from labeling.services.exports import export_build, export_create
@@ -119,7 +120,9 @@ def seed(project) -> dict[str, Any]:
     v2 = goldset_version_create_draft(gold_set=gold_set)
     gold_item_add(version=v2, data=gold_item("draft-c"))
 
-    export = export_create(project=project, data={"queue": queue.pk, "format": "jsonl"})
+    export = export_create(
+        project=project, request=export_request({"queue": queue.pk, "format": "jsonl"})
+    )
     export = export_build(export_id=export.pk)
     assert export.status == Export.Status.DONE, export.error
     audit = audit_create(

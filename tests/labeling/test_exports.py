@@ -21,6 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from feedback.models import Feedback, Prediction
+from labeling.exports.request import export_request
 from labeling.models import Export, GoldItem, GoldSet, GoldSetVersion, Label, Queue, QueueItem
 from labeling.selectors.exports import export_items
 from labeling.services.exports import (
@@ -180,7 +181,9 @@ def gold(project, labeled):
 
 def build(project, queue=None, *, portable=None, **request) -> Export:
     request.setdefault("format", "jsonl")
-    export = export_create(project=project, data={"queue": queue.pk if queue else None, **request})
+    export = export_create(
+        project=project, request=export_request({"queue": queue.pk if queue else None, **request})
+    )
     export = export_build(export_id=export.pk, portable=portable)
     assert export.status == Export.Status.DONE, export.error
     return export
@@ -400,12 +403,12 @@ def test_gold_rows_leave_train_as_whole_groups_unless_asked(project, labeled, go
 def test_manifest_records_the_request_and_the_gold_versions_touched(project, labeled, gold, member):
     export = export_create(
         project=project,
-        data={
+        request=export_request({
             "queue": labeled.pk,
             "format": "csv",
             "filter": {"model_version": "v2", "segment": {"device": "web"}},
             "split": {"train": 0.7, "validation": 0.2, "test": 0.1, "seed": 9},
-        },
+        }),
         actor=member,
     )
     export = export_build(export_id=export.pk)
@@ -455,7 +458,9 @@ def test_an_interrupted_build_is_never_done_and_a_retry_finishes_it(project, lab
     reference = build(project, labeled, format="csv")
     settings.REDRESS_EXPORT_MAX_BYTES = len(content(reference)) // 2  # fails half-way
 
-    export = export_create(project=project, data={"queue": labeled.pk, "format": "csv"})
+    export = export_create(
+        project=project, request=export_request({"queue": labeled.pk, "format": "csv"})
+    )
     export = export_build(export_id=export.pk)
 
     assert export.status == Export.Status.FAILED
@@ -479,7 +484,9 @@ def test_an_interrupted_build_is_never_done_and_a_retry_finishes_it(project, lab
 
 @pytest.mark.django_db
 def test_recovery_hands_back_a_lost_build_and_gives_up_after_three(project, labeled):
-    export = export_create(project=project, data={"queue": labeled.pk, "format": "jsonl"})
+    export = export_create(
+        project=project, request=export_request({"queue": labeled.pk, "format": "jsonl"})
+    )
     # A worker claimed it and died: the row says running, nothing else happened.
     Export.objects.filter(pk=export.pk).update(
         status="running", attempts=1, started_at=timezone.now() - dt.timedelta(hours=2)
@@ -489,7 +496,9 @@ def test_recovery_hands_back_a_lost_build_and_gives_up_after_three(project, labe
     assert export.status == Export.Status.PENDING
     assert export_build(export_id=export.pk).status == Export.Status.DONE
 
-    lost = export_create(project=project, data={"queue": labeled.pk, "format": "jsonl"})
+    lost = export_create(
+        project=project, request=export_request({"queue": labeled.pk, "format": "jsonl"})
+    )
     Export.objects.filter(pk=lost.pk).update(
         status="running", attempts=3, started_at=timezone.now() - dt.timedelta(hours=2)
     )

@@ -18,19 +18,18 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
+from labeling.exports.request import export_request
 from labeling.models import Export, GoldItem, GoldSet, GoldSetVersion
 from labeling.services.exports import (
     export_build,
     export_create,
-    export_request_clean,
     exports_recover,
     temp_prefix,
 )
-from tests.conftest import client_for
+from tests.conftest import client_for, token_for
 
 from .test_exports import _media, content, make_labeled  # noqa: F401  (autouse fixture)
 
@@ -44,7 +43,7 @@ def labeled(project):
 
 def token_client(project, role):
     membership = membership_grant(project=project, username=f"{role}-{project.slug}", role=role)
-    return client_for(token=Token.objects.create(user=membership.user).key)
+    return client_for(token=token_for(membership.user))
 
 
 def run_pending(export_id: int) -> Export:
@@ -107,7 +106,7 @@ def test_a_data_scientist_may_export_a_reviewer_and_an_ingest_key_may_not(
 
 @pytest.mark.django_db
 def test_another_projects_export_is_not_found(project, other_project, labeled, make_key):
-    export = export_create(project=project, data={"format": "jsonl"})
+    export = export_create(project=project, request=export_request({"format": "jsonl"}))
     other = client_for(make_key(other_project, ["data"]))
 
     assert other.get(f"/api/v1/exports/{export.pk}").status_code == 404
@@ -232,7 +231,8 @@ def test_snapshot_scopes(project, other_project, gold_versions, ingest_client, m
 def test_admin_lists_exports_with_a_download_link_and_creates_one(
     project, labeled, admin_client, django_capture_on_commit_callbacks
 ):
-    done = export_build(export_id=export_create(project=project, data={"format": "jsonl"}).pk)
+    created = export_create(project=project, request=export_request({"format": "jsonl"}))
+    done = export_build(export_id=created.pk)
     page = admin_client.get("/admin/labeling/export/")
     assert page.status_code == 200
     assert f"/api/v1/exports/{done.pk}/download".encode() in page.content
@@ -334,10 +334,10 @@ def test_a_killed_worker_leaves_no_done_export_and_the_retry_finishes(project, s
     def record() -> Export:
         # As export_create records it, minus the enqueue: outside a test transaction the
         # task would reach the real broker, and this test plays the workers itself.
-        _, fmt, spec = export_request_clean(
-            data={"queue": queue.pk, "format": "jsonl"}, project=project
+        checked = export_request({"queue": queue.pk, "format": "jsonl"})
+        return Export.objects.create(
+            project=project, queue=queue, format=checked.format, spec=checked.spec
         )
-        return Export.objects.create(project=project, queue=queue, format=fmt, spec=spec)
 
     reference = export_build(export_id=record().pk)
     export = record()

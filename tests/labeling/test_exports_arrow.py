@@ -17,9 +17,10 @@ from django.db import connection
 
 from feedback.models import Prediction
 from labeling import pg_arrow
+from labeling.exports.request import export_request
 from labeling.models import Export
 from labeling.services import exports
-from labeling.services.exports import export_build, export_request_clean
+from labeling.services.exports import export_build
 
 from .test_exports import _media, content, make_labeled  # noqa: F401 (_media: autouse fixture)
 
@@ -61,10 +62,10 @@ def readers(monkeypatch):
 
 def built(project, queue, fmt: str, **request) -> Export:
     # As export_create records it, minus the enqueue (the broker is not this test's subject).
-    _, fmt, spec = export_request_clean(
-        data={"queue": queue.pk, "format": fmt, **request}, project=project
+    checked = export_request({"queue": queue.pk, "format": fmt, **request})
+    export = Export.objects.create(
+        project=project, queue=queue, format=checked.format, spec=checked.spec
     )
-    export = Export.objects.create(project=project, queue=queue, format=fmt, spec=spec)
     export = export_build(export_id=export.pk)
     assert export.status == Export.Status.DONE, export.error
     return export
@@ -143,10 +144,10 @@ def test_a_failure_mid_stream_cancels_every_stream_and_leaves_nothing(
     reference = built(project, committed, fmt)
     settings.REDRESS_EXPORT_MAX_BYTES = reference.size_bytes // 3  # fails in the first stream
 
-    _, fmt, spec = export_request_clean(
-        data={"queue": committed.pk, "format": fmt}, project=project
+    checked = export_request({"queue": committed.pk, "format": fmt})
+    export = Export.objects.create(
+        project=project, queue=committed, format=checked.format, spec=checked.spec
     )
-    export = Export.objects.create(project=project, queue=committed, format=fmt, spec=spec)
     export = export_build(export_id=export.pk)
 
     assert export.status == Export.Status.FAILED

@@ -34,6 +34,7 @@ from feedback.models import Feedback, Membership, Prediction
 from feedback.selectors import project_context
 from feedback.services.intake import feedback_submit
 from feedback.services.projects import membership_grant
+from labeling.admin.workspace import reviewer_stats
 from labeling.models import (
     Assignment,
     GoldItem,
@@ -55,7 +56,6 @@ from labeling.services.labels import (
 )
 from labeling.services.queues import queue_update
 from labeling.services.sampling import policy_of, sampling_run_execute
-from labeling.workspace import reviewer_stats
 from tests.feedback.test_admin import form_data
 
 pytestmark = pytest.mark.django_db

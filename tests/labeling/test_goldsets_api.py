@@ -7,14 +7,13 @@ import json
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
 from labeling.models import GoldItem, GoldSetVersion, Queue
 from labeling.selectors.gold import gold_version_checksum
 from labeling.services.goldsets import gold_item_add, goldset_create, goldset_version_publish
-from tests.conftest import client_for
+from tests.conftest import client_for, token_for
 
 from .test_goldsets import independent_sha256, item_payload, review
 
@@ -35,7 +34,7 @@ def send(client, method: str, path: str, body: Any = None, **query: Any):
 
 def person(project, name: str, role: str = Membership.Role.DATA_SCIENTIST):
     user = membership_grant(project=project, username=name, role=role).user
-    return client_for(token=Token.objects.create(user=user).key), user
+    return client_for(token=token_for(user)), user
 
 
 def codes(response) -> list[str]:
@@ -217,9 +216,8 @@ def test_another_projects_gold_is_404(project, other_project, make_key):
     goldset_create(project=other_project, slug="theirs")
     goldset_create(project=project, slug="ours")
     data_client = client_for(make_key(project, ["data"]))
-    _, stranger_user = person(other_project, "olga", Membership.Role.REVIEWER)
+    stranger, _ = person(other_project, "olga", Membership.Role.REVIEWER)
     membership_grant(project=project, username="olga", role=Membership.Role.DATA_SCIENTIST)
-    stranger = client_for(token=Token.objects.get(user=stranger_user).key)
 
     for client in (data_client, stranger):
         assert send(client, "get", f"{API}/theirs/versions").status_code == 404

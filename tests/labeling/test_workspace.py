@@ -1,4 +1,4 @@
-"""The reviewer workspace in the admin (labeling/workspace.py), through Django's test client.
+"""The reviewer workspace in the admin (labeling/admin/workspace.py), through Django's test client.
 
 Everything here is plain HTML forms: no JavaScript runs, so these tests are also the proof that
 the workspace works without it (the keyboard layer is covered by tests/e2e).
@@ -18,8 +18,8 @@ from django.utils import timezone
 from feedback.models import Membership
 from feedback.selectors import project_context
 from feedback.services.intake import feedback_submit
+from labeling.admin.workspace import present, shortcut_letters
 from labeling.models import Assignment, Label, Queue, QueueItem
-from labeling.workspace import present, shortcut_letters
 
 pytestmark = pytest.mark.django_db
 

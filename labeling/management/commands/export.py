@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from feedback.errors import ServiceError
 from feedback.models import Project
+from labeling.exports.request import export_request
 from labeling.models import Export
 from labeling.services.exports import export_build, export_create
 
@@ -73,7 +74,7 @@ class Command(BaseCommand):
                 except json.JSONDecodeError as exc:
                     raise CommandError(f"--{name} is not JSON: {exc}") from exc
         try:
-            export = export_create(project=project, data=data)
+            export = export_create(project=project, request=export_request(data))
         except ServiceError as exc:
             raise CommandError("; ".join(f"{e.field}: {e.detail}" for e in exc.errors)) from exc
         except BrokerError as exc:

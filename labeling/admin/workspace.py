@@ -6,7 +6,7 @@ Thin views over ``labeling.services`` and ``labeling.selectors``: the page claim
 lives there. The pages work as plain HTML forms; ``labeling/static/labeling/workspace.js`` only
 adds keyboard shortcuts and a lease countdown.
 
-Mounting: ``QueueAdmin.get_urls`` (``labeling/admin/queues.py``) includes
+Mounting: ``QueueAdmin.get_urls`` (``queues.py`` beside this module) includes
 ``workspace_urls()`` inside the admin site, so the patterns live in the ``admin`` namespace
 and are reversed as ``admin:labeling_workspace_index``, ``admin:labeling_workspace`` (``queue_id``),
 ``admin:labeling_workspace_submit`` and ``admin:labeling_workspace_release`` (``queue_id``).
@@ -33,12 +33,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from feedback.errors import ServiceError
-from feedback.selectors import active_categories, category_list
+from feedback.selectors import category_list
 
-from .models import Assignment, Label, Queue, QueueItem
-from .selectors import can_review, claim_payload, queues_for_reviewer
-from .services.claims import item_release, queue_claim_next
-from .services.labels import item_label_submit
+from ..models import Assignment, Label, Queue, QueueItem
+from ..selectors import can_review, claim_payload, queues_for_reviewer
+from ..services.claims import item_release, queue_claim_next
+from ..services.labels import item_label_submit
 
 TEMPLATES = "admin/labeling/workspace"
 # Keys of an input/output object that plainly hold the text a person reads.
@@ -116,7 +116,6 @@ def workspace_submit(request: HttpRequest, queue_id: int) -> HttpResponse:
             item_id=item.pk,
             reviewer=request.user,
             data=data,
-            categories=set(active_categories(project_id=queue.project_id)),
         )
     except ServiceError as exc:
         if exc.status_code != 400:
