@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint bench migrate worker clean
+.PHONY: install run test lint bench migrate worker clean serve
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ run: migrate
 	@trap 'kill 0' INT TERM EXIT; \
 	  $(VENV)/bin/celery -A config worker --beat --loglevel=INFO --concurrency=2 & \
 	  $(PY) manage.py runserver $(HOST):$(PORT)
+
+# Production web tier: nginx on $(LISTEN) (buffers requests and responses) in front of gunicorn
+# on $(APP) with $(WORKERS) gthread workers (config/serve.py, config/nginx.conf.template);
+# SERVE_ARGS="--forwarded-proto header" behind a TLS-terminating load balancer.
+LISTEN  ?= 0.0.0.0:8000
+APP     ?= 127.0.0.1:8001
+WORKERS ?= 4
+serve: install
+	$(PY) config/serve.py --listen $(LISTEN) --app $(APP) --workers $(WORKERS) $(SERVE_ARGS)
 
 worker: install
 	$(VENV)/bin/celery -A config worker --beat --loglevel=INFO

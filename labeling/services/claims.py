@@ -50,15 +50,25 @@ from ..randomness import SQLITE_FUNCTION, uniform
 # Priority, then age; never an item this reviewer labeled, holds, or skipped within the lease
 # window; never more live leases than open slots. SKIP LOCKED lets concurrent reviewers pass
 # over an item another claim is deciding about instead of queueing behind it.
-NEXT_ITEM_SQL = """
+#
+# The plan must not depend on fresh statistics. Right after a large draw, statistics older than
+# the draw say the queue has a handful of items, and PostgreSQL then found them through another
+# index, ran every filter for all of them and sorted (the whole queue, per claim). Two things
+# keep it on the walk down the partial ``item_claim_order`` index, stopping at the first item
+# that passes: the claim's transaction turns ``enable_sort`` off (queue_claim_next), so the order
+# can only come from that index, the one index that has it; and the per-reviewer tests are
+# correlated subqueries fenced with ``OFFSET 0`` (not turned into joins), each an index probe
+# for the row at hand, whatever the planner believes about the tables' sizes. SQLite has no
+# OFFSET without LIMIT and needs neither: {fence} is empty there.
+NEXT_ITEM_SQL_TEMPLATE = """
 SELECT qi.id FROM labeling_queueitem qi
 WHERE qi.queue_id = %(queue)s AND qi.status = 'open' AND qi.gold_item_id IS NULL
   AND NOT EXISTS (
-    SELECT 1 FROM labeling_label l WHERE l.item_id = qi.id AND l.reviewer_id = %(reviewer)s)
+    SELECT 1 FROM labeling_label l WHERE l.item_id = qi.id AND l.reviewer_id = %(reviewer)s{fence})
   AND NOT EXISTS (
     SELECT 1 FROM labeling_assignment r
     WHERE r.item_id = qi.id AND r.reviewer_id = %(reviewer)s
-      AND (r.status = 'active' OR (r.status = 'released' AND r.closed_at > %(skip_since)s)))
+      AND (r.status = 'active' OR (r.status = 'released' AND r.closed_at > %(skip_since)s)){fence})
   AND qi.labels_count + (
     SELECT COUNT(*) FROM labeling_assignment a
     WHERE a.item_id = qi.id AND a.status = 'active' AND a.expires_at > %(now)s) < %(overlap)s
@@ -66,6 +76,10 @@ WHERE qi.queue_id = %(queue)s AND qi.status = 'open' AND qi.gold_item_id IS NULL
 ORDER BY qi.priority DESC, qi.created_at, qi.id
 LIMIT 1
 """
+NEXT_ITEM_SQL = NEXT_ITEM_SQL_TEMPLATE.format(fence=" OFFSET 0")  # PostgreSQL's
+NEXT_ITEM_SQL_SQLITE = NEXT_ITEM_SQL_TEMPLATE.format(fence="").replace(
+    "AND NOT (qi.id = ANY(CAST(%(passed)s AS bigint[])))", ""
+)  # no arrays in SQLite; writers are serialised there, nothing is passed over
 
 
 LIVE_LEASE_SQL = """
@@ -94,10 +108,19 @@ RETURNING id
 """
 MAX_CANDIDATES = 50
 
+# The first statement of a claim on PostgreSQL (queue_claim_next says why each part).
+CLAIM_TRANSACTION_SQL = (
+    "SELECT current_setting('enable_sort'), set_config('synchronous_commit', 'off', true),"
+    " set_config('enable_sort', 'off', true), pg_advisory_xact_lock(%s)"
+)
+
 # --- hidden gold checks (see the module docstring) ---
 
 # Has this reviewer any production item left? The candidate query without lock or exclusions.
-ANY_ITEM_LEFT_SQL = NEXT_ITEM_SQL.replace("AND NOT (qi.id = ANY(CAST(%(passed)s AS bigint[])))", "")
+ANY_ITEM_LEFT_SQL = {
+    "postgresql": NEXT_ITEM_SQL.replace("AND NOT (qi.id = ANY(CAST(%(passed)s AS bigint[])))", ""),
+    "sqlite": NEXT_ITEM_SQL_SQLITE,
+}
 
 # How many leases this reviewer has taken in the queue: the n of the draw (gold_draw).
 LEASES_TAKEN_SQL = """
@@ -206,11 +229,11 @@ def queue_claim_next(*, queue: Queue, reviewer: AbstractBaseUser) -> Assignment 
     # a list is no SQLite parameter, and DEBUG's query log fails on one even when unused).
     if postgres:
         params["passed"] = []
-    candidate_sql = NEXT_ITEM_SQL + (" FOR NO KEY UPDATE OF qi SKIP LOCKED" if postgres else "")
-    if not postgres:  # no arrays in SQLite; writers are serialised there, nothing is passed over
-        candidate_sql = candidate_sql.replace(
-            "AND NOT (qi.id = ANY(CAST(%(passed)s AS bigint[])))", ""
-        )
+    candidate_sql = (
+        NEXT_ITEM_SQL + " FOR NO KEY UPDATE OF qi SKIP LOCKED" if postgres else NEXT_ITEM_SQL_SQLITE
+    )
+    nested = connection.in_atomic_block
+    sort_setting = "on"
     # The row lock needs the transaction: two reviewers must never share a slot.
     with transaction.atomic(), connection.cursor() as cursor:
         if postgres:
@@ -219,38 +242,56 @@ def queue_claim_next(*, queue: Queue, reviewer: AbstractBaseUser) -> Assignment 
             # claim at a time per reviewer and queue (two tabs, a double click), or both could
             # pass the "already holds a lease" check; a collision of two keys only serialises
             # two claims more than needed. SQLite's IMMEDIATE transactions serialise writers.
-            cursor.execute(
-                "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(%s)",
-                [(queue.pk * 1_000_003 + reviewer.pk) % 2**63],
-            )
-        cursor.execute(LIVE_LEASE_SQL, params)
-        held = cursor.fetchone()
-        if held is not None:
-            return _lease(held[0], held[1], reviewer, held[2], held[3])
-        if queue.gold_set_id is not None and queue.gold_rate > 0:
-            cursor.execute(LEASES_TAKEN_SQL, params)
-            (taken,) = cursor.fetchone()
-            if gold_draw(queue=queue, reviewer_id=reviewer.pk, n=taken):
-                # Gold only among production work: the plain SELECT (no lock) is enough to tell
-                # whether this reviewer has anything left; a race only errs toward serving.
-                cursor.execute(ANY_ITEM_LEFT_SQL, params)
-                if cursor.fetchone() is None:
-                    return None
-                lease = _lease_gold(cursor, queue=queue, reviewer=reviewer, params=params)
-                if lease is not None:
-                    return lease
-        for _ in range(MAX_CANDIDATES):
-            cursor.execute(candidate_sql, params)
-            row = cursor.fetchone()
-            if row is None:
+            # No sorts in this transaction: the candidate query must walk the claim index in
+            # order whatever the statistics say (NEXT_ITEM_SQL). Only the gold query, which
+            # has to sort, turns them back on for itself (_lease_gold).
+            cursor.execute(CLAIM_TRANSACTION_SQL, [(queue.pk * 1_000_003 + reviewer.pk) % 2**63])
+            sort_setting = cursor.fetchone()[0]
+        lease = _claim_in_transaction(
+            cursor, queue=queue, reviewer=reviewer, params=params, candidate_sql=candidate_sql
+        )
+        if postgres and nested:
+            # Inside an outer transaction (a caller's atomic block, a test) the claim's settings
+            # would outlive it: give the outer transaction its planner back. (On an error the
+            # savepoint's rollback undoes them.)
+            cursor.execute("SELECT set_config('enable_sort', %s, true)", [sort_setting])
+        return lease
+
+
+def _claim_in_transaction(
+    cursor, *, queue: Queue, reviewer: AbstractBaseUser, params: dict, candidate_sql: str
+) -> Assignment | None:
+    """queue_claim_next's statements, inside its transaction (and, on PostgreSQL, its lock)."""
+    postgres = connection.vendor == "postgresql"
+    now = params["now"]
+    cursor.execute(LIVE_LEASE_SQL, params)
+    held = cursor.fetchone()
+    if held is not None:
+        return _lease(held[0], held[1], reviewer, held[2], held[3])
+    if queue.gold_set_id is not None and queue.gold_rate > 0:
+        cursor.execute(LEASES_TAKEN_SQL, params)
+        (taken,) = cursor.fetchone()
+        if gold_draw(queue=queue, reviewer_id=reviewer.pk, n=taken):
+            # Gold only among production work: the plain SELECT (no lock) is enough to tell
+            # whether this reviewer has anything left; a race only errs toward serving.
+            cursor.execute(ANY_ITEM_LEFT_SQL[connection.vendor], params)
+            if cursor.fetchone() is None:
                 return None
-            cursor.execute(LEASE_IF_FREE_SQL, {**params, "item": row[0]})
-            leased = cursor.fetchone()
-            if leased is not None:
-                return _lease(leased[0], row[0], reviewer, now, params["expires"])
-            if not postgres:
-                return None  # cannot happen with serialised writers; never loop on it
-            params["passed"] = [*params["passed"], row[0]]  # filled meanwhile: look further
+            lease = _lease_gold(cursor, queue=queue, reviewer=reviewer, params=params)
+            if lease is not None:
+                return lease
+    for _ in range(MAX_CANDIDATES):
+        cursor.execute(candidate_sql, params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        cursor.execute(LEASE_IF_FREE_SQL, {**params, "item": row[0]})
+        leased = cursor.fetchone()
+        if leased is not None:
+            return _lease(leased[0], row[0], reviewer, now, params["expires"])
+        if not postgres:
+            return None  # cannot happen with serialised writers; never loop on it
+        params["passed"] = [*params["passed"], row[0]]  # filled meanwhile: look further
     return None
 
 
@@ -260,6 +301,11 @@ def _lease_gold(
     """Lease this reviewer's next unseen gold item, making its QueueItem if needed; None when
     the gold set has no published version or nothing unseen is left."""
     seed = queue.seed if queue.seed is not None else queue.pk
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        # This query has to sort, and with sorts disabled every plan of it carries the same
+        # huge penalty, which leaves the planner choosing among them blind.
+        cursor.execute("SET LOCAL enable_sort = on")
     cursor.execute(
         NEXT_GOLD_SQL.format(order=GOLD_ORDER[connection.vendor]),
         {
@@ -270,6 +316,8 @@ def _lease_gold(
         },
     )
     row = cursor.fetchone()
+    if postgres:
+        cursor.execute("SET LOCAL enable_sort = off")  # back to the claim's setting
     if row is None:
         return None
     gold = {

@@ -112,9 +112,10 @@ def bench_sampling(predictions: int = 1_000_000, sample: int = 10_000) -> dict[s
 # --- claims ----------------------------------------------------------------------------------
 
 
-def _reviewer_loop(args: tuple[int, int, str, Any]) -> dict[str, Any]:
-    """One reviewer process: claim, label, repeat until nothing is left."""
-    queue_id, user_id, settings_module, start, think = args
+def _reviewer_loop(args: tuple[Any, ...]) -> dict[str, Any]:
+    """One reviewer process: claim, label, repeat until nothing is left (or ``limit`` claims)."""
+    queue_id, user_id, settings_module, start, think, *rest = args
+    limit = rest[0] if rest else None
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     import django
 
@@ -139,7 +140,7 @@ def _reviewer_loop(args: tuple[int, int, str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         lease = queue_claim_next(queue=queue, reviewer=reviewer)
         claim_ms.append((time.perf_counter() - t0) * 1000)
-        if lease is None:
+        if lease is None or (limit is not None and len(claim_ms) >= limit):
             break
         if think:  # reading the item; reviewers don't move in lock-step
             time.sleep(think * rng.uniform(0.5, 1.5))
@@ -245,6 +246,125 @@ def bench_claims(
     }
 
 
+def bench_claims_after_draw(
+    draw: int = 100_000,
+    population: int = 120_000,
+    reviewers: int = 8,
+    claims_per_reviewer: int = 200,
+    overlap: int = 2,
+) -> dict[str, Any]:
+    """Claims right after a large draw: ``draw`` items sampled into a fresh queue, then
+    ``reviewers`` processes claim and label at once, ``claims_per_reviewer`` each.
+
+    No ANALYZE after the draw: PostgreSQL plans the first claims with statistics older than the
+    draw (the labeling tables are analyzed before it, with an earlier queue's items, as
+    autovacuum would have left them; this database runs with autovacuum off, so nothing
+    refreshes them meanwhile). The claim must not
+    care; ``first_claim_plan`` is the candidate query's plan at the start, as the claim runs it.
+    """
+    import json
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from feedback.models import Membership
+    from feedback.services.projects import membership_grant, project_create
+    from labeling.models import Queue, QueueItem, SamplingRun
+    from labeling.services.claims import CLAIM_TRANSACTION_SQL, NEXT_ITEM_SQL
+    from labeling.services.sampling import policy_of, sampling_run_execute
+
+    project = project_create(slug=f"draw-bench-{uuid.uuid4().hex[:8]}")
+    log(f"loading {population:,} predictions")
+    load_predictions(project, population)
+    queue = Queue.objects.create(
+        project=project, name="after-draw", strategy="uniform", size=draw, overlap=overlap
+    )
+    users = []
+    for r in range(reviewers):
+        user = membership_grant(
+            project=project, username=f"draw-r{r}-{project.slug}", role=Membership.Role.REVIEWER
+        ).user
+        queue.reviewers.add(user)
+        users.append(user.pk)
+    # Statistics from before the draw, never refreshed: taken while an earlier queue held a
+    # couple of thousand items (with those of empty tables the old claim's plan was a coin toss).
+    earlier = Queue.objects.create(project=project, name="earlier", strategy="uniform", size=2000)
+    earlier_run = SamplingRun.objects.create(queue=earlier, seed=2, policy=policy_of(earlier))
+    assert sampling_run_execute(run_id=earlier_run.pk).status == "done"
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE labeling_queueitem, labeling_assignment, labeling_label")
+    run = SamplingRun.objects.create(queue=queue, seed=3, policy=policy_of(queue))
+    started = time.perf_counter()
+    run = sampling_run_execute(run_id=run.pk)
+    draw_seconds = time.perf_counter() - started
+    assert run.status == "done", run.error
+    drawn = QueueItem.objects.filter(queue=queue).count()
+    assert drawn == draw, drawn
+    log(f"drew {drawn:,} items in {draw_seconds:.1f} s; claiming at once, no ANALYZE")
+
+    now = timezone.now()
+    params = {
+        "queue": queue.pk,
+        "reviewer": users[0],
+        "now": now,
+        "skip_since": now,
+        "overlap": overlap,
+        "passed": [],
+    }
+    with transaction.atomic(), connection.cursor() as cursor:  # rolled back: locks nothing
+        cursor.execute(CLAIM_TRANSACTION_SQL, [0])
+        cursor.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + NEXT_ITEM_SQL + " FOR NO KEY UPDATE OF qi"
+            " SKIP LOCKED",
+            params,
+        )
+        (raw,) = cursor.fetchone()
+        transaction.set_rollback(True)
+    plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]
+    top = plan["Plan"]
+    scan = top
+    while "Index Name" not in scan and scan.get("Plans"):
+        scan = scan["Plans"][0]
+    first_claim_plan = {
+        "index": scan.get("Index Name"),
+        "rows_estimated_for_queue": scan.get("Plan Rows"),
+        "buffers": top["Shared Hit Blocks"] + top["Shared Read Blocks"],
+        "ms": round(plan["Execution Time"], 3),
+    }
+    connection.close()  # the children open their own
+
+    context = multiprocessing.get_context("fork")
+    start = context.Manager().Barrier(reviewers)
+    settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
+    log(f"{reviewers} reviewers, {claims_per_reviewer} claims each, overlap {overlap}")
+    wall = time.perf_counter()
+    with context.Pool(reviewers) as pool:
+        results = pool.map(
+            _reviewer_loop,
+            [(queue.pk, u, settings_module, start, 0.0, claims_per_reviewer) for u in users],
+        )
+    wall = time.perf_counter() - wall
+    claims = [ms for r in results for ms in r["claim_ms"]]
+    labels = sum(len(r["label_ms"]) for r in results)
+    return {
+        "drawn": drawn,
+        "population": population,
+        "draw_seconds": round(draw_seconds, 2),
+        "reviewers": reviewers,
+        "overlap": overlap,
+        "claims": len(claims),
+        "labels": labels,
+        "labels_per_s": round(labels / wall, 1),
+        "first_claims_ms": [round(ms, 2) for ms in results[0]["claim_ms"][:5]],
+        "claim_p50_ms": round(percentile(claims, 0.5), 2),
+        "claim_p95_ms": round(percentile(claims, 0.95), 2),
+        "claim_p99_ms": round(percentile(claims, 0.99), 2),
+        "claim_max_ms": round(max(claims), 2),
+        "first_claim_plan": first_claim_plan,
+        "wall_seconds": round(wall, 2),
+    }
+
+
 if __name__ == "__main__":
     import argparse
     import json
@@ -252,7 +372,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--predictions", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=4000)
-    parser.add_argument("--only", choices=["sampling", "claims"])
+    parser.add_argument("--only", choices=["sampling", "claims", "claims_after_draw"])
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -271,4 +391,6 @@ if __name__ == "__main__":
     if args.only in (None, "claims"):
         report["claims_saturated"] = bench_claims(args.items)
         report["claims_paced"] = bench_claims(args.items // 4, think=0.5)
+    if args.only in (None, "claims_after_draw"):
+        report["claims_after_draw"] = bench_claims_after_draw()
     print(json.dumps(report, indent=2))

@@ -1007,6 +1007,13 @@ def bench_claims_section(bench: Bench) -> dict[str, Any]:
     }
 
 
+def bench_claims_after_draw_section(bench: Bench) -> dict[str, Any]:
+    from tests.bench import labeling_bench
+
+    # 100,000 items drawn, then 8 reviewers claim and label at once; no ANALYZE after the draw.
+    return {"claims_after_draw": labeling_bench.bench_claims_after_draw(draw=100_000)}
+
+
 def bench_exports_section(bench: Bench) -> dict[str, Any]:
     from tests.bench import export_bench
 
@@ -1026,6 +1033,7 @@ SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "copy_ceiling": bench_copy_ceiling,
     "sampling": bench_sampling_section,
     "claims": bench_claims_section,
+    "claims_after_draw": bench_claims_after_draw_section,
     "audits": bench_audits_section,
     "exports": bench_exports_section,
 }
@@ -1097,6 +1105,9 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         meets["claim_duplicates"] = (
             report["claims"]["duplicates"] == 0 == report["claims_saturated"]["duplicates"]
         )
+    if "claims_after_draw" in report:
+        after_draw = report["claims_after_draw"]["claim_p95_ms"]
+        meets["claim_after_draw_p95_ms"] = after_draw <= TARGETS["claim_p95_ms_max"]
     if "sampling" in report:
         meets["sampling_seconds"] = report["sampling"]["seconds"] <= TARGETS["sampling_seconds_max"]
     if "audits" in report:
