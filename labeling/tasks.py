@@ -66,4 +66,20 @@ def audit_run_task(self, audit_id: int) -> str:
 
 @shared_task
 def audits_recover_task() -> int:
-    return audits.audits_recover(stale_after_seconds=settings.REDRESS_SAMPLING_STALE_SECONDS)
+    return audits.audits_recover(stale_after_seconds=settings.REDRESS_AUDIT_STALE_SECONDS)
+
+
+@shared_task
+def unsent_tasks_send_task() -> int:
+    """Send again what a broker outage refused (every minute: the beat only runs this once
+    the broker takes messages again)."""
+    from .enqueue import unsent_tasks_send
+
+    return unsent_tasks_send()
+
+
+@shared_task
+def labels_ready_task() -> int:
+    from .services.notifications import labels_ready_emit_due
+
+    return labels_ready_emit_due()

@@ -17,4 +17,5 @@ urlpatterns = [
     ),
     path("categories", views.CategoryListView.as_view(), name="categories"),
     path("disputes/<int:pk>", views.DisputeDetailView.as_view(), name="dispute-detail"),
+    path("disputes/<int:pk>/resolve", views.DisputeResolveView.as_view(), name="dispute-resolve"),
 ]

@@ -8,7 +8,7 @@ from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
 )
-from rest_framework import generics
+from rest_framework import generics, serializers
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
@@ -16,10 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..errors import FieldError, InvalidInput, NotFound
+from ..errors import Conflict, FieldError, InvalidInput, NotFound
 from ..models import Feedback, FeedbackCategory
 from ..selectors import category_list, dispute_get, feedback_list
-from .caller import FEEDBACK_READ, MEMBER, Needs, caller_of
+from ..services.disputes import dispute_resolve
+from .caller import FEEDBACK_READ, MEMBER, RESOLVE, Needs, caller_of
 from .filters import FeedbackFilterSet, StrictFilterBackend
 from .permissions import AnyProjectCaller, HasIngestScope
 from .schema import API_KEY_ONLY, ERROR_HEADERS, IDEMPOTENCY_KEY_HEADER, errors_for
@@ -246,3 +247,55 @@ class DisputeDetailView(APIView):
         if dispute is None:
             raise NotFound(FieldError("id", "not_found", f"No dispute {pk} in this project."))
         return Response(DisputeSerializer(dispute).data)
+
+
+class DisputeResolveInSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["upheld", "rejected"])
+    resolution_note = serializers.CharField(
+        help_text="Why; the app may show it to its user. Required."
+    )
+
+
+class DisputeResolveView(APIView):
+    """Resolve a dispute by hand: the same service as the admin's triage action."""
+
+    permission_classes = [AnyProjectCaller]
+
+    @extend_schema(
+        operation_id="disputes_resolve",
+        summary="Resolve a dispute: upheld (the user was right) or rejected",
+        description="Project admins (a person; API keys get 403). Another project's dispute: "
+        "404; a member who is not an admin: 403; already resolved: 409. Emits the "
+        "`dispute.resolved` webhook event.",
+        parameters=[
+            OpenApiParameter("id", int, OpenApiParameter.PATH, description="The dispute's id."),
+            *ERROR_HEADERS,
+        ],
+        request=DisputeResolveInSerializer,
+        responses={200: DisputeSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        caller = caller_of(request)
+        dispute = dispute_get(project_ids=caller.project_ids(MEMBER), dispute_id=pk)
+        if dispute is None:
+            raise NotFound(FieldError("id", "not_found", f"No dispute {pk} in this project."))
+        caller.require(RESOLVE, project_id=dispute.project_id)
+        data = request.data if isinstance(request.data, dict) else None
+        if data is None:
+            raise InvalidInput.one(None, "invalid_type", "Expected a JSON object.")
+        errors = []
+        wanted = data.get("status")
+        if wanted not in ("upheld", "rejected"):
+            errors.append(FieldError("status", "invalid_choice", "upheld or rejected."))
+        note = data.get("resolution_note")
+        if not isinstance(note, str) or not note.strip():
+            errors.append(FieldError("resolution_note", "required",
+                                     "Say why: the app shows this note to its user."))
+        if errors:
+            raise InvalidInput(errors)
+        if dispute.status in (Feedback.DisputeStatus.UPHELD, Feedback.DisputeStatus.REJECTED):
+            raise Conflict.one("status", "already_resolved",
+                               f"This dispute was already resolved ({dispute.status}).")
+        resolved = dispute_resolve(dispute_id=pk, upheld=wanted == "upheld", note=note,
+                                   actor=request.user)
+        return Response(DisputeSerializer(resolved).data)

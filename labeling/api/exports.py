@@ -23,9 +23,11 @@ from feedback.api.schema import ERROR_HEADERS, errors_for
 from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 
 from ..exports.request import ExportRequestSerializer, export_request
+from ..exports.writers import CONTENT_TYPES
 from ..models import Export
 from ..selectors.exports import goldset_version_for_export
-from ..services.exports import CONTENT_TYPES, export_create, goldset_version_snapshot
+from ..services.exports import export_create
+from ..services.goldset_snapshots import goldset_version_snapshot
 
 ReadsExports = Needs.of(DATA)
 EXPORT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The export's id.")

@@ -4,11 +4,13 @@
 - ``gold``: GoldSet, GoldSetVersion, GoldItem, GoldPurge (the record of a purge)
 - ``exports``: Export
 - ``audits``: Audit
+- ``jobs``: UnsentTask (task messages a broker outage refused)
 """
 
 from .audits import Audit
 from .exports import Export
 from .gold import GoldItem, GoldPurge, GoldSet, GoldSetVersion
+from .jobs import UnsentTask
 from .queues import Assignment, Label, LabelRevision, Queue, QueueItem, SamplingRun
 
 __all__ = [
@@ -24,4 +26,5 @@ __all__ = [
     "Queue",
     "QueueItem",
     "SamplingRun",
+    "UnsentTask",
 ]

@@ -34,6 +34,9 @@ class Audit(BackgroundJob):
     model_version = models.CharField(max_length=100, blank=True)
     params = models.JSONField(default=dict)
     result = models.JSONField(null=True, blank=True)
+    # Claims and final writes are keyed on it: a run handed back by ``audits_recover`` can
+    # never be overwritten by the attempt it replaced.
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta(BackgroundJob.Meta):
         indexes = [models.Index(fields=["status", "created_at"], name="audit_status_created")]

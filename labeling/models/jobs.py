@@ -31,3 +31,19 @@ class BackgroundJob(models.Model):
     class Meta:
         abstract = True
         ordering = ["-id"]
+
+
+class UnsentTask(models.Model):
+    """A task message the broker refused (an outage): ``unsent_tasks_send`` sends it again once
+    the broker is back (see ``labeling.enqueue``). Its job row stays ``pending`` meanwhile."""
+
+    task = models.CharField(max_length=100)
+    args = models.JSONField(default=list)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.task}{tuple(self.args)!r}"

@@ -27,12 +27,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import OperationalError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from feedback.errors import FieldError, InvalidInput, NotFound
@@ -40,6 +40,7 @@ from feedback.models import Project
 from feedback.validation import SEGMENT_KEY_MAX_CHARS, SEGMENT_KEY_RE, SEGMENT_VALUE_MAX_CHARS
 
 from .. import fairness
+from ..enqueue import enqueue_after_commit
 from ..models import Audit, Export, GoldSet, Queue, QueueItem
 from ..selectors.audits import (
     AuditSource,
@@ -51,6 +52,7 @@ from ..selectors.audits import (
     grouping_sets,
     metric_definitions,
 )
+from . import notifications
 
 log = logging.getLogger(__name__)
 
@@ -417,10 +419,7 @@ def audit_create(
             **links,
         )
         if run == "worker":
-            from ..tasks import audit_run_task  # tasks import services: import late
-
-            # robust: a broker outage must not fail the request; audits_recover re-enqueues.
-            transaction.on_commit(partial(audit_run_task.delay, audit.pk), robust=True)
+            enqueue_after_commit("audit_run_task", audit.pk)
     if run == "now":
         return audit_run(audit_id=audit.pk)
     return audit
@@ -433,35 +432,43 @@ def audit_run(*, audit_id: int, on_progress: Progress | None = None) -> Audit:
     other error fails the audit with the message.
     """
     claimed = Audit.objects.filter(pk=audit_id, status=Audit.Status.PENDING).update(
-        status=Audit.Status.RUNNING, started_at=timezone.now(), progress=0.0, error=""
+        status=Audit.Status.RUNNING,
+        started_at=timezone.now(),
+        progress=0.0,
+        error="",
+        attempts=F("attempts") + 1,
     )
     audit = Audit.objects.select_related("project", "queue", "export", "gold_version").get(
         pk=audit_id
     )
     if not claimed:
         return audit
+    # Every later write is keyed on this attempt: once audits_recover hands the run back, a
+    # late write of this attempt finds nothing to update.
+    mine = Audit.objects.filter(pk=audit_id, status=Audit.Status.RUNNING, attempts=audit.attempts)
 
     def progress(fraction: float, stage: str) -> None:
-        Audit.objects.filter(pk=audit_id).update(progress=round(fraction, 3))
+        mine.update(progress=round(fraction, 3))
         if on_progress is not None:
             on_progress(fraction, stage)
 
     try:
         result = audit_compute(audit=audit, on_progress=progress)
     except OperationalError:
-        Audit.objects.filter(pk=audit_id).update(status=Audit.Status.PENDING, started_at=None)
+        mine.update(status=Audit.Status.PENDING, started_at=None)
         raise
     except Exception as exc:  # recorded on the audit, never lost in a worker log only
         log.exception("audit %s failed", audit_id)
-        Audit.objects.filter(pk=audit_id).update(
+        mine.update(
             status=Audit.Status.FAILED, error=str(exc) or repr(exc), finished_at=timezone.now()
         )
         audit.refresh_from_db()
         return audit
     with transaction.atomic():
-        Audit.objects.filter(pk=audit_id, status=Audit.Status.RUNNING).update(
+        mine.update(
             status=Audit.Status.DONE, result=result, progress=1.0, finished_at=timezone.now()
         )
+        notifications.audit_finished_emit(audit_id=audit_id)
     if on_progress is not None:
         on_progress(1.0, "done")
     audit.refresh_from_db()
@@ -469,9 +476,9 @@ def audit_run(*, audit_id: int, on_progress: Progress | None = None) -> Audit:
 
 
 def audits_recover(*, stale_after_seconds: int) -> int:
-    """Re-enqueue audits a broker outage left pending, or a dead worker left running."""
-    from ..tasks import audit_run_task
-
+    """Re-enqueue audits whose message was lost (``pending`` too long) or whose worker died
+    (``running`` past ``REDRESS_AUDIT_STALE_SECONDS``). Keyed on the attempt, as
+    ``exports_recover`` is: a run that finishes meanwhile keeps its result."""
     cutoff = timezone.now() - timezone.timedelta(seconds=stale_after_seconds)
     pending = list(
         Audit.objects.filter(status=Audit.Status.PENDING, created_at__lt=cutoff).values_list(
@@ -480,16 +487,19 @@ def audits_recover(*, stale_after_seconds: int) -> int:
     )
     stale = list(
         Audit.objects.filter(status=Audit.Status.RUNNING, started_at__lt=cutoff).values_list(
-            "pk", flat=True
+            "pk", "attempts"
         )
     )
-    if stale:
-        Audit.objects.filter(pk__in=stale, status=Audit.Status.RUNNING).update(
+    handed_back = [
+        pk
+        for pk, attempts in stale
+        if Audit.objects.filter(pk=pk, status=Audit.Status.RUNNING, attempts=attempts).update(
             status=Audit.Status.PENDING, started_at=None
         )
-    for audit_id in pending + stale:
-        audit_run_task.delay(audit_id)
-    return len(pending) + len(stale)
+    ]
+    for audit_id in pending + handed_back:
+        enqueue_after_commit("audit_run_task", audit_id)
+    return len(pending) + len(handed_back)
 
 
 # --- the computation -------------------------------------------------------------------------

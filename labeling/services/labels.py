@@ -19,7 +19,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from feedback.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
@@ -28,6 +28,7 @@ from feedback.services.disputes import disputes_resolve_for_prediction
 from feedback.validation import CORRECTION_MAX_CHARS, canonical_json, has_nul
 
 from ..consensus import dawid_skene, majority_vote
+from ..enqueue import enqueue_after_commit
 from ..models import Assignment, GoldItem, Label, LabelRevision, QueueItem
 
 Verdict = Label.Verdict
@@ -263,10 +264,31 @@ def item_consensus_update(*, item: QueueItem) -> QueueItem:
     if item.status == QueueItem.Status.COMPLETE:
         _resolve_disputes(item)
     if item.queue.consensus == item.queue.Consensus.DAWID_SKENE:
-        from ..tasks import queue_consensus_task  # late import: tasks import services
-
-        transaction.on_commit(partial(queue_consensus_task.delay, item.queue_id))
+        enqueue_after_commit(
+            "queue_consensus_task", item.queue_id, when=partial(_refit_request, item.queue_id)
+        )
     return item
+
+
+# A refit request older than this is taken as lost (its process died before sending it):
+# the next completion sends it again.
+REFIT_REQUEST_LOST_SECONDS = 600
+
+
+def _refit_request(queue_id: int) -> bool:
+    """Whether this completion sends the queue's refit: only the first since the last refit
+    started does; the later ones are read by that refit. Runs after the commit, in a statement
+    of its own, so reviewers completing items never wait on the queue row."""
+    from ..models import Queue
+
+    now = timezone.now()
+    lost = now - timezone.timedelta(seconds=REFIT_REQUEST_LOST_SECONDS)
+    return bool(
+        Queue.objects.filter(
+            Q(consensus_refit_requested_at__isnull=True) | Q(consensus_refit_requested_at__lt=lost),
+            pk=queue_id,
+        ).update(consensus_refit_requested_at=now)
+    )
 
 
 DAWID_SKENE_CONFIDENT = 0.6  # below this posterior, a Dawid-Skene item still goes to a person
@@ -282,6 +304,9 @@ def queue_consensus_recompute(*, queue_id: int) -> int:
     """
     from ..models import Queue
 
+    # Cleared before the labels are read: a completion committed after this sends a refit of
+    # its own, one committed before is in this one.
+    Queue.objects.filter(pk=queue_id).update(consensus_refit_requested_at=None)
     queue = Queue.objects.get(pk=queue_id)
     use_labels = bool(queue.label_choices)
     rows = list(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import secrets
-from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -56,8 +55,10 @@ from feedback.models import Feedback, Prediction
 from feedback.selectors import with_any_category
 from feedback.services.disputes import disputes_mark_in_review
 
+from ..enqueue import enqueue_after_commit
 from ..models import Queue, QueueItem, SamplingRun
 from ..randomness import HashUniform
+from . import notifications
 
 Strategy, Source, Allocation = Queue.Strategy, Queue.Source, Queue.Allocation
 POLICY_FIELDS = (
@@ -90,8 +91,6 @@ def sampling_run_request(
     trigger: str = "manual",
 ) -> SamplingRun:
     """Record a pending run and enqueue its draw after commit (the request never waits)."""
-    from ..tasks import sampling_run_task  # tasks import services; import late to avoid a cycle
-
     if seed is None:
         seed = queue.seed if queue.seed is not None else secrets.randbelow(2**31)
     run = SamplingRun.objects.create(
@@ -101,7 +100,7 @@ def sampling_run_request(
         requested_by=actor if actor is not None and actor.is_authenticated else None,
         trigger=trigger,
     )
-    transaction.on_commit(partial(sampling_run_task.delay, run.pk))
+    enqueue_after_commit("sampling_run_task", run.pk)
     return run
 
 
@@ -123,6 +122,7 @@ def sampling_run_execute(*, run_id: int) -> SamplingRun:
             run.population, run.sampled = population, sampled
             run.status, run.finished_at = SamplingRun.Status.DONE, timezone.now()
             run.save(update_fields=["population", "sampled", "status", "finished_at"])
+            notifications.sampling_run_finished_emit(run=run)
     except InvalidInput as exc:
         SamplingRun.objects.filter(pk=run_id).update(
             status=SamplingRun.Status.FAILED, error=str(exc), finished_at=timezone.now()
@@ -134,8 +134,6 @@ def sampling_run_execute(*, run_id: int) -> SamplingRun:
 def sampling_runs_recover(*, stale_after_seconds: int) -> int:
     """Hand back runs whose worker died (``running`` too long) or whose message was lost
     (``pending`` too long, e.g. a broker outage): they go back to pending and are enqueued."""
-    from ..tasks import sampling_run_task
-
     cutoff = timezone.now() - timezone.timedelta(seconds=stale_after_seconds)
     stale = list(
         SamplingRun.objects.filter(
@@ -147,7 +145,7 @@ def sampling_runs_recover(*, stale_after_seconds: int) -> int:
         status=SamplingRun.Status.PENDING
     )
     for run_id in stale:
-        transaction.on_commit(partial(sampling_run_task.delay, run_id))
+        enqueue_after_commit("sampling_run_task", run_id)
     return len(stale)
 
 

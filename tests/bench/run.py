@@ -20,6 +20,9 @@ add new ones to ``SECTIONS``):
   when both ran.
 - ``copy_ceiling``: the same rows (categories on the row) written by one psycopg ``COPY``,
   the database's physical limit for this data on this machine.
+- ``webhooks``: deliveries/s of a real Celery worker to a loopback receiver, and a flaky
+  receiver (500 to 30%, no answer to 5%) that must end with every event delivered under one
+  ``webhook-id`` each (``tests/bench/webhook_bench.py``).
 
 Usage: ``make bench`` or ``.venv/bin/python tests/bench/run.py [--help]``.
 """
@@ -79,6 +82,7 @@ TARGETS = {
     "claim_duplicates": 0,
     "sampling_seconds_max": 2.0,
     "audit_seconds_max": 5.0,
+    "webhook_deliveries_per_s_min": 300.0,
 }
 
 PROJECT_SLUG = "bench"
@@ -1026,6 +1030,18 @@ def bench_audits_section(bench: Bench) -> dict[str, Any]:
     return audit_bench.bench_audits(rows=1_000_000)
 
 
+def bench_webhooks_section(bench: Bench) -> dict[str, Any]:
+    from tests.bench import webhook_bench
+
+    return {
+        "webhooks": webhook_bench.bench_webhooks(
+            project_id=bench.project_id,
+            events=bench.args.webhook_events,
+            flaky_events=bench.args.webhook_flaky_events,
+        )
+    }
+
+
 SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "http": bench_http,
     "batch_intake": bench_batch_intake,
@@ -1036,6 +1052,7 @@ SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "claims_after_draw": bench_claims_after_draw_section,
     "audits": bench_audits_section,
     "exports": bench_exports_section,
+    "webhooks": bench_webhooks_section,
 }
 
 
@@ -1112,6 +1129,14 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         meets["sampling_seconds"] = report["sampling"]["seconds"] <= TARGETS["sampling_seconds_max"]
     if "audits" in report:
         meets["audit_seconds"] = report["audits"]["audit_seconds"] <= TARGETS["audit_seconds_max"]
+    if "webhooks" in report:
+        hooks = report["webhooks"]
+        meets["webhook_deliveries_per_s"] = (
+            hooks["throughput"]["deliveries_per_s"] >= TARGETS["webhook_deliveries_per_s_min"]
+        )
+        meets["webhooks_none_lost_one_id_each"] = (
+            hooks["flaky"]["lost"] == 0 and hooks["flaky"]["webhook_ids_per_event_max"] == 1
+        )
     # Not a target: whether the figures above were measured without other load on the machine.
     quiet = (
         [report["worker_classes"][report["worker_class"]]["comparable"]]
@@ -1146,6 +1171,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=3, help="bare/single rounds per worker class (median)"
     )
+    parser.add_argument("--webhook-events", type=int, default=3000)
+    parser.add_argument("--webhook-flaky-events", type=int, default=1000)
     parser.add_argument("--batch-items", type=int, default=150_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument(

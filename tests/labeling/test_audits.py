@@ -770,6 +770,45 @@ def test_large_sources_go_to_a_worker(
     assert audit_run(audit_id=audit.pk).finished_at == finished
 
 
+def test_a_lost_audit_is_handed_back_keyed_on_its_attempt(
+    project, labeled_queue, settings, django_capture_on_commit_callbacks
+):
+    from labeling.tasks import audits_recover_task
+
+    settings.REDRESS_AUDIT_INLINE_ROWS = 10
+    settings.REDRESS_AUDIT_STALE_SECONDS = 600
+    settings.REDRESS_SAMPLING_STALE_SECONDS = 10**6  # not the audits' setting any more
+    load_rows(project, labeled_queue, _disparity_rows())
+    with django_capture_on_commit_callbacks(execute=False):
+        audit = audit_create(
+            project=project, data={"source": {"queue": labeled_queue.pk}, "segments": ["locale"]}
+        )
+    taken_over = []
+
+    def stall_and_be_taken_over(fraction, stage):
+        # Attempt 1 looks lost (started long ago): the sweep hands it back and a second
+        # worker claims it (attempt 2), while attempt 1 is still computing.
+        if taken_over:
+            return
+        Audit.objects.filter(pk=audit.pk).update(
+            started_at=timezone.now() - timezone.timedelta(minutes=20)
+        )
+        with django_capture_on_commit_callbacks(execute=False) as sent:
+            taken_over.append(audits_recover_task.apply().get())
+        assert len(sent) == 1
+        assert Audit.objects.filter(pk=audit.pk, status="pending").update(
+            status="running", attempts=2, started_at=timezone.now()
+        )
+
+    first = audit_run(audit_id=audit.pk, on_progress=stall_and_be_taken_over)
+
+    assert taken_over == [1]
+    # Attempt 1 finished computing but wrote nothing over attempt 2's run.
+    assert first.status == Audit.Status.RUNNING and first.attempts == 2 and first.result is None
+    # A running audit younger than REDRESS_AUDIT_STALE_SECONDS is left alone.
+    assert audits_recover_task.apply().get() == 0
+
+
 def test_a_draft_gold_version_is_refused(project):
     gold_set = GoldSet.objects.create(project=project, slug="drafty", name="d")
     GoldSetVersion.objects.create(gold_set=gold_set, number=1)

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from feedback.models import Feedback, Prediction
 from labeling.exports.request import export_request
+from labeling.exports.rows import arrow_schema, export_columns
 from labeling.models import Export, GoldItem, GoldSet, GoldSetVersion, Label, Queue, QueueItem
 from labeling.selectors.exports import export_items
 from labeling.services.exports import (
@@ -31,7 +32,6 @@ from labeling.services.exports import (
     exports_recover,
 )
 from labeling.splits import GroupUniform, SplitSpec, group_uniform, split_of
-from labeling.writers import arrow_schema, export_columns
 
 LOCALES = ["en-US", "de-DE", "fr-FR", "ja-JP", "pt-BR"]
 PI = [0.05, 0.1, 0.25, 0.5, 1.0]

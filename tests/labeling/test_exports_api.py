@@ -21,13 +21,13 @@ from django.utils import timezone
 
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
+from labeling.exports.engine import temp_prefix
 from labeling.exports.request import export_request
 from labeling.models import Export, GoldItem, GoldSet, GoldSetVersion
 from labeling.services.exports import (
     export_build,
     export_create,
     exports_recover,
-    temp_prefix,
 )
 from tests.conftest import client_for, token_for
 
@@ -312,10 +312,10 @@ django.setup()
 from django.conf import settings
 settings.STORAGES = {storages!r}
 settings.REDRESS_EXPORT_ARROW_READER = {arrow}
-from labeling import pg_arrow
+from labeling.exports import engine, pg_arrow
 from labeling.services import exports
-exports.PROGRESS_SECONDS = 0      # report at every block written
-exports.FLUSH_BYTES = 4096        # small blocks, so there are many
+engine.PROGRESS_SECONDS = 0       # report at every block written
+engine.FLUSH_BYTES = 4096         # small blocks, so there are many
 pg_arrow.BATCH_BYTES = 16384      # small Arrow batches too
 def die_half_way(rows, total):
     if rows >= total // 2:

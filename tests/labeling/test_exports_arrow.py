@@ -1,9 +1,9 @@
 """PostgreSQL exports of committed rows read as Arrow columns (ADBC, binary COPY).
 
-The worker reads JSON-lines and Parquet exports through ``labeling.pg_arrow`` when its rows are
-committed (a real worker's case); the COPY-text path remains for rows of an outer transaction
-and when ``REDRESS_EXPORT_ARROW_READER`` is off. Both must give the very same bytes, with one
-stream or several sharing a snapshot.
+The worker reads JSON-lines and Parquet exports through ``labeling.exports.pg_arrow`` when its
+rows are committed (a real worker's case); the COPY-text path remains for rows of an outer
+transaction and when ``REDRESS_EXPORT_ARROW_READER`` is off. Both must give the very same bytes,
+with one stream or several sharing a snapshot.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import pytest
 from django.db import connection
 
 from feedback.models import Prediction
-from labeling import pg_arrow
+from labeling.exports import engine, pg_arrow
 from labeling.exports.request import export_request
 from labeling.models import Export
-from labeling.services import exports
 from labeling.services.exports import export_build
 
 from .test_exports import _media, content, make_labeled  # noqa: F401 (_media: autouse fixture)
@@ -55,8 +54,8 @@ def readers(monkeypatch):
         opened.append(sql)
         return real(dsn, sql, **kwargs)
 
-    monkeypatch.setattr(exports, "record_batches", counting)
-    monkeypatch.setattr(exports, "PARALLEL_MIN_ROWS", 100)  # several streams for 1,200 rows
+    monkeypatch.setattr(engine, "record_batches", counting)
+    monkeypatch.setattr(engine, "PARALLEL_MIN_ROWS", 100)  # several streams for 1,200 rows
     return opened
 
 
@@ -155,7 +154,7 @@ def test_a_failure_mid_stream_cancels_every_stream_and_leaves_nothing(
     assert export.checksum == "" and not export.file
     assert len(readers) == 4  # two streams each time: the second one ran, and was stopped
     # No spool or half file left behind, and only the reference reached storage.
-    assert not list(Path(tempfile.gettempdir()).glob(f"{exports.temp_prefix(export)}*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"{engine.temp_prefix(export)}*"))
     assert default_storage.listdir(f"exports/{project.slug}")[1] == [
         reference.file.name.rsplit("/", 1)[1]
     ]

@@ -2,7 +2,7 @@
 
 The driver runs ``COPY (query) TO STDOUT (FORMAT binary)`` and decodes it into Arrow columns in
 C++: no Python object per row, no text to parse, and no COPY text escaping to undo. Exports use
-it to read their rows (see ``labeling.services.exports``): for a million rows it costs the worker
+it to read their rows (see ``labeling.exports.engine``): for a million rows it costs the worker
 about a quarter of the CPU that psycopg's per-record COPY iteration plus pyarrow's CSV parser did.
 
 The driver opens its own connection (libpq, from the Django connection's parameters), so it only

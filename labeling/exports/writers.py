@@ -1,8 +1,9 @@
 """Streaming file writers for exports: JSON lines, CSV and Parquet, with deterministic bytes.
 
 A writer takes rows (dicts) in chunks, or already-encoded bytes / Arrow record batches from the
-PostgreSQL fast path, and writes to a binary file object; nothing but the current chunk (and,
-for Parquet, one row group) is held in memory.
+PostgreSQL paths (see ``engine``), and writes to a binary file object; nothing but the current
+chunk (and, for Parquet, one row group) is held in memory. The columns and their types are the
+row format's (``rows``).
 
 Determinism: columns in a fixed order; JSON values written canonically (sorted keys, compact);
 CSV with ``\\n`` line ends; Parquet with fixed-size row groups (rows are re-batched, so how the
@@ -21,51 +22,8 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Column kinds: "string", "json" (any JSON value, stored as canonical JSON text in CSV and
-# Parquet), "list" (list of strings: typed list<string> in Parquet), "float", "int".
-Columns = Sequence[tuple[str, str, bool]]  # (name, kind, nullable)
+from .rows import Columns, arrow_schema
 
-EXPORT_COLUMNS: Columns = (
-    ("external_id", "string", False),
-    ("model", "string", False),
-    ("model_version", "string", False),
-    ("input", "json", True),
-    ("output", "json", True),
-    ("predicted_label", "string", True),
-    ("confidence", "float", True),
-    ("segment", "json", False),
-    ("feedback_categories", "list", False),
-    ("verdict", "string", True),
-    ("true_label", "string", True),
-    ("label_categories", "list", False),
-    ("correction", "json", True),
-    ("agreement", "float", True),
-    ("n_labels", "int", False),
-    ("weight", "float", False),
-    ("split", "string", False),
-)
-LABELS_COLUMN = ("labels", "json", False)
-
-GOLD_COLUMNS: Columns = (
-    ("key", "string", False),
-    ("input", "json", True),
-    ("output", "json", True),
-    ("expected_verdict", "string", True),
-    ("expected_label", "string", True),
-    ("expected_categories", "list", False),
-    ("segment", "json", False),
-    ("source_external_id", "string", True),
-    ("source_model_version", "string", True),
-    ("source_agreement", "float", True),
-)
-
-ARROW_TYPES = {
-    "string": pa.string(),
-    "json": pa.string(),
-    "list": pa.list_(pa.string()),
-    "float": pa.float64(),
-    "int": pa.int32(),
-}
 # Rows per Parquet row group: a fixed number makes the file layout independent of how rows
 # arrived; 16k rows of a typical export are 5-10 MB in memory: the worker stays small.
 ROW_GROUP_ROWS = 16_384
@@ -89,19 +47,6 @@ def arrow_pool() -> pa.MemoryPool:
         return pa.jemalloc_memory_pool()
     except (NotImplementedError, pa.ArrowNotImplementedError):
         return pa.default_memory_pool()
-
-
-def export_columns(*, include_labels: bool) -> list[tuple[str, str, bool]]:
-    return [*EXPORT_COLUMNS, LABELS_COLUMN] if include_labels else list(EXPORT_COLUMNS)
-
-
-def arrow_schema(columns: Columns) -> pa.Schema:
-    """The typed Parquet schema; JSON columns say so in their field metadata."""
-    fields = []
-    for name, kind, nullable in columns:
-        metadata = {"redress.kind": "json"} if kind == "json" else None
-        fields.append(pa.field(name, ARROW_TYPES[kind], nullable=nullable, metadata=metadata))
-    return pa.schema(fields)
 
 
 def canonical(value: Any) -> str:
@@ -244,3 +189,6 @@ WRITERS = {"jsonl": JsonlWriter, "csv": CsvWriter, "parquet": ParquetWriter}
 
 def writer_for(fmt: str, out: IO[bytes], columns: Columns):
     return WRITERS[fmt](out, columns)
+
+
+CONTENT_TYPES = {fmt: writer.content_type for fmt, writer in WRITERS.items()}
