@@ -22,7 +22,7 @@ from functools import update_wrapper
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from rest_framework import exceptions
@@ -42,7 +42,7 @@ from ..services.intake import (
     predictions_log,
 )
 from ..validation import BATCH_MAX_ITEMS
-from .errors import exception_handler
+from .errors import database_refusal, exception_handler
 from .inputs import json_object
 from .parsers import BodyRefused, parse_json_body, read_body
 from .serializers import PredictionSerializer, prediction_external_id
@@ -336,6 +336,12 @@ class KeyIntake:
                 _skip_health_check_if_idle()
             body, status = self.handle(request, context, data, refused)
         except (ServiceError, exceptions.APIException, RequestDataTooBig) as exc:
+            return _error_response(exc, self.allow)
+        except DatabaseError as exc:
+            # The database turning the request away for now (no connection, a timeout): 503
+            # with Retry-After from the one handler; anything else is a bug, and raises.
+            if database_refusal(exc) is None:
+                raise
             return _error_response(exc, self.allow)
         return _response(body, status, self.allow)
 
