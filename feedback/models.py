@@ -7,6 +7,7 @@ constraints that back the rules (one external_id per project, one idempotency ke
 from __future__ import annotations
 
 import secrets
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -294,3 +295,43 @@ class DisputeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.feedback_id}: {self.from_status} → {self.to_status}"
+
+
+def new_event_uid() -> str:
+    return f"evt_{uuid.uuid4().hex}"
+
+
+class OutboxEvent(models.Model):
+    """Something Redress tells the outside world, written in the transaction of the change it
+    reports (so a rolled-back change sends nothing). The ``webhooks`` app fans each row out to
+    the project's subscribed endpoints; ``uid`` is the ``webhook-id`` receivers deduplicate on.
+    """
+
+    uid = models.CharField(max_length=40, unique=True, default=new_event_uid, editable=False)
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="outbox_events", db_index=False
+    )
+    type = models.CharField(max_length=64)
+    data = models.JSONField(default=dict)
+    # Makes an event once-only when set (e.g. "dispute.opened:42", emitted by a sweep).
+    dedupe_key = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    # Addressed to one endpoint only (a test send), not to the project's subscribers.
+    only_webhook_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Set once deliveries exist for every endpoint subscribed at that time; the sweep fans out
+    # rows still null (their task was lost with the broker).
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["project", "created_at"], name="outbox_project_created"),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(fanned_out_at__isnull=True),
+                name="outbox_not_fanned_out",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.uid}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -10,12 +12,17 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import ApiKey, Feedback, FeedbackCategory, Membership, Project
+from .redis_cache import degraded
 from .services.keys import cache_key_for_hash, hash_key
 
 # A cached key lookup lives this long; revocation and project edits drop it at once, the TTL
 # only bounds what a raw database edit could leave stale. It is also the granularity of
 # ``ApiKey.last_used_at``, written once per cache refill instead of once per request.
 KEY_CACHE_SECONDS = 60
+# While Redis is unavailable a process keeps the lookups it loaded this long itself: without
+# Redis every request would read the key and write its ``last_used_at`` in the database. A
+# revocation then reaches the other processes within this time.
+KEY_FALLBACK_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +50,54 @@ def api_key_context(raw_key: str) -> KeyContext | None:
     return api_key_context_load(key_hash)
 
 
+class _FallbackContexts:
+    """Key lookups kept by this process while the shared cache (Redis) is unavailable."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[KeyContext | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[bool, KeyContext | None]:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, key: str, context: KeyContext | None) -> None:
+        with self._lock:
+            if len(self._entries) >= 10_000:
+                self._entries.clear()
+            self._entries[key] = (context, time.monotonic() + KEY_FALLBACK_SECONDS)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+fallback_contexts = _FallbackContexts()
+
+
 def api_key_context_load(key_hash: str) -> KeyContext | None:
-    """The context of a key not in the cache, from the database; cached for the next ones."""
+    """The context of a key not in the cache, from the database; cached for the next ones.
+
+    While Redis is unavailable (``feedback.redis_cache``) the process keeps it itself for
+    ``KEY_FALLBACK_SECONDS`` instead, and serves it from there."""
     cache_key = cache_key_for_hash(key_hash)
+    if degraded(cache):
+        fallback_key = cache.make_key(cache_key)
+        found, context = fallback_contexts.get(fallback_key)
+        if not found:
+            context = _context_from_database(key_hash, cache_key)
+            fallback_contexts.put(fallback_key, context)
+        return context
+    return _context_from_database(key_hash, cache_key)
+
+
+def _context_from_database(key_hash: str, cache_key: str) -> KeyContext | None:
     key = (
         ApiKey.objects.select_related("project")
         .filter(key_hash=key_hash, revoked_at__isnull=True)

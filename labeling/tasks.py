@@ -76,3 +76,10 @@ def unsent_tasks_send_task() -> int:
     from .enqueue import unsent_tasks_send
 
     return unsent_tasks_send()
+
+
+@shared_task
+def labels_ready_task() -> int:
+    from .services.notifications import labels_ready_emit_due
+
+    return labels_ready_emit_due()

@@ -4,11 +4,21 @@ Tests run against whatever the environment names: SQLite and a file cache by def
 PostgreSQL (``DATABASE_URL``) and Redis (``CELERY_BROKER_URL`` / ``CACHE_URL``) in CI. Each test
 gets a cache of its own (a fresh key prefix on Redis, a fresh folder otherwise), so counters and
 cached key lookups never leak between tests.
+
+Nothing of a test run lands where ``make run`` keeps its state (``pytest_configure``): the
+embedded broker, the file cache, stored files (exports), temporary files and the beat
+schedule live in a temporary folder of the run, and on a Redis broker the run's tasks go to a
+queue of its own, which no worker of ``make run`` listens to. Before, a dev worker ran the
+tests' tasks against the dev database.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -25,6 +35,68 @@ from .factories import PredictionFactory, ProjectFactory, UserFactory
 register(ProjectFactory)
 register(PredictionFactory)
 register(UserFactory)
+
+
+def pytest_configure(config):
+    """Point the broker, the file cache, stored files and beat at this run's own places.
+
+    Django's settings are loaded by now (pytest-django) but nothing has used them yet: the
+    Celery app reads its configuration, and the storage and cache handlers build their
+    backends, on first use."""
+    from django.conf import settings
+
+    from config.celery import app
+
+    run_dir = Path(tempfile.mkdtemp(prefix="redress-tests-"))
+    config.add_cleanup(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    os.environ["REDRESS_VAR_DIR"] = str(run_dir)  # for the processes the tests start
+    # Temporary files too (export builds name theirs after the database, and SQLite's
+    # in-memory test database has the same name in every run on the machine).
+    temp_dir = run_dir / "tmp"
+    temp_dir.mkdir()
+    tempfile.tempdir = os.environ["TMPDIR"] = str(temp_dir)
+    queue = f"redress-test-{uuid.uuid4().hex[:12]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    settings.CELERY_BEAT_SCHEDULE_FILENAME = str(run_dir / "celerybeat-schedule")
+    transport_options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        broker_dir = run_dir / "celery-broker"
+        transport_options = settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+            **transport_options,
+            "data_folder_in": str(broker_dir / "queue"),
+            "data_folder_out": str(broker_dir / "queue"),
+            "processed_folder": str(broker_dir / "processed"),
+            "control_folder": str(broker_dir / "control"),
+        }
+        for folder in ("queue", "processed", "control"):
+            (broker_dir / folder).mkdir(parents=True)
+    else:
+        config.add_cleanup(lambda: _queue_purge(app))
+    app.conf.update(
+        task_default_queue=queue,
+        broker_transport_options=transport_options,
+        beat_schedule_filename=settings.CELERY_BEAT_SCHEDULE_FILENAME,
+    )
+    default_cache = settings.CACHES["default"]
+    if default_cache["BACKEND"].endswith("FileBasedCache"):
+        settings.CACHES = {"default": {**default_cache, "LOCATION": str(run_dir / "cache")}}
+    storage = settings.STORAGES["default"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            **storage,
+            "OPTIONS": {**storage.get("OPTIONS", {}), "location": str(run_dir / "media")},
+        },
+    }
+
+
+def _queue_purge(app) -> None:
+    """Drop what the run left in its queue on the shared broker."""
+    try:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(app.conf.task_default_queue)
+    except Exception:  # the broker is gone: nothing to clean
+        pass
 
 
 def token_for(user) -> str:

@@ -12,16 +12,23 @@ Leases (intake views on Redis, keys with a high rate only). That round trip cost
 single intake request's throughput (docs/performance.md). A key whose
 rate allows at least 1,000 requests per window may take up to ``REDRESS_INGEST_LEASE``
 requests at once from its counter (the lease: a share of its rate of at most 1/1,000), which
-this process then lets through without asking Redis, for at most ``LEASE_SECONDS``. The part of
-a lease left unused (it expired, or threads refilling at once replaced each other's) stays
-counted, so such a key may be refused early by that much: a few leases per process and window,
-each 0.1% of its rate or less. A revoked key (or a changed taxonomy) may serve up to the rest of
-a lease per process for at most ``LEASE_SECONDS`` after the change. Keys at ordinary rates
-(600/minute) never hold a lease: every request asks Redis, as before.
+this process then lets through without asking Redis, for at most ``LEASE_SECONDS``. Threads
+that refill a key's lease at once add their shares to the one lease of the process
+(``_lease_add``). The part of a lease left unused (it expired, or its window ended) stays
+counted, so such a key may be refused early by that much: a lease per process and window, 0.1%
+of its rate or less. A revoked key (or a changed taxonomy) may serve up to the rest of a lease
+per process for at most ``LEASE_SECONDS`` after the change. Keys at ordinary rates (600/minute)
+never hold a lease: every request asks Redis, as before.
+
+Redis down or frozen (feedback/redis_cache.py): the context comes from the database and the
+counter from this process (``_local_counts``, the same fixed windows), so a key may then get its
+rate once per process. The first request to count locally in an outage says so in the log.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -30,8 +37,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
+from ..redis_cache import Breaker
 from ..selectors import KeyContext, api_key_context_load
 from ..services.keys import cache_key_for_hash, hash_key
 from .auth import key_context
@@ -42,11 +51,15 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
 
 
-def _redis() -> tuple[Any, Any] | None:
-    """(redis-py client, Django's client wrapper) of the default cache when it is Redis.
+logger = logging.getLogger("redress.throttle")
+
+
+def _redis() -> tuple[Any, Any, Breaker | None] | None:
+    """(redis-py client, Django's client wrapper, breaker) of the default cache when it is Redis.
 
     The client is kept on Django's wrapper: building one per request showed in the profile,
-    and a settings change (tests) makes a new wrapper, so a stale client is never reused."""
+    and a settings change (tests) makes a new wrapper, so a stale client is never reused.
+    The breaker (``feedback.redis_cache``) says whether Redis may be asked now."""
     backend = getattr(cache, "_cache", None)
     if backend is None or not hasattr(backend, "get_client"):  # django's RedisCache only
         return None
@@ -54,7 +67,46 @@ def _redis() -> tuple[Any, Any] | None:
     if client is None:
         client = backend.get_client(write=True)
         backend.redress_client = client
-    return client, backend
+        backend.redress_breaker = getattr(cache, "breaker", None)
+    return client, backend, backend.redress_breaker
+
+
+class LocalCounts:
+    """Fixed-window counters of this process: the rate limit while Redis is unavailable."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def incr(self, counter: str) -> int:
+        with self._lock:
+            if len(self._counts) >= 10_000:  # counters of past windows
+                self._counts.clear()
+            count = self._counts.get(counter, 0) + 1
+            self._counts[counter] = count
+        return count
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    def announce(self, breaker: Breaker) -> None:
+        """Log, once per outage of the breaker's Redis, that counting is now per process."""
+        if not breaker.first_to_say("throttle"):
+            return
+        logger.warning(
+            "Rate limits are counted in this process only while Redis is unavailable: each "
+            "process lets a key through at most %s",
+            settings.REDRESS_INGEST_RATE,
+        )
+
+
+_local_counts = LocalCounts()
+
+
+def _count_locally(counter: str, breaker: Breaker) -> int:
+    _local_counts.announce(breaker)
+    return _local_counts.incr(cache.make_key(counter))
 
 
 # GET the cached context, add the requests taken (1, or a lease) to the counter, set its expiry
@@ -107,6 +159,25 @@ def _take_leased(lease_key: str, window: int) -> KeyContext | None:
     return lease.context
 
 
+def _lease_add(lease_key: str, context: KeyContext, window: int, more: int) -> None:
+    """Add ``more`` requests to this process's lease of a key.
+
+    Threads that found the lease empty at once each take a lease from Redis; each adds its
+    share to the one lease here, where replacing it lost the others' shares (16 threads got
+    1,691 of a 3,000/minute rate). The deadline and the context are the newest."""
+    until = time.monotonic() + LEASE_SECONDS
+    with _leases_lock:
+        lease = _leases.get(lease_key)
+        if lease is not None and lease.window == window and lease.until > time.monotonic():
+            lease.left = max(lease.left, 0) + more
+            lease.until = until
+            lease.context = context
+            return
+        if len(_leases) >= 10_000:  # keys of past windows, of other prefixes (tests)
+            _leases.clear()
+        _leases[lease_key] = Lease(context, window, more, until)
+
+
 def _lookup_and_count(client: Any) -> Any:
     script = getattr(client, "redress_lookup_and_count", None)
     if script is None:  # redis-py loads it on first use (EVALSHA, then SCRIPT LOAD if needed)
@@ -123,11 +194,23 @@ def _counter_key(key_hash: str, duration: int, now: float) -> tuple[str, int]:
 def _count(key: str, duration: int) -> int:
     redis = _redis()
     if redis is not None:
+        client, _, breaker = redis
+        if breaker is not None and not breaker.allows():
+            return _count_locally(key, breaker)
         full_key = cache.make_key(key)
-        pipe = redis[0].pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         pipe.incr(full_key)
         pipe.expire(full_key, duration + 1, nx=True)
-        return int(pipe.execute()[0])
+        try:
+            count = int(pipe.execute()[0])
+        except RedisError as exc:
+            if breaker is None:
+                raise
+            breaker.failure(exc)
+            return _count_locally(key, breaker)
+        if breaker is not None:
+            breaker.success()
+        return count
     if cache.add(key, 1, duration + 1):
         return 1
     try:
@@ -162,33 +245,54 @@ def ingest_key_checked(raw_key: str) -> tuple[KeyContext | None, float | None]:
             return None, None
         return context, _retry_after(_count(counter, duration), window, duration, now)
 
-    client, backend = redis
+    client, backend, breaker = redis
     context_key = cache.make_key(cache_key_for_hash(key_hash))
     leased = _take_leased(context_key, window)
     if leased is not None:
         return leased, None
-    counter = cache.make_key(counter)
+    if breaker is not None and not breaker.allows():
+        return _checked_locally(key_hash, counter, window, duration, now, breaker)
+    full_counter = cache.make_key(counter)
     taken = lease_size(num_requests)
-    cached, count = _lookup_and_count(client)(
-        keys=[context_key, counter], args=[duration + 1, taken]
-    )
+    try:
+        cached, count = _lookup_and_count(client)(
+            keys=[context_key, full_counter], args=[duration + 1, taken]
+        )
+    except RedisError as exc:
+        if breaker is None:
+            raise
+        breaker.failure(exc)
+        return _checked_locally(key_hash, counter, window, duration, now, breaker)
+    if breaker is not None:
+        breaker.success()
     if cached is not None:
         context = backend._serializer.loads(cached) or None  # False: unknown or revoked
     else:
         context = api_key_context_load(key_hash)
     if context is None or not context.has_scope("ingest"):
-        client.decrby(counter, taken)  # not counted: DRF counts only requests it lets through
+        # not counted: DRF counts only requests it lets through (best effort: a failure here
+        # only refuses that key early by ``taken``)
+        with contextlib.suppress(RedisError):
+            client.decrby(full_counter, taken)
         return None, None
     count = int(count)
     # The requests of this lease within the rate: the first is this one, the rest are leased.
     granted = min(taken, num_requests - (count - taken))
     if granted <= 0:
         return context, _retry_after(count, window, duration, now)
-    if taken > 1:
-        if len(_leases) >= 10_000:  # keys of past windows, of other prefixes (tests)
-            _leases.clear()
-        _leases[context_key] = Lease(context, window, granted - 1, time.monotonic() + LEASE_SECONDS)
+    if granted > 1:
+        _lease_add(context_key, context, window, granted - 1)
     return context, None
+
+
+def _checked_locally(
+    key_hash: str, counter: str, window: int, duration: int, now: float, breaker: Breaker
+) -> tuple[KeyContext | None, float | None]:
+    """``ingest_key_checked`` while Redis is unavailable: the database and this process."""
+    context = api_key_context_load(key_hash)
+    if context is None or not context.has_scope("ingest"):
+        return None, None
+    return context, _retry_after(_count_locally(counter, breaker), window, duration, now)
 
 
 def api_key_context_load_cached(key_hash: str) -> KeyContext | None:

@@ -11,7 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..errors import Conflict, InvalidInput
-from ..models import DisputeEvent, Feedback
+from ..models import DisputeEvent, Feedback, Prediction
+from .events import event_emit
 
 Status = Feedback.DisputeStatus
 TRANSITIONS: dict[str, set[str]] = {
@@ -57,7 +58,28 @@ def dispute_transition(
         dispute.resolved_by = actor
         fields += ["resolution_note", "resolved_at", "resolved_by"]
     dispute.save(update_fields=fields)
+    if to_status in RESOLVED:
+        # In this transaction: a resolution that rolls back tells no one.
+        event_emit(project_id=dispute.project_id, type="dispute.resolved",
+                   data=dispute_event_data(dispute))
     return dispute
+
+
+def dispute_event_data(dispute: Feedback, *, external_id: str | None = None) -> dict:
+    """The ``data`` of ``dispute.opened`` / ``dispute.resolved`` (API.md, Webhooks)."""
+    if external_id is None:
+        external_id = (
+            Prediction.objects.filter(pk=dispute.prediction_id)
+            .values_list("external_id", flat=True)
+            .first()
+        )
+    return {
+        "id": dispute.pk,
+        "prediction": external_id,
+        "status": dispute.status,
+        "resolution_note": dispute.resolution_note,
+        "resolved_at": dispute.resolved_at,
+    }
 
 
 def dispute_resolve(

@@ -61,8 +61,20 @@ def apikey_revoke(*, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
-    transaction.on_commit(lambda: cache.delete(cache_key_for_hash(key.key_hash)))
+    transaction.on_commit(lambda: cached_lookups_drop([cache_key_for_hash(key.key_hash)]))
     return key
+
+
+def cached_lookups_drop(keys: list[str]) -> None:
+    """Drop cached key lookups: from Redis, and from this process's own copies (kept while
+    Redis is unavailable; other processes drop theirs within ``KEY_FALLBACK_SECONDS``)."""
+    from ..selectors import fallback_contexts  # selectors import this module
+
+    # While Redis is down this drops nothing there: the entries were cached before the change
+    # and expire within KEY_CACHE_SECONDS of it.
+    cache.delete_many(keys)
+    for key in keys:
+        fallback_contexts.drop(cache.make_key(key))
 
 
 def project_cache_invalidate(*, project_id: int) -> None:
@@ -70,4 +82,4 @@ def project_cache_invalidate(*, project_id: int) -> None:
     hashes = ApiKey.objects.filter(project_id=project_id).values_list("key_hash", flat=True)
     keys = [cache_key_for_hash(key_hash) for key_hash in hashes]
     if keys:
-        transaction.on_commit(lambda: cache.delete_many(keys))
+        transaction.on_commit(lambda: cached_lookups_drop(keys))

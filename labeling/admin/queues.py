@@ -76,6 +76,7 @@ REVIEW_FIELDS = (
     "lease_seconds",
     "show_segments",
     "consensus",
+    "notify_every",
 )
 
 

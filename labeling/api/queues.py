@@ -96,6 +96,7 @@ class QueueSerializer(serializers.ModelSerializer):
             "active",
             "gold_set",
             "gold_rate",
+            "notify_every",
             "reviewers",
             "sampling",
             "created_at",
@@ -146,6 +147,11 @@ class QueueWriteSerializer(StrictSerializer):
         min_value=0,
         max_value=0.5,
         help_text="Share of served items that are hidden gold checks, 0 to 0.5.",
+    )
+    notify_every = serializers.IntegerField(
+        required=False, min_value=0, max_value=10_000_000,
+        help_text="Send labels.ready each time this many items completed since the last one; "
+        "0: off.",
     )
     reviewers = serializers.ListField(child=serializers.CharField(), required=False)
     sampling = SamplingSerializer(required=False)

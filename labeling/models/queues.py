@@ -92,6 +92,13 @@ class Queue(models.Model):
     gold_rate = models.FloatField(
         default=0.0, help_text="Share of served items that are hidden gold checks (0 to 0.5)."
     )
+    # labels.ready webhook: sent once this many items completed since the last one (0: never).
+    notify_every = models.PositiveIntegerField(
+        default=0,
+        help_text="Send the labels.ready webhook event each time this many items have completed "
+        "since the last one (a retraining trigger); 0 turns it off.",
+    )
+    labels_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

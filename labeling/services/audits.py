@@ -52,6 +52,7 @@ from ..selectors.audits import (
     grouping_sets,
     metric_definitions,
 )
+from . import notifications
 
 log = logging.getLogger(__name__)
 
@@ -467,6 +468,7 @@ def audit_run(*, audit_id: int, on_progress: Progress | None = None) -> Audit:
         mine.update(
             status=Audit.Status.DONE, result=result, progress=1.0, finished_at=timezone.now()
         )
+        notifications.audit_finished_emit(audit_id=audit_id)
     if on_progress is not None:
         on_progress(1.0, "done")
     audit.refresh_from_db()

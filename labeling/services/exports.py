@@ -43,6 +43,7 @@ from ..exports.storage import export_file_delete, export_file_store
 from ..models import Export, Queue
 from ..selectors.exports import gold_group_keys
 from ..splits import SplitSpec
+from . import notifications
 
 MAX_ATTEMPTS = 3
 
@@ -160,17 +161,21 @@ def export_build(
             "built_at": timezone.now().isoformat(),
             "attempt": attempt,
         }
-        updated = mine.update(
-            status=Export.Status.DONE,
-            progress=1.0,
-            rows=result.rows,
-            rows_per_split=result.rows_per_split,
-            checksum=checksum,
-            size_bytes=size,
-            manifest=manifest,
-            file=name,
-            finished_at=timezone.now(),
-        )
+        # The DONE update and its event in one transaction: no export.finished is lost between.
+        with transaction.atomic():
+            updated = mine.update(
+                status=Export.Status.DONE,
+                progress=1.0,
+                rows=result.rows,
+                rows_per_split=result.rows_per_split,
+                checksum=checksum,
+                size_bytes=size,
+                manifest=manifest,
+                file=name,
+                finished_at=timezone.now(),
+            )
+            if updated:
+                notifications.export_finished_emit(export_id=export_id)
         if not updated:
             # The recovery sweep took this export over meanwhile; the newer attempt owns it.
             export_file_delete(name=name)
@@ -187,6 +192,7 @@ def export_build(
             error=f"{type(exc).__name__}: {exc}"[:5000],
             finished_at=timezone.now(),
         )
+        notifications.export_finished_emit(export_id=export_id)
     finally:
         if result is not None and os.path.exists(result.path):
             os.unlink(result.path)

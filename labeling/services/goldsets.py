@@ -51,6 +51,7 @@ from ..selectors.gold import (
     gold_item_content,
     goldset_versions_diff,
 )
+from . import notifications
 
 __all__ = [
     "DEFAULT_MIN_AGREEMENT",
@@ -561,6 +562,7 @@ def goldset_version_publish(
                 "notes",
             ]
         )
+        notifications.goldset_published_emit(version=version)
         return version
 
 

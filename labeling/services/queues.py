@@ -25,6 +25,7 @@ CONFIG_FIELDS = (
     "active",
     "gold_set",
     "gold_rate",
+    "notify_every",
 )
 # Hidden gold checks (labeling/services/claims.py): the share of served items that are checks is
 # at most one half, so most of a reviewer's work is always production work.

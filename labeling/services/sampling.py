@@ -58,6 +58,7 @@ from feedback.services.disputes import disputes_mark_in_review
 from ..enqueue import enqueue_after_commit
 from ..models import Queue, QueueItem, SamplingRun
 from ..randomness import HashUniform
+from . import notifications
 
 Strategy, Source, Allocation = Queue.Strategy, Queue.Source, Queue.Allocation
 POLICY_FIELDS = (
@@ -121,6 +122,7 @@ def sampling_run_execute(*, run_id: int) -> SamplingRun:
             run.population, run.sampled = population, sampled
             run.status, run.finished_at = SamplingRun.Status.DONE, timezone.now()
             run.save(update_fields=["population", "sampled", "status", "finished_at"])
+            notifications.sampling_run_finished_emit(run=run)
     except InvalidInput as exc:
         SamplingRun.objects.filter(pk=run_id).update(
             status=SamplingRun.Status.FAILED, error=str(exc), finished_at=timezone.now()

@@ -151,7 +151,7 @@ def test_page_shows_the_item_and_the_users_feedback_but_no_segment(
             }
         ],
     )
-    assert result.status == 201, result.errors
+    assert result.outcome == "created", result.errors
 
     response = logged_in(alice).get(page_url(queue))
 

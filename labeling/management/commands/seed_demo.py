@@ -111,7 +111,7 @@ class Command(BaseCommand):
                     "occurred_at": (now - timedelta(minutes=5 * (predictions - n))).isoformat(),
                 }
             )
-        predictions_log(context=context, items=items, prefix_items=True)
+        predictions_log(context=context, items=items)
 
         feedback = []
         for item in rng.sample(items, k=predictions // 3):
