@@ -45,7 +45,7 @@ def test_the_walkthrough_blocks_are_found():
     assert len(blocks) >= 10
     script = "\n".join(blocks)
     # The story, in order: keys, a dispute resolved, a queue labeled, gold, an export, an audit.
-    steps = ["create_api_key", "resolve_dispute", "/claim", "/publish", "/exports", "/audits"]
+    steps = ["create_api_key", "/resolve", "/claim", "/publish", "/exports", "/audits"]
     positions = [script.index(step) for step in steps]
     assert positions == sorted(positions)
     assert "127.0.0.1:8000" in blocks[0]
