@@ -126,12 +126,11 @@ def seed() -> tuple[Project, Queue, list[QueueItem]]:
     )
     items = []
     for spec in ITEMS:
-        (logged,) = predictions_log(context=context, items=[spec["prediction"]], prefix_items=False)
+        (logged,) = predictions_log(context=context, items=[spec["prediction"]])
         assert logged.ok, logged.errors
         (given,) = feedback_submit(
             context=context,
             items=[{"prediction": logged.obj.external_id, **spec["feedback"]}],
-            prefix_items=False,
         )
         assert given.ok, given.errors
         items.append(

@@ -37,7 +37,7 @@ CHANGELIST = reverse("admin:feedback_feedback_changelist")
 
 def submit(project: Project, *items: dict[str, Any]) -> list[Feedback]:
     results = feedback_submit(context=project_context(project=project), items=list(items))
-    assert [r.status for r in results] == [201] * len(items), [r.errors for r in results]
+    assert [r.outcome for r in results] == ["created"] * len(items), [r.errors for r in results]
     return [r.obj for r in results]
 
 
