@@ -90,7 +90,6 @@ def seed():
                     "segment": {"locale": "en-US"},
                 }
             ],
-            prefix_items=False,
         )
         assert logged.ok, logged.errors
         given = None
@@ -98,7 +97,6 @@ def seed():
             (given,) = feedback_submit(
                 context=context,
                 items=[{"prediction": logged.obj.external_id, **feedback}],
-                prefix_items=False,
             )
             assert given.ok, given.errors
         items.append(
