@@ -13,8 +13,10 @@ PORT   ?= 8000
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@# setuptools prints a boxed "Editable installation" notice on every editable build: not an error.
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -25,8 +27,8 @@ migrate: install
 # Web server on $(HOST):$(PORT), plus a Celery worker with embedded beat; Ctrl-C stops all.
 run: migrate
 	$(PY) manage.py seed_demo
-	@echo "Admin: http://$(HOST):$(PORT)/admin/  API docs: http://$(HOST):$(PORT)/api/docs/"
-	@echo "An API key for curl: $(PY) manage.py create_api_key demo --scopes ingest,data | tail -1"
+	@echo "Redress: http://$(HOST):$(PORT)/  admin: /admin/ (admin/admin; reviewer demo/demo)  API docs: /api/docs/"
+	@echo "Next: the README's walkthrough, pasted block by block into another shell."
 	@trap 'kill 0' INT TERM EXIT; \
 	  $(VENV)/bin/celery -A config worker --beat --loglevel=INFO --concurrency=2 & \
 	  $(PY) manage.py runserver $(HOST):$(PORT)

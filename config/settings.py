@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     # migration 0005 hashed and removed the plain ones).
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from our static files, no CDN
     "feedback",
     "labeling",
     "monitoring",
@@ -109,7 +110,10 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Bodies sent chunked (no Content-Length) are read, up to the limit, for every view.
+    "feedback.api.middleware.ChunkedBody",
     # API-key POSTs to the intake views are answered here; the rest goes on down the chain.
+    # Only the four browser middleware may follow (system check redress.E001).
     "feedback.api.middleware.KeyRequestFastLane",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -351,6 +355,10 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ and /api/redoc/ load their scripts from Redress itself, so they work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {

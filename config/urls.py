@@ -1,18 +1,22 @@
 from django.contrib import admin
-from django.http import HttpResponse
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from feedback.api.errors import database_unavailable_response
 from feedback.api.errors import handler404 as api_handler404
 from feedback.api.errors import handler500 as api_handler500
 
+from .views import admin_index, healthz, landing
 
-def healthz(request):
-    return HttpResponse("ok", content_type="text/plain")
-
+admin.site.site_header = "Redress"
+admin.site.site_title = "Redress"
+admin.site.index_title = "Administration"
 
 urlpatterns = [
+    path("", landing, name="landing"),
+    # Before admin.site.urls: the same path as admin:index, answered first (reviewers go to
+    # their queues); admin_view keeps the admin's login and staff check.
+    path("admin/", admin.site.admin_view(admin_index), name="admin-start"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("feedback.api.urls")),
     path("api/v1/", include("labeling.api.urls")),
@@ -20,6 +24,7 @@ urlpatterns = [
     path("api/v1/", include("webhooks.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("healthz", healthz, name="healthz"),
 ]
 

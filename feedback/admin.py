@@ -15,11 +15,19 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
@@ -216,9 +224,7 @@ class MembershipAdmin(ProjectScopedMixin, admin.ModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
         # The service takes the role's group (its permissions) away with the membership.
-        membership_revoke(
-            project=obj.project, username=obj.user.get_username(), actor=request.user
-        )
+        membership_revoke(project=obj.project, username=obj.user.get_username(), actor=request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
         # "Delete selected": the same service, one membership at a time. The stock action has
@@ -498,6 +504,14 @@ class CategoryFilter(admin.SimpleListFilter):
         return queryset
 
 
+DISPUTE_OPEN = (Feedback.DisputeStatus.OPEN, Feedback.DisputeStatus.IN_REVIEW)
+# A list cell kept to one line: the triage list fits 1440 px whatever users write.
+ONE_LINE_STYLE = (
+    "display: inline-block; max-width: {width}; overflow: hidden; white-space: nowrap; "
+    "text-overflow: ellipsis; vertical-align: bottom"
+)
+
+
 class ResolutionForm(forms.Form):
     note = forms.CharField(
         label="Resolution note",
@@ -539,13 +553,14 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "kind",
+        "rating_shown",
         "status",
         "category_slugs",
         "short_comment",
         "prediction_link",
         "model_version",
         "project",
-        "created_at",
+        "created_short",
     )
     list_filter = (
         "kind",
@@ -600,6 +615,80 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
     def get_inlines(self, request: HttpRequest, obj: Feedback | None) -> list[type]:
         return list(self.inlines) if obj is not None and obj.kind == Feedback.Kind.DISPUTE else []
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        # Ten columns and the filters need the width: the app list is one click away (Home).
+        extra = {"is_nav_sidebar_enabled": False, **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def get_urls(self) -> list[URLPattern]:
+        resolve = path(
+            "<int:feedback_id>/resolve/",
+            self.admin_site.admin_view(self.resolve_view),
+            name="feedback_feedback_resolve",
+        )
+        return [resolve, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        resolvable = (
+            obj is not None
+            and obj.kind == Feedback.Kind.DISPUTE
+            and obj.status in DISPUTE_OPEN
+            and self._may_resolve(request, obj)
+        )
+        extra = {
+            **(extra_context or {}),
+            "resolve_form": ResolutionForm() if resolvable else None,
+            "resolve_url": reverse("admin:feedback_feedback_resolve", args=[obj.pk])
+            if resolvable
+            else "",
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
+    def resolve_view(self, request: HttpRequest, feedback_id: int) -> HttpResponse:
+        """The dispute page's "Resolve" buttons: the same service as the list's actions."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        dispute = self.get_object(request, str(feedback_id))
+        if dispute is None:
+            raise Http404(f"No feedback {feedback_id} of yours.")
+        back = reverse("admin:feedback_feedback_change", args=[dispute.pk])
+        if not self._may_resolve(request, dispute):
+            raise PermissionDenied("You may not resolve disputes of this project.")
+        form = ResolutionForm(request.POST)
+        upheld = request.POST.get("upheld")
+        if upheld not in ("1", "0") or not form.is_valid():
+            self.message_user(
+                request, "Write a resolution note, then press Upheld or Rejected.", messages.ERROR
+            )
+            return HttpResponseRedirect(back)
+        try:
+            dispute_resolve(
+                dispute_id=dispute.pk,
+                upheld=upheld == "1",
+                note=form.cleaned_data["note"],
+                actor=request.user,
+            )
+        except ServiceError as exc:
+            self.message_user(request, " ".join(e.detail for e in exc.errors), messages.WARNING)
+        else:
+            verdict = "upheld" if upheld == "1" else "rejected"
+            self.message_user(request, f"Resolved dispute {dispute.pk} as {verdict}.")
+        return HttpResponseRedirect(back)
+
+    def _may_resolve(self, request: HttpRequest, dispute: Feedback) -> bool:
+        return (
+            projects_where(request, permission_name(self.opts, "change"))
+            .filter(pk=dispute.project_id)
+            .exists()
+        )
+
     # Read-only: the change page is a view; "change" on the model is what the actions need.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -616,14 +705,50 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
     def category_slugs(self, obj: Feedback) -> str:
         return ", ".join(obj.categories or []) or "-"
 
+    @admin.display(description="created", ordering="created_at")
+    def created_short(self, obj: Feedback) -> str:
+        # "2026-12-06 03:39" on one line, where Django's "Dec. 6, 2026, 3:39 a.m." took two.
+        return format_html(
+            '<span style="white-space: nowrap">{}</span>',
+            timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M"),
+        )
+
+    @admin.display(description="rating", ordering="rating")
+    def rating_shown(self, obj: Feedback) -> str:
+        if obj.rating is None:
+            return "-"
+        return format_html(
+            '<span class="triage-rating" style="color: {}; font-weight: 600">{}</span>',
+            "#2e7d32" if obj.rating > 0 else "#c62828" if obj.rating < 0 else "inherit",
+            f"+{obj.rating}"
+            if obj.rating > 0
+            else f"\N{MINUS SIGN}{-obj.rating}"
+            if obj.rating < 0
+            else "0",
+        )
+
     @admin.display(description="comment", ordering="comment")
     def short_comment(self, obj: Feedback) -> str:
-        return Truncator(obj.comment).chars(80) or "-"
+        # One line, cut with an ellipsis; the whole comment is the tooltip.
+        if not obj.comment:
+            return "-"
+        return format_html(
+            '<span class="triage-one-line" title="{}" style="{}">{}</span>',
+            obj.comment,
+            ONE_LINE_STYLE.format(width="20em"),
+            Truncator(" ".join(obj.comment.split())).chars(120),
+        )
 
     @admin.display(description="prediction", ordering="prediction__external_id")
     def prediction_link(self, obj: Feedback) -> str:
         url = reverse("admin:feedback_prediction_change", args=[obj.prediction_id])
-        return format_html('<a href="{}">{}</a>', url, obj.prediction.external_id)
+        return format_html(
+            '<a href="{}" title="{}" style="{}">{}</a>',
+            url,
+            obj.prediction.external_id,
+            ONE_LINE_STYLE.format(width="12em"),
+            obj.prediction.external_id,
+        )
 
     @admin.display(description="model version", ordering="prediction__model_version")
     def model_version(self, obj: Feedback) -> str:

@@ -6,4 +6,5 @@ class FeedbackConfig(AppConfig):
     verbose_name = "Feedback intake"
 
     def ready(self) -> None:
-        from .api import schema  # noqa: F401  registers the OpenAPI auth extension
+        # the lane's system check (redress.E001); the OpenAPI auth extension
+        from .api import middleware, schema  # noqa: F401

@@ -98,14 +98,23 @@ def scrub_text(text: str) -> str:
     return text
 
 
-def scrub_value(value: Any) -> Any:
-    """Scrub every string inside a JSON value (strings, lists, objects); keys are kept."""
+# Deeper than any JSON body the API accepts (feedback/api/parsers.py: 32 levels).
+SCRUB_MAX_DEPTH = 64
+
+
+def scrub_value(value: Any, _depth: int = 0) -> Any:
+    """Scrub every string inside a JSON value (strings, lists, objects); keys are kept.
+
+    Refuses (ValueError) a value nested deeper than ``SCRUB_MAX_DEPTH``, rather than recurse
+    without bound: a caller past the API's parser must not reach Python's recursion limit."""
     if isinstance(value, str):
         return scrub_text(value)
-    if isinstance(value, list):
-        return [scrub_value(item) for item in value]
-    if isinstance(value, dict):
-        return {key: scrub_value(item) for key, item in value.items()}
+    if isinstance(value, (list, dict)):
+        if _depth >= SCRUB_MAX_DEPTH:
+            raise ValueError(f"JSON nested deeper than {SCRUB_MAX_DEPTH} levels")
+        if isinstance(value, list):
+            return [scrub_value(item, _depth + 1) for item in value]
+        return {key: scrub_value(item, _depth + 1) for key, item in value.items()}
     return value
 
 

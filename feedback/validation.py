@@ -2,8 +2,11 @@
 
 Hand-written on purpose: intake is the hot path (see the README's benchmark), and checking a
 plain dict costs a few microseconds where a serializer layer costs more than the INSERT. Every
-refusal names its field with a path (``categories[1]``, ``segment.locale``, ``items[3].kind``)
-and says why. Unknown fields are refused rather than dropped, so a typo never loses data.
+refusal names its field with a path relative to the item (``categories[1]``, ``segment.locale``,
+``prediction.external_id``; the API prefixes ``items[3].`` in a batch) and says why. Unknown
+fields are refused rather than dropped, so a typo never loses data. What holds for any JSON body
+(no NUL, no ±1e999, at most 32 levels, UTF-8, no duplicate keys) is the parser's to refuse
+(``feedback/api/parsers.py``), once.
 The OpenAPI schema for these payloads lives in ``feedback/api/schema.py``; schemathesis checks
 that the two agree.
 """
@@ -15,7 +18,6 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from django.utils import timezone
@@ -178,6 +180,11 @@ def check_segment(value: Any, path: str, errors: list[FieldError]) -> dict[str, 
     return value if len(errors) == before else None
 
 
+# Timestamps a client may send (occurred_at): a sane range, not whatever RFC 3339 can spell.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
+
+
 def check_datetime(value: Any, path: str, errors: list[FieldError]) -> datetime | None:
     if not isinstance(value, str):
         errors.append(
@@ -203,12 +210,20 @@ def check_datetime(value: Any, path: str, errors: list[FieldError]) -> datetime 
         )
         return None
     try:
-        # Stored in UTC: an offset of 16 h or more (valid RFC 3339) is out of PostgreSQL's range,
-        # and 9999-12-31T23:59-14:00 is past year 9999 once in UTC.
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        errors.append(FieldError(path, "out_of_range", "The date-time is out of range in UTC."))
+        moment = parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59-14:00 is past year 9999 once in UTC
+        moment = None
+    if moment is None or not EARLIEST_TIMESTAMP <= moment < LATEST_TIMESTAMP:
+        errors.append(
+            FieldError(
+                path,
+                "out_of_range",
+                "A date-time from 1970-01-01T00:00:00Z up to (not including) "
+                "2100-01-01T00:00:00Z.",
+            )
+        )
         return None
+    return moment
 
 
 @dataclass(slots=True)
@@ -299,13 +314,7 @@ def validate_prediction(data: Any, prefix: str, errors: list[FieldError]) -> Cle
         segment=segment,
         occurred_at=occurred_at,
     )
-    encoded = canonical_json(clean.content())
-    if has_nul(encoded):
-        errors.append(
-            FieldError(prefix or None, "invalid", "NUL characters (\\u0000) are not allowed.")
-        )
-        return None
-    clean.content_hash = hashlib.sha256(encoded.encode()).hexdigest()
+    clean.content_hash = content_hash(clean.content())
     return clean
 
 
@@ -348,157 +357,53 @@ def validate_idempotency_key(value: Any, path: str | None, errors: list[FieldErr
 FEEDBACK_KIND_SET = frozenset(FEEDBACK_KINDS)
 
 
-@cache
-def _allowed_fields(extra_fields: frozenset[str]) -> frozenset[str]:
-    return FEEDBACK_FIELDS | extra_fields
-
-
-def _plain_string(value: Any, max_chars: int) -> bool:
-    """What ``check_string`` accepts (blank allowed), for a ``str`` exactly."""
-    return type(value) is str and len(value) <= max_chars and "\x00" not in value
-
-
-def _plain_segment(value: Any) -> bool:
-    """What ``check_segment`` accepts, for a ``dict`` of ``str`` exactly."""
-    if type(value) is not dict or len(value) > SEGMENT_MAX_KEYS:
-        return False
-    match = SEGMENT_KEY_RE.match
-    for key, item in value.items():
-        if type(key) is not str or len(key) > SEGMENT_KEY_MAX_CHARS or not match(key):
-            return False
-        if not _plain_string(item, SEGMENT_VALUE_MAX_CHARS):
-            return False
-    return True
-
-
-def _feedback_fast(
-    data: Any, categories: dict[str, int], allowed: frozenset[str], extra_fields: frozenset[str]
-) -> CleanFeedback | None:
-    """The common item (a logged prediction's external_id, plain strings, known slugs, no JSON
-    correction) checked in one pass without building field paths; None for anything else,
-    which ``validate_feedback`` then checks field by field. It accepts only what the full
-    checks accept and returns what they return (the batch profile: building paths and error
-    plumbing for valid items cost more than the checks)."""
-    if type(data) is not dict:
-        return None
-    for name in data:
-        if name not in allowed:
-            return None
-    prediction = data.get("prediction")
-    if not _plain_string(prediction, EXTERNAL_ID_MAX_CHARS) or not prediction.strip():
-        return None
-    kind = data.get("kind")
-    if type(kind) is not str or kind not in FEEDBACK_KIND_SET:
-        return None
-    rating = data.get("rating")
-    if rating is None:
-        if kind == "rating":
-            return None
-    elif type(rating) is not int or rating not in (1, -1):
-        return None
-    raw = data.get("categories")
-    if raw is None:
-        slugs: list[str] = []
-    elif type(raw) is list and len(raw) <= CATEGORIES_MAX:
-        for slug in raw:
-            if type(slug) is not str or slug not in categories:
-                return None
-        slugs = sorted(set(raw)) if len(raw) > 1 else raw[:]
-    else:
-        return None
-    comment = data.get("comment")
-    if comment is None:
-        comment = ""
-    elif not _plain_string(comment, COMMENT_MAX_CHARS):
-        return None
-    correction = data.get("correction")
-    if correction is not None and not _plain_string(correction, CORRECTION_MAX_CHARS):
-        return None
-    end_user = data.get("end_user")
-    if end_user is None:
-        end_user = ""
-    elif not _plain_string(end_user, END_USER_MAX_CHARS):
-        return None
-    segment = data.get("segment")
-    if segment is None:
-        segment = {}
-    elif not _plain_segment(segment):
-        return None
-    if extra_fields:
-        hashed = {name: value for name, value in data.items() if name not in extra_fields}
-    else:
-        hashed = data
-    return CleanFeedback(
-        prediction_ref=prediction,
-        prediction_inline=None,
-        kind=kind,
-        rating=rating,
-        category_slugs=slugs,
-        comment=comment,
-        correction=correction,
-        end_user=end_user,
-        segment=segment,
-        request_hash=content_hash(hashed),
-    )
-
-
 def validate_feedback(
     data: Any,
-    prefix: str,
     errors: list[FieldError],
     *,
     categories: dict[str, int],
     extra_fields: frozenset[str] = frozenset(),
 ) -> CleanFeedback | None:
-    """Check one feedback item. ``categories`` maps the project's active slugs (in taxonomy
-    order, the order an unknown_category error lists them in) to ids."""
-    clean = _feedback_fast(data, categories, _allowed_fields(extra_fields), extra_fields)
-    if clean is not None:
-        return clean
-    return validate_feedback_fields(
-        data, prefix, errors, categories=categories, extra_fields=extra_fields
-    )
+    """Check one feedback item, naming every refusal with a path relative to the item
+    (``kind``, ``categories[1]``, ``prediction.external_id``). ``categories`` maps the project's
+    active slugs (in taxonomy order, the order an unknown_category error lists them in) to ids.
 
-
-def validate_feedback_fields(
-    data: Any,
-    prefix: str,
-    errors: list[FieldError],
-    *,
-    categories: dict[str, int],
-    extra_fields: frozenset[str] = frozenset(),
-) -> CleanFeedback | None:
-    """``validate_feedback`` field by field, naming every refusal."""
+    Paths are built only for refusals: valid items, the common case of a batch, pay for the
+    type and length checks alone. NUL characters, non-finite numbers and nesting depth are the
+    JSON parser's to refuse (feedback/api/parsers.py), once for every body."""
     before = len(errors)
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         errors.append(
-            FieldError(
-                prefix or None, "invalid_type", f"Expected an object, got {_type_name(data)}."
-            )
+            FieldError(None, "invalid_type", f"Expected an object, got {_type_name(data)}.")
         )
         return None
-    check_unknown_fields(data, FEEDBACK_FIELDS | extra_fields, prefix, errors)
+    allowed = FEEDBACK_FIELDS | extra_fields if extra_fields else FEEDBACK_FIELDS
+    for name in data:
+        if name not in allowed:
+            check_unknown_fields(data, allowed, "", errors)
+            break
 
     prediction = data.get("prediction")
     prediction_ref = None
     prediction_inline = None
-    path = _join(prefix, "prediction")
-    if prediction is None:
-        errors.append(
-            FieldError(
-                path, "required", "The external_id of a logged prediction, or a prediction object."
-            )
-        )
-    elif isinstance(prediction, str):
+    if type(prediction) is str:
         prediction_ref = check_string(
-            prediction, path, errors, max_chars=EXTERNAL_ID_MAX_CHARS, allow_blank=False
+            prediction, "prediction", errors, max_chars=EXTERNAL_ID_MAX_CHARS, allow_blank=False
         )
     elif isinstance(prediction, dict):
-        prediction_inline = validate_prediction(prediction, path, errors)
+        prediction_inline = validate_prediction(prediction, "prediction", errors)
+    elif prediction is None:
+        errors.append(
+            FieldError(
+                "prediction",
+                "required",
+                "The external_id of a logged prediction, or a prediction object.",
+            )
+        )
     else:
         errors.append(
             FieldError(
-                path,
+                "prediction",
                 "invalid_type",
                 "Expected an external_id string or a prediction object, "
                 f"got {_type_name(prediction)}.",
@@ -507,83 +412,68 @@ def validate_feedback_fields(
 
     kind = data.get("kind")
     if kind is None:
-        errors.append(
-            FieldError(_join(prefix, "kind"), "required", "One of rating, report, dispute.")
-        )
-    elif kind not in FEEDBACK_KINDS:
+        errors.append(FieldError("kind", "required", "One of rating, report, dispute."))
+    elif type(kind) is not str or kind not in FEEDBACK_KIND_SET:
         errors.append(
             FieldError(
-                _join(prefix, "kind"),
-                "invalid_choice",
-                f"{kind!r} is not a kind; valid: rating, report, dispute.",
+                "kind", "invalid_choice", f"{kind!r} is not a kind; valid: rating, report, dispute."
             )
         )
 
     rating = data.get("rating")
     if rating is not None and (type(rating) is not int or rating not in (1, -1)):
-        errors.append(
-            FieldError(_join(prefix, "rating"), "invalid_choice", "Must be 1, -1 or null.")
-        )
+        errors.append(FieldError("rating", "invalid_choice", "Must be 1, -1 or null."))
     elif rating is None and kind == "rating":
-        errors.append(
-            FieldError(_join(prefix, "rating"), "required", "A rating needs rating 1 or -1.")
-        )
+        errors.append(FieldError("rating", "required", "A rating needs rating 1 or -1."))
 
     raw_categories = data.get("categories")
     category_slugs: list[str] = []
     if raw_categories is not None:
-        path = _join(prefix, "categories")
-        if not isinstance(raw_categories, list):
+        if type(raw_categories) is not list:
             errors.append(
                 FieldError(
-                    path,
+                    "categories",
                     "invalid_type",
                     f"Expected a list of slugs, got {_type_name(raw_categories)}.",
                 )
             )
         elif len(raw_categories) > CATEGORIES_MAX:
-            errors.append(FieldError(path, "too_many", f"At most {CATEGORIES_MAX} categories."))
+            errors.append(
+                FieldError("categories", "too_many", f"At most {CATEGORIES_MAX} categories.")
+            )
         else:
             known = True
             for position, slug in enumerate(raw_categories):
-                if not isinstance(slug, str) or slug not in categories:
+                if type(slug) is not str or slug not in categories:
                     known = False
                     errors.append(
                         FieldError(
-                            f"{path}[{position}]",
+                            f"categories[{position}]",
                             "unknown_category",
                             f"{slug!r} is not an active category of this project; valid: "
                             f"{', '.join(categories) or '(none)'}.",
                         )
                     )
             if known:  # as stored: sorted, distinct
-                category_slugs = sorted(set(raw_categories))
+                category_slugs = sorted(set(raw_categories)) if len(raw_categories) > 1 else (
+                    raw_categories[:]
+                )
 
     comment = data.get("comment")
     if comment is None:
         comment = ""
-    else:
-        comment = check_string(
-            comment, _join(prefix, "comment"), errors, max_chars=COMMENT_MAX_CHARS
-        )
+    elif type(comment) is not str or len(comment) > COMMENT_MAX_CHARS:
+        comment = check_string(comment, "comment", errors, max_chars=COMMENT_MAX_CHARS)
 
     correction = data.get("correction")
     if isinstance(correction, str):
-        correction = check_string(
-            correction, _join(prefix, "correction"), errors, max_chars=CORRECTION_MAX_CHARS
-        )
+        if len(correction) > CORRECTION_MAX_CHARS:
+            check_string(correction, "correction", errors, max_chars=CORRECTION_MAX_CHARS)
     elif isinstance(correction, (dict, list)):
-        encoded = canonical_json(correction)
-        if has_nul(encoded):
+        if len(canonical_json(correction).encode()) > CORRECTION_MAX_JSON_BYTES:
             errors.append(
                 FieldError(
-                    _join(prefix, "correction"), "invalid", "NUL characters are not allowed."
-                )
-            )
-        elif len(encoded.encode()) > CORRECTION_MAX_JSON_BYTES:
-            errors.append(
-                FieldError(
-                    _join(prefix, "correction"),
+                    "correction",
                     "too_large",
                     f"A JSON correction encodes to at most {CORRECTION_MAX_JSON_BYTES} bytes.",
                 )
@@ -591,7 +481,7 @@ def validate_feedback_fields(
     elif correction is not None:
         errors.append(
             FieldError(
-                _join(prefix, "correction"),
+                "correction",
                 "invalid_type",
                 f"Expected a string, an object or null, got {_type_name(correction)}.",
             )
@@ -600,16 +490,18 @@ def validate_feedback_fields(
     end_user = data.get("end_user")
     if end_user is None:
         end_user = ""
-    else:
-        end_user = check_string(
-            end_user, _join(prefix, "end_user"), errors, max_chars=END_USER_MAX_CHARS
-        )
+    elif type(end_user) is not str or len(end_user) > END_USER_MAX_CHARS:
+        end_user = check_string(end_user, "end_user", errors, max_chars=END_USER_MAX_CHARS)
 
-    segment = check_segment(data.get("segment"), _join(prefix, "segment"), errors)
+    segment = data.get("segment")
+    segment = {} if segment is None else check_segment(segment, "segment", errors)
 
     if len(errors) != before:
         return None
-    hashed = {name: value for name, value in data.items() if name not in extra_fields}
+    if extra_fields and not extra_fields.isdisjoint(data):
+        hashed = {name: value for name, value in data.items() if name not in extra_fields}
+    else:
+        hashed = data
     return CleanFeedback(
         prediction_ref=prediction_ref,
         prediction_inline=prediction_inline,

@@ -7,7 +7,11 @@ side by side. Pure functions of stored audits (no queries beyond the audit rows 
   worst flagged segment first, the flagged segments in words, caveats.
 - The chart is plain SVG drawn on the server (the admin shows it without JavaScript): each
   segment's estimate as a bar with its interval as a whisker, the reference as a dashed line,
-  flagged bars in red with a marker, insufficient segments named but not drawn.
+  flagged bars red when the segment is worse than the reference and green when it is better,
+  each with the word ("worse", "better") beside it, insufficient segments named but not drawn.
+
+Direction is never told by colour alone: every flagged figure says "worse" or "better" in the
+chart, the admin's table and the Markdown report (the CSV has a ``direction`` column).
 """
 
 from __future__ import annotations
@@ -159,6 +163,19 @@ def _csv_number(value: Any) -> str:
 # --- Markdown ---------------------------------------------------------------------------------
 
 
+def _rows(n: int) -> str:
+    return f"{n:,} row" + ("" if n == 1 else "s")
+
+
+def flags_text(segment: dict[str, Any]) -> str:
+    """A segment's flagged figures with their direction in words: "error rate (worse)"."""
+    metrics = segment.get("metrics") or {}
+    return ", ".join(
+        f"{metric_name(name)} ({(metrics.get(name) or {}).get('direction') or 'different'})"
+        for name in segment.get("flags") or []
+    )
+
+
 def pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f}%"
 
@@ -214,12 +231,19 @@ def render_markdown(audit: Audit, *, metric: str = "error_rate") -> str:
         "",
     ]
     om = (overall.get("metrics") or {}).get(metric) or {}
-    lines += [
-        f"**Overall.** {metric_name(metric).capitalize()} {pct(om.get('value'))} "
-        f"({confidence:.0%} CI {interval(om.get('ci_low'), om.get('ci_high'))}; "
-        f"n = {om.get('n', 0):,}, effective n = {om.get('effective_n') or 0:,.0f}).",
-        "",
-    ]
+    if om.get("value") is None:
+        lines += [
+            f"**Overall.** No {metric_name(metric)} to estimate: the audit read "
+            f"{_rows(om.get('n') or scope.get('rows') or 0)} with a figure for it.",
+            "",
+        ]
+    else:
+        lines += [
+            f"**Overall.** {metric_name(metric).capitalize()} {pct(om.get('value'))} "
+            f"({confidence:.0%} CI {interval(om.get('ci_low'), om.get('ci_high'))}; "
+            f"n = {om.get('n', 0):,}, effective n = {om.get('effective_n') or 0:,.0f}).",
+            "",
+        ]
     extra = [m for m in ("selection_rate", "fpr", "fnr") if m in names and m != metric]
     header = [
         "segment",
@@ -247,12 +271,14 @@ def render_markdown(audit: Audit, *, metric: str = "error_rate") -> str:
                 "-" if m.get("ratio") is None else f"{m['ratio']:.2f}",
             ]
             cells += [pct(segment["metrics"].get(e, {}).get("value")) for e in extra]
-            cells.append(", ".join(metric_name(f) for f in segment["flags"]) or "")
+            cells.append(flags_text(segment))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "**Flagged segments.**", ""]
     flagged = result.get("flagged") or []
-    if not flagged:
-        lines.append(f"None: no segment differs from {reference} by a margin both real and large.")
+    if not flagged and not scope.get("rows"):
+        lines.append("Nothing to flag: the audit read no labeled rows.")
+    elif not flagged:
+        lines.append(f"No segment differs from {reference} by a margin both real and large.")
     # One line per segment (worst first, as in result["flagged"]), its flagged figures after.
     per_segment: dict[str, list[dict[str, Any]]] = {}
     for flag in flagged:
@@ -269,8 +295,8 @@ def render_markdown(audit: Audit, *, metric: str = "error_rate") -> str:
             if "four_fifths" in flag["reasons"]:
                 why.append(f"ratio {flag['ratio']:.2f} < {fairness.FOUR_FIFTHS}")
             figures.append(
-                f"{metric_name(flag['metric'])} {pct(flag['value'])} against "
-                f"{pct(flag['reference'])} ({'; '.join(why)}; {flag['direction']})"
+                f"**{flag['direction'] or 'different'}**: {metric_name(flag['metric'])} "
+                f"{pct(flag['value'])} against {pct(flag['reference'])} ({'; '.join(why)})"
             )
         lines.append(f"- `{label}` (n = {flags[0]['n']:,}): " + "; ".join(figures) + ".")
     lines += ["", "**Caveats.**", ""]
@@ -286,6 +312,9 @@ PLOT_WIDTH = 460
 RIGHT_MARGIN = 120
 TOP = 34
 RED, GREY, BLUE = "#ba2121", "#999999", "#417690"
+GREEN, NEUTRAL = "#2e7d32", "#8fa5b3"  # better than the reference; not flagged
+DIRECTION_COLOURS = {"worse": RED, "better": GREEN}
+BOLD = ' font-weight="bold"'
 
 
 def chart_svg(result: dict[str, Any], *, metric: str = "error_rate") -> str:
@@ -339,9 +368,10 @@ def chart_svg(result: dict[str, Any], *, metric: str = "error_rate") -> str:
         mid = y + ROW_HEIGHT / 2
         label = escape(segment["label"])
         flagged = bool(m.get("flagged"))
+        direction = m.get("direction") if flagged else None
         classes = (
             "segment"
-            + (" flagged" if flagged else "")
+            + (f" flagged {direction or ''}".rstrip() if flagged else "")
             + (" insufficient" if m.get("value") is None else "")
         )
         parts.append(f'<g class="{classes}" data-segment="{label}">')
@@ -354,12 +384,12 @@ def chart_svg(result: dict[str, Any], *, metric: str = "error_rate") -> str:
             )
             continue
         value, low, high = m["value"], m["ci_low"], m["ci_high"]
-        colour = RED if flagged else BLUE
+        colour = DIRECTION_COLOURS.get(direction or "", RED) if flagged else NEUTRAL
         summary = f"{label}: {pct(value)} ({interval(low, high)})"
         if m.get("difference") is not None:
             summary += f", {points(m['difference'])} vs {escape(reference_label)}"
         if flagged:
-            summary += ", flagged"
+            summary += f", flagged: {direction or 'different'}"
         parts.append(f"<title>{summary}</title>")
         parts.append(
             f'<rect class="bar" x="{LABEL_WIDTH}" y="{y + 5}" width="{x(value) - LABEL_WIDTH}" '
@@ -372,10 +402,12 @@ def chart_svg(result: dict[str, Any], *, metric: str = "error_rate") -> str:
             f'<line x1="{x(high)}" y1="{mid - 5}" x2="{x(high)}" y2="{mid + 5}"/></g>'
         )
         parts.append(f'<circle cx="{x(value)}" cy="{mid}" r="3" fill="#222"/>')
-        note = f"{pct(value)}" + (" ⚑ flagged" if flagged else "")
+        arrow = {"worse": "▲ worse", "better": "▼ better"}.get(direction or "", "⚑ flagged")
+        note = f"{pct(value)}" + (f" {arrow}" if flagged else "")
         parts.append(
             f'<text x="{LABEL_WIDTH + PLOT_WIDTH + 6}" y="{mid + 4}" '
-            f'fill="{RED if flagged else "#333"}">{note}</text></g>'
+            f'fill="{colour if flagged else "#333"}"'
+            f"{BOLD if flagged else ''}>{note}</text></g>"
         )
     if reference is not None:
         parts.append(
@@ -396,13 +428,20 @@ def audits_compare(a: Audit, b: Audit, *, metric: str = "error_rate") -> dict[st
     with Newcombe's interval for the change (treating the two audits as independent samples:
     approximate when they share items) and what differs between their inputs."""
     ra, rb = a.result or {}, b.result or {}
-    segments_a = {s["label"]: s for s in ra.get("segments") or []}
-    segments_b = {s["label"]: s for s in rb.get("segments") or []}
-    labels = list(segments_a) + [label for label in segments_b if label not in segments_a]
+    # A segment is its set of key=value pairs: "locale=de, age=25-44" in one audit is
+    # "age=25-44, locale=de" in an audit that listed its keys in another order.
+    segments_a = {_segment_key(s): s for s in ra.get("segments") or []}
+    segments_b = {_segment_key(s): s for s in rb.get("segments") or []}
+    keys = list(segments_a) + [key for key in segments_b if key not in segments_a]
     rows = [_compare_row("overall", ra.get("overall"), rb.get("overall"), metric)]
     rows += [
-        _compare_row(label, segments_a.get(label), segments_b.get(label), metric)
-        for label in labels
+        _compare_row(
+            (segments_a.get(key) or segments_b[key])["label"],
+            segments_a.get(key),
+            segments_b.get(key),
+            metric,
+        )
+        for key in keys
     ]
     differences = []
     for name in (
@@ -414,8 +453,11 @@ def audits_compare(a: Audit, b: Audit, *, metric: str = "error_rate") -> dict[st
         "reference",
         "positive_label",
     ):
-        if a.params.get(name) != b.params.get(name):
-            differences.append(f"{name}: {a.params.get(name)!r} vs {b.params.get(name)!r}")
+        x, y = a.params.get(name), b.params.get(name)
+        if name == "segments":  # the same keys in another order are the same segments
+            x, y = sorted(x or []), sorted(y or [])
+        if x != y:
+            differences.append(f"{name}: {_param_text(x)} in a, {_param_text(y)} in b")
     if (a.queue_id, a.export_id, a.gold_version_id) != (b.queue_id, b.export_id, b.gold_version_id):
         differences.append("the audits read different sources")
     return {
@@ -426,6 +468,24 @@ def audits_compare(a: Audit, b: Audit, *, metric: str = "error_rate") -> dict[st
         "rows": rows,
         "input_differences": differences,
     }
+
+
+def _segment_key(segment: dict[str, Any]) -> Any:
+    values = segment.get("segment")
+    return tuple(sorted(values.items())) if isinstance(values, dict) else segment["label"]
+
+
+def _param_text(value: Any) -> str:
+    """An audit parameter as people write it (never a Python repr)."""
+    if value is None or value == "" or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)
 
 
 def _compare_row(label: str, ga: dict | None, gb: dict | None, metric: str) -> dict[str, Any]:

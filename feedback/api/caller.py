@@ -109,6 +109,11 @@ MANAGE = Access(
     roles=(Role.ADMIN,),
     conceal=True,
 )
+RESOLVE = Access(
+    "resolve",
+    "Disputes are resolved by the project's admins (a person, not an API key).",
+    roles=(Role.ADMIN,),
+)
 # Reviewing is decided per queue (``labeling.selectors.can_review``); keys never review.
 PEOPLE = Access(
     "people",

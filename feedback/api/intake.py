@@ -1,47 +1,230 @@
-"""The two hot intake POSTs (``/feedback`` and ``/feedback/batch``) as plain Django views.
+"""The intake POSTs (``/predictions``, ``/feedback``, ``/feedback/batch``): one implementation.
 
-DRF's dispatch (request wrapping, content negotiation, authenticator, permission and throttle
-classes, the exception machinery) cost more than the rest of a single request together (bench
-profile). For the ordinary request (a Bearer key, a JSON body, no query string, an Accept
-that JSON satisfies) these views do the same steps directly, in the same order and with the
-same answers: 401/403 → 429 → 413/400 → the service. Everything else, and every other method
-on those URLs, goes to the DRF view unchanged, which also keeps serving the OpenAPI schema:
-the wrapper carries the DRF view's ``cls`` and ``initkwargs``, which drf-spectacular reads.
+A POST with a Bearer key to these paths is served here, and only here, as a plain Django view:
+the key (401 unknown, 403 without the ``ingest`` scope) and its rate (429), the body (413, 415,
+406, 400: ``feedback/api/parsers.py``), then the service, whose outcomes map to statuses below.
+DRF's dispatch (request wrapping, negotiation, authenticator, permission and throttle classes)
+cost more than the rest of a single request together (bench profile), and none of it is needed
+for a key and a JSON body. Every other request to these paths (a GET, a person's token, no
+credentials) goes to the DRF view, which refuses a POST without a key and serves the OpenAPI
+schema (the wrapper carries its ``cls`` and ``initkwargs``, which drf-spectacular reads).
+
+``KeyRequestFastLane`` (feedback/api/middleware.py) calls ``serve`` ahead of the browser
+middleware.
 """
 
 from __future__ import annotations
 
+import re
 import select
 from collections.abc import Callable
 from functools import update_wrapper
-from io import BytesIO
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 
-from ..errors import ServiceError
-from ..selectors import KeyContext
-from ..services.intake import feedback_submit
-from .errors import exception_handler
-from .parsers import LimitedJSONParser
-from .throttling import ingest_key_checked
-from .views import (
-    batch_entry,
-    batch_items,
-    feedback_representation,
-    raise_for_single,
-    require_object,
+from ..errors import Conflict, FieldError, InvalidInput, ServiceError
+from ..models import Feedback
+from ..selectors import KeyContext, api_key_context
+from ..services.intake import (
+    CONFLICT,
+    CREATED,
+    INVALID,
+    REPLAYED,
+    ItemResult,
+    Outcome,
+    feedback_submit,
+    predictions_log,
 )
+from ..validation import BATCH_MAX_ITEMS
+from .errors import database_refusal, exception_handler
+from .inputs import json_object
+from .parsers import BodyRefused, parse_json_body, read_body
+from .serializers import PredictionSerializer, prediction_external_id
+from .throttling import ingest_key_checked
 
-# Set on a request whose key these views turned down (unknown, revoked, no ingest scope).
-DECLINED = "_redress_key_declined"
-FAST_ACCEPT = frozenset({"", "*/*", "application/json"})
+STATUS = {CREATED: 201, REPLAYED: 200, INVALID: 400, CONFLICT: 409}
+ACCEPTED_MEDIA = frozenset({"*/*", "application/*", "application/json"})
 _render = JSONRenderer().render  # DRF's bytes exactly (compact, UTF-8, U+2028/9 escaped)
-_parser = LimitedJSONParser()
+
+
+# --- from outcomes to HTTP -------------------------------------------------------------------
+
+
+def batch_items(data: Any) -> list[Any]:
+    extra = sorted(set(json_object(data)) - {"items"})
+    if extra:
+        raise InvalidInput([
+            FieldError(name, "unknown_field", "A batch is {\"items\": [...]} and nothing else.")
+            for name in extra
+        ])
+    items = data.get("items")
+    if not isinstance(items, list):
+        raise InvalidInput.one("items", "invalid_type", "Expected a list of items.")
+    if not items:
+        raise InvalidInput.one("items", "empty", "Send at least one item.")
+    if len(items) > BATCH_MAX_ITEMS:
+        raise InvalidInput.one(
+            "items", "too_many", f"At most {BATCH_MAX_ITEMS} items per batch (got {len(items)})."
+        )
+    return items
+
+
+def _renamed(errors: list[FieldError], prefix: str, names: dict[str, str]) -> list[FieldError]:
+    """Item-relative paths as the client sent them: under ``items[i]``, or renamed (the
+    single endpoint's idempotency key is a header)."""
+    out = []
+    for error in errors:
+        path = names.get(error.field, error.field) if error.field is not None else None
+        if prefix:
+            path = prefix if not path else prefix + path if path[0] == "[" else f"{prefix}.{path}"
+        out.append(FieldError(path, error.code, error.detail))
+    return out
+
+
+def raise_for_single(result: ItemResult, names: dict[str, str] | None = None) -> None:
+    if result.outcome is INVALID:
+        raise InvalidInput(_renamed(result.errors, "", names or {}))
+    if result.outcome is CONFLICT:
+        raise Conflict(_renamed(result.errors, "", names or {}))
+
+
+def batch_entry(result: ItemResult) -> dict[str, Any]:
+    return {
+        "index": result.index,
+        "status": STATUS[result.outcome],
+        "id": result.obj.pk if result.ok else None,
+        "errors": [e.as_dict() for e in _renamed(result.errors, f"items[{result.index}]", {})],
+    }
+
+
+ITEM_PATH = re.compile(r"items\[(\d+)\](?:\.(.+)|(\[.+))?")
+
+
+def _refused_by_item(refused: list[FieldError], count: int) -> dict[int, list[FieldError]]:
+    """The parser's refusals (NUL, ±1e999, too deep) by batch item, with item-relative paths;
+    a refusal outside the items refuses the whole body."""
+    by_item: dict[int, list[FieldError]] = {}
+    for error in refused:
+        match = ITEM_PATH.fullmatch(error.field or "")
+        if match is None or int(match.group(1)) >= count:
+            raise InvalidInput(refused)
+        by_item.setdefault(int(match.group(1)), []).append(
+            FieldError(match.group(2) or match.group(3), error.code, error.detail)
+        )
+    return by_item
+
+
+def _run_batch(
+    service: Callable[[list[Any]], list[ItemResult]],
+    items: list[Any],
+    refused: list[FieldError],
+) -> list[ItemResult]:
+    """``service(items)``, but the items the parser refused are reported, not passed on."""
+    if not refused:
+        return service(items)
+    by_item = _refused_by_item(refused, len(items))
+    kept = [index for index in range(len(items)) if index not in by_item]
+    results: list[ItemResult | None] = [None] * len(items)
+    for index, errors in by_item.items():
+        sent = items[index].get("external_id") if isinstance(items[index], dict) else None
+        external_id = sent if isinstance(sent, str) else None  # a prediction's, as sent
+        results[index] = ItemResult(index, INVALID, errors=errors, external_id=external_id)
+    for index, result in zip(kept, service([items[i] for i in kept]) if kept else [], strict=True):
+        result.index = index
+        results[index] = result
+    return results  # type: ignore[return-value]
+
+
+def feedback_representation(obj: Feedback) -> dict[str, Any]:
+    """What ``FeedbackSerializer(obj).data`` gives for a POST response, built directly: the
+    serializer's field objects cost about as much as the rest of the view's Python on the
+    single-item path (bench profile); tests/feedback/test_intake_api.py compares the two."""
+    return {
+        "id": obj.id,
+        "prediction": prediction_external_id(obj),
+        "kind": obj.kind,
+        "rating": obj.rating,
+        "status": obj.status,
+        "categories": list(obj.categories),
+        "comment": obj.comment,
+        "correction": obj.correction,
+        "segment": obj.segment,
+        "idempotency_key": obj.idempotency_key,
+        "resolution_note": obj.resolution_note,
+        "resolved_at": _iso_datetime(obj.resolved_at),
+        "created_at": _iso_datetime(obj.created_at),
+    }
+
+
+def _iso_datetime(value: Any) -> str | None:
+    """DRF's ISO 8601 output of an aware datetime: in the current time zone, UTC as ``Z``."""
+    if value is None:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# --- the three POSTs -------------------------------------------------------------------------
+
+Refused = list[FieldError]
+Handler = Callable[[HttpRequest, KeyContext, Any, Refused], tuple[Any, int]]
+
+
+def _single(data: Any, refused: Refused) -> dict:
+    if refused:
+        raise InvalidInput(refused)
+    return json_object(data)
+
+
+def predictions_post(
+    request: HttpRequest, context: KeyContext, data: Any, refused: Refused
+) -> tuple[Any, int]:
+    """POST /api/v1/predictions: one prediction, or ``{"items": [...]}``."""
+    if isinstance(data, dict) and "items" in data and "external_id" not in data:
+        items = batch_items(data)
+        results = _run_batch(
+            lambda kept: predictions_log(context=context, items=kept), items, refused
+        )
+        body = [{**batch_entry(r), "external_id": r.external_id} for r in results]
+        return {"results": body}, 200
+    (result,) = predictions_log(context=context, items=[_single(data, refused)])
+    raise_for_single(result)
+    return PredictionSerializer(result.obj).data, STATUS[result.outcome]
+
+
+KEY_HEADER = {"idempotency_key": "Idempotency-Key"}
+
+
+def feedback_post(
+    request: HttpRequest, context: KeyContext, data: Any, refused: Refused
+) -> tuple[Any, int]:
+    """POST /api/v1/feedback: one item; its idempotency key is the header."""
+    (result,) = feedback_submit(
+        context=context,
+        items=[_single(data, refused)],
+        idempotency_keys=[request.META.get("HTTP_IDEMPOTENCY_KEY")],
+    )
+    raise_for_single(result, KEY_HEADER)
+    return feedback_representation(result.obj), STATUS[result.outcome]
+
+
+def feedback_batch_post(
+    request: HttpRequest, context: KeyContext, data: Any, refused: Refused
+) -> tuple[Any, int]:
+    """POST /api/v1/feedback/batch: up to 1,000 items, each with its own idempotency_key."""
+    results = _run_batch(
+        lambda kept: feedback_submit(context=context, items=kept), batch_items(data), refused
+    )
+    return {"results": [batch_entry(r) for r in results]}, 200
+
+
+# --- serving ---------------------------------------------------------------------------------
 
 
 def _response(data: Any, status: int, allow: str) -> HttpResponse:
@@ -60,21 +243,37 @@ def _error_response(exc: Exception, allow: str) -> HttpResponse:
     return response
 
 
-def _fast_key(request: HttpRequest) -> str | None:
-    """The raw API key of a request these views serve themselves, or None for the DRF view."""
-    meta = request.META
-    if request.method != "POST" or meta.get("QUERY_STRING"):  # ?format= is DRF's
-        return None
-    length = meta.get("CONTENT_LENGTH", "")
-    if request.content_type != "application/json" or not length.isdigit() or int(length) == 0:
-        return None  # DRF answers 415, or takes a body without a length as {}
-    if meta.get("HTTP_ACCEPT", "").strip() not in FAST_ACCEPT:
-        return None  # negotiation (406, renderer parameters) is DRF's
-    scheme, _, raw_key = meta.get("HTTP_AUTHORIZATION", "").partition(" ")
-    raw_key = raw_key.strip()
-    if scheme.lower() != "bearer" or not raw_key:
-        return None
-    return raw_key
+def bearer_key(request: HttpRequest) -> str | None:
+    """The raw key of a ``Bearer`` Authorization header ("" when it carries none), or None."""
+    scheme, _, raw_key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return raw_key.strip() if scheme.lower() == "bearer" else None
+
+
+def _unauthenticated(detail: str) -> exceptions.AuthenticationFailed:
+    exc = exceptions.AuthenticationFailed(detail)
+    exc.auth_header = 'Bearer realm="api"'  # as DRF sets it from the authenticator
+    return exc
+
+
+def _check_key(raw_key: str) -> tuple[KeyContext, float | None]:
+    if not raw_key:
+        raise _unauthenticated("The Bearer header carries no key.")
+    context, wait = ingest_key_checked(raw_key)
+    if context is None:
+        if api_key_context(raw_key) is None:
+            raise _unauthenticated("Unknown or revoked API key.")
+        raise exceptions.PermissionDenied(
+            "This endpoint takes a project API key with the 'ingest' scope."
+        )
+    return context, wait
+
+
+def _acceptable(accept: str) -> bool:
+    if accept in ("", "*/*", "application/json"):
+        return True
+    return any(
+        part.split(";", 1)[0].strip().lower() in ACCEPTED_MEDIA for part in accept.split(",")
+    )
 
 
 def _skip_health_check_if_idle() -> None:
@@ -95,69 +294,56 @@ def _skip_health_check_if_idle() -> None:
         connection.health_check_done = True
 
 
-Handler = Callable[[HttpRequest, KeyContext, Any], tuple[Any, int]]
+class KeyIntake:
+    """The URL's view: Bearer-key POSTs served by ``serve`` (the one implementation), the
+    rest by the DRF view."""
 
+    def __init__(self, drf_view: Callable[..., HttpResponse], handle: Handler) -> None:
+        self.drf_view = drf_view
+        self.handle = handle
+        template = drf_view.cls(**drf_view.initkwargs)
+        template.setup(HttpRequest())  # as as_view() does per request: HEAD where there is GET
+        self.allow = ", ".join(template.allowed_methods)
+        # cls, initkwargs (read by drf-spectacular) and csrf_exempt (keys carry no cookie)
+        update_wrapper(self, drf_view)
+        self.serve_key_request = self.serve
 
-def fast_intake(drf_view: Callable[..., HttpResponse], handle: Handler) -> Callable[..., Any]:
-    """Serve POSTs with ``handle`` (request, context, parsed body → body, status), the rest
-    with ``drf_view``.
+    def __call__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method == "POST" and bearer_key(request) is not None:
+            return self.serve(request)
+        return self.drf_view(request, *args, **kwargs)
 
-    The view's ``serve_key_request(request)`` is the plain path alone: the response, or None
-    when the request is not one it serves (then nothing was read or counted).
-    ``KeyRequestFastLane`` (feedback/api/middleware.py) calls it ahead of the browser
-    middleware."""
-    template = drf_view.cls(**drf_view.initkwargs)
-    template.setup(HttpRequest())  # as as_view() does per request: HEAD where there is GET
-    allow = ", ".join(template.allowed_methods)
-
-    def serve(request: HttpRequest) -> HttpResponse | None:
-        raw_key = _fast_key(request)
-        if raw_key is None or DECLINED in request.__dict__:
-            return None
-        context, wait = ingest_key_checked(raw_key)
-        if context is None:
-            request.__dict__[DECLINED] = True  # the lane asked first: not twice
-            return None  # 401 or 403, not counted: the DRF view's to answer
-        if wait is not None:
-            return _error_response(exceptions.Throttled(wait), allow)
+    def serve(self, request: HttpRequest) -> HttpResponse:
+        """A POST with a Bearer key, whatever else it carries."""
         try:
-            # As DRF does for a JSON parser: the body through Django (its size check answers
-            # 413 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE), then parsed.
-            data = _parser.parse(BytesIO(request.body), None, {"request": request})
+            context, wait = _check_key(bearer_key(request) or "")
+            if wait is not None:
+                raise exceptions.Throttled(wait)
+            if not _acceptable(request.META.get("HTTP_ACCEPT", "")):
+                raise exceptions.NotAcceptable()
+            raw = read_body(request)
+            refused: Refused = []
+            if not raw:
+                data: Any = {}  # as DRF takes a body without a length
+            elif request.content_type != "application/json":
+                raise exceptions.UnsupportedMediaType(request.content_type)
+            else:
+                try:
+                    data = parse_json_body(raw, request.content_params.get("charset"))
+                except BodyRefused as exc:
+                    data, refused = exc.data, exc.errors
             if connection.vendor == "postgresql":
                 _skip_health_check_if_idle()
-            body, status = handle(request, context, data)
+            body, status = self.handle(request, context, data, refused)
         except (ServiceError, exceptions.APIException, RequestDataTooBig) as exc:
-            return _error_response(exc, allow)
-        return _response(body, status, allow)
-
-    def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = serve(request)
-        if response is None:
-            return drf_view(request, *args, **kwargs)
-        return response
-
-    # cls, initkwargs (read by drf-spectacular) and csrf_exempt (API keys carry no cookie)
-    update_wrapper(view, drf_view)
-    view.serve_key_request = serve
-    return view
+            return _error_response(exc, self.allow)
+        except DatabaseError as exc:
+            # The database turning the request away for now (no connection, a timeout): 503
+            # with Retry-After from the one handler; anything else is a bug, and raises.
+            if database_refusal(exc) is None:
+                raise
+            return _error_response(exc, self.allow)
+        return _response(body, status, self.allow)
 
 
-def feedback_post(request: HttpRequest, context: KeyContext, data: Any) -> tuple[Any, int]:
-    """POST /api/v1/feedback: what ``FeedbackView.post`` does."""
-    (result,) = feedback_submit(
-        context=context,
-        items=[require_object(data)],
-        idempotency_keys=[request.META.get("HTTP_IDEMPOTENCY_KEY")],
-        prefix_items=False,
-        item_key_field=False,
-    )
-    raise_for_single(result)
-    return feedback_representation(result.obj), result.status
-
-
-def feedback_batch_post(request: HttpRequest, context: KeyContext, data: Any) -> tuple[Any, int]:
-    """POST /api/v1/feedback/batch: what ``FeedbackBatchView.post`` does."""
-    items = batch_items(require_object(data))
-    results = feedback_submit(context=context, items=items)
-    return {"results": [batch_entry(r) for r in results]}, 200
+__all__ = ["KeyIntake", "Outcome", "feedback_batch_post", "feedback_post", "predictions_post"]

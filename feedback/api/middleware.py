@@ -1,31 +1,96 @@
-"""The lane for API-key requests to the hot intake views, ahead of the browser middleware.
+"""Two middleware for the API, and the system check that keeps the lane honest.
 
-``POST /api/v1/feedback`` and ``/feedback/batch`` with a Bearer key use nothing that the
-session, CSRF, authentication and messages middleware set up: the key is the caller, the views
-are CSRF-exempt, and there is no cookie to read or write. Passing a request through those four
-and then resolving its URL cost a sixth of the single-item request's Python (profile in
-docs/performance.md). This middleware sits after the security, common (host validation) and
-clickjacking middleware and before the rest; for a POST with a Bearer key to a path served by a
-view made with ``fast_intake`` (feedback/api/intake.py) it calls that view's
-``serve_key_request`` directly. Whatever the view does not serve itself (an unknown or revoked
-key, another content type…) continues down the whole chain exactly as before, as does every
-other request.
+``ChunkedBody``: a body sent with ``Transfer-Encoding: chunked`` has no Content-Length, so
+Django reads it as empty (gunicorn passes it de-chunked through ``wsgi.input``). It is read
+here, up to the 1 MiB limit (413 beyond it), and given its length, for every view.
 
-The paths come from the URLconf, not from a list here: every route without converters whose
-view has ``serve_key_request``, and which resolves to that view (a route that an earlier one
-shadows is left out). They are found once per URLconf.
+``KeyRequestFastLane``: ``POST /api/v1/predictions``, ``/feedback`` and ``/feedback/batch`` with
+a Bearer key use nothing that the session, CSRF, authentication and messages middleware set up
+(the key is the caller, there is no cookie to read or write); passing a request through those
+four and resolving its URL cost a sixth of the single-item request's Python (profile in
+docs/performance.md).
+The lane hands such a request straight to the one intake implementation
+(feedback/api/intake.py ``KeyIntake.serve``); every other request continues down the chain.
+The paths come from the URLconf: every static route whose view is a ``KeyIntake``.
+
+A middleware added below the lane would silently never see those requests: the system check
+``redress.E001`` fails (``manage.py check``, every test run, every server start) when anything
+but the four browser middleware follows it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from io import BytesIO
 from typing import Any
 
+from django.conf import settings
+from django.core import checks
+from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RoutePattern
 
-Serve = Callable[[HttpRequest], HttpResponse | None]
+LANE = "feedback.api.middleware.KeyRequestFastLane"
+# What the lane's requests may skip: they only serve browsers (sessions, CSRF, login, messages).
+BROWSER_ONLY = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+)
+
+Serve = Callable[[HttpRequest], HttpResponse]
+
+
+@checks.register(checks.Tags.security)
+def check_nothing_below_the_lane(app_configs: Any = None, **kwargs: Any) -> list[checks.Error]:
+    middleware = list(settings.MIDDLEWARE)
+    if LANE not in middleware:
+        return []
+    below = [name for name in middleware[middleware.index(LANE) + 1 :] if name not in BROWSER_ONLY]
+    return [
+        checks.Error(
+            f"{name} is below {LANE} in MIDDLEWARE: API-key POSTs to the intake endpoints "
+            "skip everything below the lane, so they would never pass through it.",
+            hint="Put it above the lane (or, if it only serves browsers, add it to "
+            "feedback.api.middleware.BROWSER_ONLY).",
+            id="redress.E001",
+        )
+        for name in below
+    ]
+
+
+class ChunkedBody:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        meta = request.META
+        if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get(
+            "HTTP_TRANSFER_ENCODING", ""
+        ).lower():
+            from .errors import exception_handler
+            from .parsers import PayloadTooLarge, read_chunked
+
+            try:
+                raw = read_chunked(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+            except PayloadTooLarge as exc:
+                refused = exception_handler(exc, {})
+                return HttpResponse(
+                    _json(refused.data),
+                    status=refused.status_code,
+                    content_type="application/json",
+                )
+            meta["CONTENT_LENGTH"] = str(len(raw))
+            request._stream = LimitedStream(BytesIO(raw), len(raw))
+        return self.get_response(request)
+
+
+def _json(data: Any) -> bytes:
+    from rest_framework.renderers import JSONRenderer
+
+    return JSONRenderer().render(data)
 
 
 def key_request_routes(resolver: URLResolver) -> dict[str, Serve]:
@@ -67,9 +132,7 @@ class KeyRequestFastLane:
         ):
             serve = self.routes().get(request.path_info)
             if serve is not None:
-                response = serve(request)
-                if response is not None:
-                    return response
+                return serve(request)
         return self.get_response(request)
 
     def routes(self) -> dict[str, Serve]:

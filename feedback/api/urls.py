@@ -1,15 +1,18 @@
 from django.urls import path
 
 from . import views
-from .intake import fast_intake, feedback_batch_post, feedback_post
+from .intake import KeyIntake, feedback_batch_post, feedback_post, predictions_post
 
+# The intake POSTs with an API key are served by feedback/api/intake.py, the rest by DRF.
 urlpatterns = [
-    path("predictions", views.PredictionsView.as_view(), name="predictions"),
-    # The hot POSTs: plain Django views, the DRF views for the rest (feedback/api/intake.py)
-    path("feedback", fast_intake(views.FeedbackView.as_view(), feedback_post), name="feedback"),
+    path(
+        "predictions", KeyIntake(views.PredictionsView.as_view(), predictions_post),
+        name="predictions",
+    ),
+    path("feedback", KeyIntake(views.FeedbackView.as_view(), feedback_post), name="feedback"),
     path(
         "feedback/batch",
-        fast_intake(views.FeedbackBatchView.as_view(), feedback_batch_post),
+        KeyIntake(views.FeedbackBatchView.as_view(), feedback_batch_post),
         name="feedback-batch",
     ),
     path("categories", views.CategoryListView.as_view(), name="categories"),

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
 )
-from rest_framework import generics, serializers, status
+from rest_framework import generics, serializers
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
-from ..models import Feedback, FeedbackCategory, Membership
-from ..selectors import category_list, dispute_get, feedback_list, projects_for_user
+from ..errors import Conflict, FieldError, InvalidInput, NotFound
+from ..models import Feedback, FeedbackCategory
+from ..selectors import category_list, dispute_get, feedback_list
 from ..services.disputes import dispute_resolve
-from ..services.intake import CONFLICT, INVALID, ItemResult, feedback_submit, predictions_log
-from ..validation import BATCH_MAX_ITEMS
-from .auth import key_context
-from .caller import FEEDBACK_READ, MEMBER, Needs, caller_of
+from .caller import FEEDBACK_READ, MEMBER, RESOLVE, Needs, caller_of
 from .filters import FeedbackFilterSet, StrictFilterBackend
-from .inputs import json_object
 from .permissions import AnyProjectCaller, HasIngestScope
 from .schema import API_KEY_ONLY, ERROR_HEADERS, IDEMPOTENCY_KEY_HEADER, errors_for
 from .serializers import (
@@ -41,48 +35,9 @@ from .serializers import (
     PredictionBatchOutSerializer,
     PredictionInSerializer,
     PredictionSerializer,
-    prediction_external_id,
 )
 
 ReadsFeedback = Needs.of(FEEDBACK_READ)
-
-
-def batch_items(data: Any) -> list[Any]:
-    extra = sorted(set(data) - {"items"})
-    if extra:
-        raise InvalidInput([
-            FieldError(name, "unknown_field", "A batch is {\"items\": [...]} and nothing else.")
-            for name in extra
-        ])
-    items = data.get("items")
-    if not isinstance(items, list):
-        raise InvalidInput.one("items", "invalid_type", "Expected a list of items.")
-    if not items:
-        raise InvalidInput.one("items", "empty", "Send at least one item.")
-    if len(items) > BATCH_MAX_ITEMS:
-        raise InvalidInput.one(
-            "items", "too_many", f"At most {BATCH_MAX_ITEMS} items per batch (got {len(items)})."
-        )
-    return items
-
-
-require_object = json_object  # the intake POSTs' name for it
-
-
-def raise_for_single(result: ItemResult) -> None:
-    if result.status == INVALID:
-        raise InvalidInput(result.errors)
-    if result.status == CONFLICT:
-        raise Conflict(result.errors)
-
-
-def batch_entry(result: ItemResult) -> dict[str, Any]:
-    return {
-        "index": result.index,
-        "status": result.status,
-        "id": result.obj.pk if result.ok else None,
-        "errors": [error.as_dict() for error in result.errors],
-    }
 
 
 class PredictionsView(APIView):
@@ -117,18 +72,9 @@ class PredictionsView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        context = key_context(request)
-        data = require_object(request.data)
-        if "items" in data and "external_id" not in data:
-            results = predictions_log(context=context, items=batch_items(data), prefix_items=True)
-            body = [
-                {**batch_entry(r), "external_id": r.obj.external_id if r.ok else None}
-                for r in results
-            ]
-            return Response({"results": body}, status=status.HTTP_200_OK)
-        (result,) = predictions_log(context=context, items=[data], prefix_items=False)
-        raise_for_single(result)
-        return Response(PredictionSerializer(result.obj).data, status=result.status)
+        # Served by feedback/api/intake.py for a Bearer key (the one implementation, which the
+        # URL and the middleware lane route to); any other caller was refused above.
+        raise PermissionDenied(HasIngestScope.message)
 
 
 class FeedbackPagination(CursorPagination):
@@ -159,37 +105,6 @@ class FeedbackPagination(CursorPagination):
                 "page_size", "out_of_range", f"An integer from 1 to {self.max_page_size}."
             )
         return int(raw)
-
-
-def feedback_representation(obj: Feedback) -> dict[str, Any]:
-    """What ``FeedbackSerializer(obj).data`` gives for a POST response, built directly.
-
-    The serializer's ``to_representation`` walked thirteen field objects per response and cost
-    about as much as the rest of the view's Python on the single-item path (bench profile).
-    tests/feedback/test_intake_fast_paths.py compares the two on every shape of feedback."""
-    return {
-        "id": obj.id,
-        "prediction": prediction_external_id(obj),
-        "kind": obj.kind,
-        "rating": obj.rating,
-        "status": obj.status,
-        "categories": list(obj.categories),
-        "comment": obj.comment,
-        "correction": obj.correction,
-        "segment": obj.segment,
-        "idempotency_key": obj.idempotency_key,
-        "resolution_note": obj.resolution_note,
-        "resolved_at": _iso_datetime(obj.resolved_at),
-        "created_at": _iso_datetime(obj.created_at),
-    }
-
-
-def _iso_datetime(value: Any) -> str | None:
-    """DRF's ISO 8601 output of an aware datetime: in the current time zone, UTC as ``Z``."""
-    if value is None:
-        return None
-    text = timezone.localtime(value).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class FeedbackView(generics.ListAPIView):
@@ -257,17 +172,9 @@ class FeedbackView(generics.ListAPIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = require_object(request.data)
-        key = request.headers.get("Idempotency-Key")
-        (result,) = feedback_submit(
-            context=key_context(request),
-            items=[data],
-            idempotency_keys=[key],
-            prefix_items=False,
-            item_key_field=False,
-        )
-        raise_for_single(result)
-        return Response(feedback_representation(result.obj), status=result.status)
+        # Served by feedback/api/intake.py for a Bearer key (the one implementation, which the
+        # URL and the middleware lane route to); any other caller was refused above.
+        raise PermissionDenied(HasIngestScope.message)
 
 
 class FeedbackBatchView(APIView):
@@ -288,9 +195,9 @@ class FeedbackBatchView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        items = batch_items(require_object(request.data))
-        results = feedback_submit(context=key_context(request), items=items)
-        return Response({"results": [batch_entry(r) for r in results]})
+        # Served by feedback/api/intake.py for a Bearer key (the one implementation, which the
+        # URL and the middleware lane route to); any other caller was refused above.
+        raise PermissionDenied(HasIngestScope.message)
 
 
 class CategoryListView(APIView):
@@ -368,16 +275,11 @@ class DisputeResolveView(APIView):
         responses={200: DisputeSerializer, **errors_for(400, 401, 403, 404, 409, 429)},
     )
     def post(self, request: Request, pk: int) -> Response:
-        if key_context(request) is not None:
-            raise Forbidden.one(None, "forbidden",
-                                "Disputes are resolved by a project admin, not an API key.")
-        member_of = projects_for_user(user=request.user)
-        dispute = dispute_get(project_ids=member_of.values("pk"), dispute_id=pk)
+        caller = caller_of(request)
+        dispute = dispute_get(project_ids=caller.project_ids(MEMBER), dispute_id=pk)
         if dispute is None:
             raise NotFound(FieldError("id", "not_found", f"No dispute {pk} in this project."))
-        admin_of = projects_for_user(user=request.user, roles=[Membership.Role.ADMIN])
-        if not admin_of.filter(feedback__pk=pk).exists():
-            raise Forbidden.one(None, "forbidden", "Only the project's admins resolve disputes.")
+        caller.require(RESOLVE, project_id=dispute.project_id)
         data = request.data if isinstance(request.data, dict) else None
         if data is None:
             raise InvalidInput.one(None, "invalid_type", "Expected a JSON object.")

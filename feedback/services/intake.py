@@ -1,47 +1,61 @@
 """Intake: logging predictions and submitting feedback, one item or a batch of them.
 
 One code path serves the single and the batch endpoints: a single request is a batch of one.
-Each call validates every item (refusals are kept per index), then stores the valid ones in one
-transaction with a handful of statements whatever the batch size:
+Each call validates every item, then stores the valid ones in one transaction with a handful
+of statements whatever the batch size:
 
     SELECT the referenced predictions         (one query)
     SELECT earlier uses of idempotency keys   (one query, only when keys are given; the
                                               replayed rows are loaded only when some were used)
-    INSERT new inline predictions             (one multi-row INSERT)
-    INSERT feedback                           (one multi-row INSERT … RETURNING id; the
-                                              categories are a column of the row)
+    write new predictions                     (COPY from 8 rows on PostgreSQL, else INSERT)
+    write feedback                            (likewise; the categories are a column of the row)
+
+The result is domain language: one ``ItemResult`` per item, in order, with an ``Outcome`` and
+errors whose paths are relative to the item (``kind``, ``prediction.external_id``,
+``idempotency_key``). The API maps outcomes to statuses and prefixes batch paths.
 
 Races are settled by the database's unique constraints, not by locks: when a concurrent request
 inserts the same idempotency key or external_id first, the transaction rolls back and the
 items are resolved again against what is now stored (a replay or a conflict), so two
-simultaneous requests with one key create one row. Nothing here talks to the broker.
+simultaneous requests with one key create one row. Any other refusal by the database (a
+constraint, a trigger, a value it cannot store) rolls the write back too, and the items are
+then stored one at a time, each in its own transaction: the refused ones are reported
+(``refused``), the others stored. Nothing here talks to the broker.
 
-PostgreSQL has two faster write paths (the bench profile: per-statement round trips and ORM
-compilation cost more than the rows themselves):
+Two measures pay on PostgreSQL (README, Benchmarks): one item referring to a logged prediction
+(the single endpoint's common case) is one prepared statement in autocommit (a data-modifying
+CTE that resolves the prediction and inserts the feedback, ``ON CONFLICT … DO NOTHING`` on the
+idempotency key; when it stores nothing the general path answers), and batches reserve their
+ids from the sequence and ``COPY`` the rows, in key order (two batches sharing keys wait for
+each other instead of deadlocking).
 
-- one item referring to a logged prediction (the single endpoint's common case) is one
-  statement in autocommit: a data-modifying CTE that resolves the prediction and inserts the
-  feedback (``ON CONFLICT … DO NOTHING`` on the idempotency key). When it stores nothing (a key
-  used before, an unknown prediction) the general path above answers.
-- batches reserve their ids from the sequence and ``COPY`` the rows, in one transaction, in
-  idempotency-key order (two batches sharing keys wait for each other instead of
-  deadlocking). A unique violation rolls it all back and the items are resolved again.
+Adding a column to ``Feedback``: the model, ``_feedback_values`` (what the row holds),
+``FEEDBACK_COPY_COLUMNS`` and ``SINGLE_INSERT_SQL`` with its parameters.
 """
 
 from __future__ import annotations
 
+import enum
 import json
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DataError,
+    IntegrityError,
+    InternalError,
+    ProgrammingError,
+    connection,
+    connections,
+    transaction,
+)
 from django.db.models.base import ModelState
 from django.utils import timezone
-from psycopg.pq import DiagnosticField, ExecStatus
 
 from ..errors import FieldError
 from ..models import Feedback, Prediction
@@ -56,35 +70,102 @@ from ..validation import (
 )
 
 MAX_RACE_RETRIES = 3
-FATAL_ERROR, TUPLES_OK, COMMAND_OK = (
-    ExecStatus.FATAL_ERROR, ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK
-)
-SQLSTATE = DiagnosticField.SQLSTATE
 # From this many rows a batch is written with COPY on PostgreSQL (below it, the two extra
 # round trips of reserving ids and a second COPY cost more than multi-row INSERTs save).
 COPY_MIN_ROWS = 8
-CREATED, REPLAYED, INVALID, CONFLICT = 201, 200, 400, 409
 # Plain strings (not the enum members): COPY and json take them as they are.
 OPEN, DISPUTE = Feedback.DisputeStatus.OPEN.value, Feedback.Kind.DISPUTE.value
+# What the database may refuse about an item's values (a constraint, a trigger, a value it
+# cannot store). Connection loss and timeouts (OperationalError) are outages, not refusals.
+REFUSALS = (IntegrityError, DataError, InternalError)
+
+
+class Outcome(enum.StrEnum):
+    CREATED = "created"  # stored now
+    REPLAYED = "replayed"  # stored before with the same content: the stored row
+    INVALID = "invalid"  # refused (validation, an unknown prediction, the database)
+    CONFLICT = "conflict"  # the external_id or idempotency key is taken by other content
+
+
+CREATED, REPLAYED, INVALID, CONFLICT = Outcome
 
 
 @dataclass(slots=True)
 class ItemResult:
     index: int
-    status: int
+    outcome: Outcome
     obj: Any = None
     errors: list[FieldError] = field(default_factory=list)
+    external_id: str | None = None  # the prediction's, when the item named one
 
     @property
     def ok(self) -> bool:
-        return self.status in (CREATED, REPLAYED)
+        return self.outcome is CREATED or self.outcome is REPLAYED
 
 
-# --- predictions -----------------------------------------------------------------------------
+Resolved = dict[int, tuple[Outcome, Any, list[FieldError]]]
 
 
 def _conflict(path: str, detail: str) -> list[FieldError]:
     return [FieldError(path, "conflict", detail)]
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    cause = exc.__cause__
+    if isinstance(cause, psycopg.Error):
+        return cause.sqlstate == "23505"
+    return "UNIQUE constraint" in str(exc)
+
+
+def _refusal(exc: Exception) -> list[FieldError]:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return [FieldError(None, "refused", f"The database refused this item: {message}")]
+
+
+def _store_items(store: Callable[[list], Resolved], cleans: list) -> Resolved:
+    """``store(cleans)``, again after a lost race; when the database refuses the write, each
+    item alone, so one bad item never sinks the others."""
+    try:
+        for attempt in range(MAX_RACE_RETRIES):
+            try:
+                return store(cleans)
+            except IntegrityError as exc:
+                if not _is_unique_violation(exc) or attempt == MAX_RACE_RETRIES - 1:
+                    raise
+                # a concurrent request stored one of these keys or external_ids first
+    except REFUSALS as exc:
+        if len(cleans) == 1:
+            return {cleans[0][0]: (INVALID, None, _refusal(exc))}
+        outcome: Resolved = {}
+        for one in cleans:
+            outcome.update(_store_items(store, [one]))
+        return outcome
+    raise AssertionError("unreachable")
+
+
+def stored_instance(model, values: dict[str, Any], db: str):
+    """An instance of a stored row from the values at hand, without ``Model.__init__``: its
+    per-field bookkeeping cost more than the row's share of the COPY in the batch profile
+    (1,000 feedback and 1,000 predictions per request). The result is what ``Model.from_db``
+    builds for a query of these columns: fields left out load on access, like deferred ones."""
+    instance = model.__new__(model)
+    instance.__dict__.update(values)
+    state = ModelState()
+    state.adding = False
+    state.db = db
+    instance._state = state
+    return instance
+
+
+def _any_of(column: str, values: set[str]) -> tuple[str, list[Any]]:
+    """``column IN (%s, …)``, or on PostgreSQL ``column = ANY(%s)``: one array parameter
+    instead of up to 1,000 placeholders, cheaper to bind and to plan."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+# --- predictions -----------------------------------------------------------------------------
 
 
 def _prediction_matches(stored: Prediction, clean: CleanPrediction) -> bool:
@@ -93,21 +174,76 @@ def _prediction_matches(stored: Prediction, clean: CleanPrediction) -> bool:
     return clean.occurred_at is None or stored.occurred_at == clean.occurred_at
 
 
-def _new_prediction(project_id: int, clean: CleanPrediction, now) -> Prediction:
-    return Prediction(
-        project_id=project_id,
-        external_id=clean.external_id,
-        model=clean.model,
-        model_version=clean.model_version,
-        input=clean.input,
-        output=clean.output,
-        label=clean.label,
-        confidence=clean.confidence,
-        segment=clean.segment,
-        occurred_at=clean.occurred_at or now,
-        content_hash=clean.content_hash,
-        created_at=now,
-    )
+def _prediction_values(project_id: int, clean: CleanPrediction, now) -> dict[str, Any]:
+    """A new prediction row's fields (but its id)."""
+    return {
+        "project_id": project_id,
+        "external_id": clean.external_id,
+        "model": clean.model,
+        "model_version": clean.model_version,
+        "input": clean.input,
+        "output": clean.output,
+        "label": clean.label,
+        "confidence": clean.confidence,
+        "segment": clean.segment,
+        "occurred_at": clean.occurred_at or now,
+        "content_hash": clean.content_hash,
+        "created_at": now,
+    }
+
+
+PREDICTION_COPY_COLUMNS = (
+    "id", "project_id", "external_id", "model", "model_version", "input", "output", "label",
+    "confidence", "segment", "occurred_at", "content_hash", "created_at",
+)
+PREDICTION_JSON_COLUMNS = frozenset({"input", "output", "segment"})
+
+
+def _insert_predictions(rows: list[dict[str, Any]]) -> list[Prediction]:
+    """Store new predictions (inside the caller's transaction); returns them with their ids.
+    COPY on PostgreSQL from ``COPY_MIN_ROWS`` rows, in external_id order (the order of
+    unique-index locks), ids reserved from the sequence first."""
+    if connection.vendor != "postgresql" or len(rows) < COPY_MIN_ROWS:
+        created = [Prediction(**values) for values in rows]
+        Prediction.objects.bulk_create(created)
+        return created
+    rows = sorted(rows, key=lambda values: values["external_id"])
+    ids = _reserve_ids("feedback_prediction", len(rows))
+    db = connection.alias
+    created = []
+    with connection.wrap_database_errors, connection.cursor() as cursor:
+        columns = ", ".join(PREDICTION_COPY_COLUMNS)
+        with cursor.cursor.copy(f"COPY feedback_prediction ({columns}) FROM STDIN") as copy:
+            for values, prediction_id in zip(rows, ids, strict=True):
+                values["id"] = prediction_id
+                copy.write_row(
+                    [
+                        _json_text(values[name]) if name in PREDICTION_JSON_COLUMNS
+                        else values[name]
+                        for name in PREDICTION_COPY_COLUMNS
+                    ]
+                )
+                created.append(stored_instance(Prediction, values, db))
+    return created
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+@cache
+def _id_sequence(table: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+        return cursor.fetchone()[0]
+
+
+def _reserve_ids(table: str, count: int) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(%s) FROM generate_series(1, %s)", [_id_sequence(table), count]
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _resolve_predictions(
@@ -115,42 +251,48 @@ def _resolve_predictions(
     cleans: list[tuple[int, CleanPrediction, str]],
     stored: dict[str, Prediction],
     now,
-) -> tuple[dict[int, tuple[int, Prediction | None, list[FieldError]]], list[Prediction]]:
-    """Match inline predictions against stored ones.
-
-    Returns, per item index, (status, prediction, errors), and the predictions to insert.
-    ``path`` names the field for conflict errors (``external_id`` or ``prediction``).
-    """
-    outcome: dict[int, tuple[int, Prediction | None, list[FieldError]]] = {}
-    pending: dict[str, Prediction] = {}
+) -> tuple[Resolved, dict[str, dict[str, Any]]]:
+    """Match predictions against stored ones: per item index (outcome, stored prediction or
+    None for a new one, errors), and the new rows by external_id. ``path`` names the field of
+    a conflict (``external_id``, or ``prediction`` for one inside a feedback item)."""
+    outcome: Resolved = {}
+    pending: dict[str, dict[str, Any]] = {}
     for index, clean, path in cleans:
-        existing = stored.get(clean.external_id) or pending.get(clean.external_id)
-        if existing is None:
-            prediction = _new_prediction(project_id, clean, now)
-            pending[clean.external_id] = prediction
-            outcome[index] = (CREATED, prediction, [])
-        elif _prediction_matches(existing, clean):
-            outcome[index] = (REPLAYED, existing, [])
+        existing = stored.get(clean.external_id)
+        if existing is not None:
+            if _prediction_matches(existing, clean):
+                outcome[index] = (REPLAYED, existing, [])
+            else:
+                outcome[index] = (CONFLICT, None, _prediction_conflict(clean, path))
+        elif clean.external_id in pending:  # a second occurrence within one batch
+            first = pending[clean.external_id]
+            if first["content_hash"] == clean.content_hash and (
+                clean.occurred_at is None or clean.occurred_at == first["occurred_at"]
+            ):
+                outcome[index] = (REPLAYED, None, [])
+            else:
+                outcome[index] = (CONFLICT, None, _prediction_conflict(clean, path))
         else:
-            outcome[index] = (
-                CONFLICT,
-                None,
-                _conflict(
-                    path,
-                    f"A prediction {clean.external_id!r} is already logged with other content; "
-                    "external_id is unique per project.",
-                ),
-            )
-    return outcome, list(pending.values())
+            pending[clean.external_id] = _prediction_values(project_id, clean, now)
+            outcome[index] = (CREATED, None, [])
+    return outcome, pending
+
+
+def _prediction_conflict(clean: CleanPrediction, path: str) -> list[FieldError]:
+    return _conflict(
+        path,
+        f"A prediction {clean.external_id!r} is already logged with other content; "
+        "external_id is unique per project.",
+    )
 
 
 def _stored_predictions(project_id: int, external_ids: set[str]) -> dict[str, Prediction]:
     if not external_ids:
         return {}
-    return {
-        p.external_id: p
-        for p in Prediction.objects.filter(project_id=project_id, external_id__in=external_ids)
-    }
+    matches, params = _any_of("external_id", external_ids)
+    table = connection.ops.quote_name(Prediction._meta.db_table)
+    sql = f"SELECT * FROM {table} WHERE project_id = %s AND {matches}"
+    return {p.external_id: p for p in Prediction.objects.raw(sql, [project_id, *params])}
 
 
 # What feedback needs of a stored prediction: the key to refer to it, the segment to merge, and
@@ -205,73 +347,52 @@ def _parsed_segment(text: str) -> Any:
     return json.loads(text)
 
 
-def stored_instance(model, values: dict[str, Any], db: str):
-    """An instance of a stored row from the values at hand, without ``Model.__init__``: its
-    per-field bookkeeping cost more than the row's share of the COPY in the batch profile
-    (1,000 feedback and 1,000 predictions per request). The result is what ``Model.from_db``
-    builds for a query of these columns: fields left out load on access, like deferred ones."""
-    instance = model.__new__(model)
-    instance.__dict__.update(values)
-    state = ModelState()
-    state.adding = False
-    state.db = db
-    instance._state = state
-    return instance
-
-
-def _any_of(column: str, values: set[str]) -> tuple[str, list[Any]]:
-    """``column IN (%s, …)``, or on PostgreSQL ``column = ANY(%s)``: one array parameter
-    instead of up to 1,000 placeholders, cheaper to bind and to plan."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s)", [list(values)]
-    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
-
-
-def predictions_log(
-    *, context: KeyContext, items: list[Any], prefix_items: bool
-) -> list[ItemResult]:
-    """Log predictions. Same external_id and content: 200 with the stored row; other: 409."""
+def predictions_log(*, context: KeyContext, items: list[Any]) -> list[ItemResult]:
+    """Log predictions. Same external_id and content: REPLAYED with the stored row; other
+    content: CONFLICT."""
     results: list[ItemResult] = []
-    cleans: list[tuple[int, CleanPrediction, str]] = []
+    cleans: list[tuple[int, CleanPrediction]] = []
     for index, data in enumerate(items):
         errors: list[FieldError] = []
-        prefix = f"items[{index}]" if prefix_items else ""
-        clean = validate_prediction(data, prefix, errors)
-        if clean is None:
-            results.append(ItemResult(index, INVALID, errors=errors))
-        else:
-            path = f"{prefix}.external_id" if prefix else "external_id"
-            cleans.append((index, clean, path))
-            results.append(ItemResult(index, CREATED))
+        clean = validate_prediction(data, "", errors)
+        external_id = data.get("external_id") if isinstance(data, dict) else None
+        result = ItemResult(index, INVALID if clean is None else CREATED, errors=errors)
+        result.external_id = external_id if isinstance(external_id, str) else None
+        results.append(result)
+        if clean is not None:
+            cleans.append((index, clean))
     if not cleans:
         return results
 
-    for attempt in range(MAX_RACE_RETRIES):
+    project_id = context.project_id
+
+    def store(batch: list[tuple[int, CleanPrediction]]) -> Resolved:
         now = timezone.now()
-        stored = _stored_predictions(context.project_id, {c.external_id for _, c, _ in cleans})
-        outcome, to_create = _resolve_predictions(context.project_id, cleans, stored, now)
-        try:
+        stored = _stored_predictions(project_id, {clean.external_id for _, clean in batch})
+        outcome, pending = _resolve_predictions(
+            project_id, [(index, clean, "external_id") for index, clean in batch], stored, now
+        )
+        if pending:
             with transaction.atomic():
-                Prediction.objects.bulk_create(to_create)
-        except IntegrityError:
-            if attempt == MAX_RACE_RETRIES - 1:
-                raise
-            continue  # a concurrent request logged one of them first: resolve again
-        break
-    for index, (status, prediction, errors) in outcome.items():
+                created = {p.external_id: p for p in _insert_predictions(list(pending.values()))}
+        else:
+            created = {}
+        by_index = dict(batch)
+        for index, (state, obj, errors) in outcome.items():
+            if obj is None and state is not CONFLICT:
+                outcome[index] = (state, created[by_index[index].external_id], errors)
+        return outcome
+
+    for index, (state, obj, errors) in _store_items(store, cleans).items():
         result = results[index]
-        result.status, result.obj, result.errors = status, prediction, errors
-    # The second occurrence of a new external_id within one batch replays the first.
-    seen: set[int] = set()
-    for result in results:
-        if result.status == CREATED and result.obj is not None:
-            if id(result.obj) in seen:
-                result.status = REPLAYED
-            seen.add(id(result.obj))
+        result.outcome, result.obj, result.errors = state, obj, errors
     return results
 
 
 # --- feedback --------------------------------------------------------------------------------
+
+
+ITEM_KEY_FIELD = frozenset({"idempotency_key"})
 
 
 def feedback_submit(
@@ -279,30 +400,25 @@ def feedback_submit(
     context: KeyContext,
     items: list[Any],
     idempotency_keys: list[Any] | None = None,
-    prefix_items: bool = True,
-    item_key_field: bool = True,
 ) -> list[ItemResult]:
     """Store feedback items; returns one result per item, in order.
 
-    ``idempotency_keys`` (single endpoint: the header) overrides per-item keys; with
-    ``item_key_field`` each item may carry its own ``idempotency_key`` (batch endpoint).
-    A replay of a key with the same body answers 200 with the stored feedback; with another
-    body, 409. Invalid items (400) never stop valid ones from being stored.
+    ``idempotency_keys`` gives each item's key from outside the item (the single endpoint's
+    header); without it each item may carry its own ``idempotency_key``. A replay of a key with
+    the same body is REPLAYED with the stored feedback; with another body, CONFLICT. Refused
+    items never stop valid ones from being stored.
     """
-    extra = frozenset({"idempotency_key"}) if item_key_field else frozenset()
+    extra = ITEM_KEY_FIELD if idempotency_keys is None else frozenset()
+    categories = context.categories
     results: list[ItemResult] = []
     cleans: list[tuple[int, CleanFeedback]] = []
     for index, data in enumerate(items):
         errors: list[FieldError] = []
-        prefix = f"items[{index}]" if prefix_items else ""
-        clean = validate_feedback(
-            data, prefix, errors, categories=context.categories, extra_fields=extra
-        )
+        clean = validate_feedback(data, errors, categories=categories, extra_fields=extra)
         if idempotency_keys is not None:
-            key = validate_idempotency_key(idempotency_keys[index], None, errors)
-        elif item_key_field and isinstance(data, dict):
-            key_path = f"{prefix}.idempotency_key" if prefix else "idempotency_key"
-            key = validate_idempotency_key(data.get("idempotency_key"), key_path, errors)
+            key = validate_idempotency_key(idempotency_keys[index], "idempotency_key", errors)
+        elif type(data) is dict and "idempotency_key" in data:
+            key = validate_idempotency_key(data["idempotency_key"], "idempotency_key", errors)
         else:
             key = None
         if clean is None or errors:
@@ -310,7 +426,7 @@ def feedback_submit(
             continue
         clean.idempotency_key = key
         cleans.append((index, clean))
-        results.append(ItemResult(index, CREATED))
+        results.append(ItemResult(index, CREATED, external_id=clean.external_id))
     if not cleans:
         return results
 
@@ -322,31 +438,19 @@ def feedback_submit(
                 results[index].obj = stored
                 return results
             # Nothing stored: the key was used before or the prediction is unknown (or a race
-            # lost): the general path below finds out which and answers.
+            # lost, or a refusal): the general path below finds out which and answers.
 
-    for attempt in range(MAX_RACE_RETRIES):
-        try:
-            outcome = _store_feedback(context, cleans, prefix_items)
-        except IntegrityError:
-            if attempt == MAX_RACE_RETRIES - 1:
-                raise
-            continue  # lost a race on an idempotency key or an external_id: resolve again
-        break
-    for index, (status, obj, errors) in outcome.items():
+    outcome = _store_items(lambda batch: _store_feedback(context, batch), cleans)
+    for index, (state, obj, errors) in outcome.items():
         result = results[index]
-        result.status, result.obj, result.errors = status, obj, errors
+        result.outcome, result.obj, result.errors = state, obj, errors
     return results
 
 
-def _store_feedback(
-    context: KeyContext, cleans: list[tuple[int, CleanFeedback]], prefix_items: bool
-) -> dict[int, tuple[int, Feedback | None, list[FieldError]]]:
+def _store_feedback(context: KeyContext, cleans: list[tuple[int, CleanFeedback]]) -> Resolved:
     now = timezone.now()
     project_id = context.project_id
-    outcome: dict[int, tuple[int, Feedback | None, list[FieldError]]] = {}
-
-    def path(index: int, name: str) -> str:
-        return f"items[{index}].{name}" if prefix_items else name
+    outcome: Resolved = {}
 
     # 1. Idempotency: earlier uses of the keys (stored, or earlier in this batch).
     keys = {c.idempotency_key for _, c in cleans if c.idempotency_key is not None}
@@ -368,14 +472,14 @@ def _store_feedback(
             if stored.request_hash == clean.request_hash:
                 outcome[index] = (REPLAYED, stored, [])
             else:
-                outcome[index] = (CONFLICT, None, _key_conflict(key, prefix_items, index))
+                outcome[index] = (CONFLICT, None, _key_conflict(key))
             continue
         if key is not None and key in first_in_batch:
             first_index, first = first_in_batch[key]
             if first.request_hash == clean.request_hash:
                 replays_in_batch.append((index, first_index))
             else:
-                outcome[index] = (CONFLICT, None, _key_conflict(key, prefix_items, index))
+                outcome[index] = (CONFLICT, None, _key_conflict(key))
             continue
         if key is not None:
             first_in_batch[key] = (index, clean)
@@ -384,7 +488,7 @@ def _store_feedback(
     # 2. Predictions: references must exist; inline ones are logged if new.
     referenced = {c.prediction_ref for _, c in fresh if c.prediction_ref is not None}
     inline = [
-        (index, c.prediction_inline, path(index, "prediction"))
+        (index, c.prediction_inline, "prediction")
         for index, c in fresh
         if c.prediction_inline is not None
     ]
@@ -393,17 +497,16 @@ def _store_feedback(
     )
     inline_outcome, to_create = _resolve_predictions(project_id, inline, stored_predictions, now)
 
-    to_insert: list[tuple[int, CleanFeedback, dict[str, Any], Prediction]] = []
+    to_insert: list[tuple[int, CleanFeedback]] = []
     for index, clean in fresh:
         if clean.prediction_ref is not None:
-            prediction = stored_predictions.get(clean.prediction_ref)
-            if prediction is None:
+            if clean.prediction_ref not in stored_predictions:
                 outcome[index] = (
                     INVALID,
                     None,
                     [
                         FieldError(
-                            path(index, "prediction"),
+                            "prediction",
                             "unknown_prediction",
                             f"No prediction {clean.prediction_ref!r} is logged in this project; "
                             "log it first or send the prediction object inline.",
@@ -411,32 +514,69 @@ def _store_feedback(
                     ],
                 )
                 continue
-        else:
-            status, prediction, errors = inline_outcome[index]
-            if status == CONFLICT:
-                outcome[index] = (CONFLICT, None, errors)
-                continue
-        values = _feedback_values(context, clean, prediction, now)
-        to_insert.append((index, clean, values, prediction))
+        elif inline_outcome[index][0] is CONFLICT:
+            outcome[index] = inline_outcome[index]
+            continue
+        to_insert.append((index, clean))
 
     # 3. Write everything in one transaction.
     with transaction.atomic():
         if to_create:
-            Prediction.objects.bulk_create(to_create)
-        if connection.vendor == "postgresql" and len(to_insert) >= COPY_MIN_ROWS:
-            stored = _copy_feedback(to_insert)
+            stored_predictions.update(
+                (p.external_id, p) for p in _insert_predictions(list(to_create.values()))
+            )
+        rows = []
+        for index, clean in to_insert:
+            prediction = stored_predictions[clean.external_id]
+            rows.append((index, clean, _feedback_values(context, clean, prediction, now)))
+        if connection.vendor == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+            stored = _copy_feedback(rows, stored_predictions)
         else:
-            stored = [
-                Feedback(prediction=prediction, **values) for _, _, values, prediction in to_insert
-            ]
+            stored = []
+            for _, clean, values in rows:
+                feedback = Feedback(**values)
+                feedback.prediction = stored_predictions[clean.external_id]
+                stored.append(feedback)
             Feedback.objects.bulk_create(stored)
 
-    for (index, _, _, _), feedback in zip(to_insert, stored, strict=True):
+    for (index, _, _), feedback in zip(rows, stored, strict=True):
         outcome[index] = (CREATED, feedback, [])
     for index, first_index in replays_in_batch:
-        status, obj, errors = outcome[first_index]
-        outcome[index] = (REPLAYED if status == CREATED else status, obj, errors)
+        state, obj, errors = outcome[first_index]
+        outcome[index] = (REPLAYED if state is CREATED else state, obj, errors)
     return outcome
+
+
+def _key_conflict(key: str) -> list[FieldError]:
+    return _conflict(
+        "idempotency_key", f"Idempotency key {key!r} was already used with a different body."
+    )
+
+
+def _feedback_values(
+    context: KeyContext, clean: CleanFeedback, prediction: Prediction, now
+) -> dict[str, Any]:
+    """A new feedback row's fields (but its id): the one place that says what a row holds."""
+    comment, correction, end_user = _scrubbed(context, clean)
+    segment = prediction.segment
+    return {
+        "project_id": context.project_id,
+        "prediction_id": prediction.pk,
+        "kind": clean.kind,
+        "rating": clean.rating,
+        "categories": clean.category_slugs,
+        "comment": comment,
+        "correction": correction,
+        "end_user": end_user,
+        "segment": {**segment, **clean.segment} if isinstance(segment, dict) else clean.segment,
+        "idempotency_key": clean.idempotency_key,
+        "request_hash": clean.request_hash,
+        "status": OPEN if clean.kind == DISPUTE else None,
+        "resolution_note": "",
+        "resolved_at": None,
+        "resolved_by_id": None,
+        "created_at": now,
+    }
 
 
 def _used_keys(project_id: int, keys: set[str]) -> set[str]:
@@ -455,53 +595,26 @@ def _used_keys(project_id: int, keys: set[str]) -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def _key_conflict(key: str, prefix_items: bool, index: int) -> list[FieldError]:
-    field_name = f"items[{index}].idempotency_key" if prefix_items else "Idempotency-Key"
-    return _conflict(
-        field_name, f"Idempotency key {key!r} was already used with a different body."
-    )
-
-
-def _feedback_values(
-    context: KeyContext, clean: CleanFeedback, prediction: Prediction, now
-) -> dict[str, Any]:
-    """A new feedback row's fields (but its id and prediction)."""
-    comment, correction, end_user = _scrubbed(context, clean)
-    return {
-        "project_id": context.project_id,
-        "kind": clean.kind,
-        "rating": clean.rating,
-        "categories": clean.category_slugs,
-        "comment": comment,
-        "correction": correction,
-        "end_user": end_user,
-        "segment": {**(prediction.segment or {}), **clean.segment},
-        "idempotency_key": clean.idempotency_key,
-        "request_hash": clean.request_hash,
-        "status": OPEN if clean.kind == DISPUTE else None,
-        "created_at": now,
-    }
-
-
 # --- PostgreSQL write paths ------------------------------------------------------------------
 
 # One statement, one round trip, no explicit transaction: resolve the prediction, insert the
 # feedback (its categories on the row) unless its idempotency key is taken. The segment is the
 # prediction's (when it is an object) updated with the feedback's own, as ``_feedback_values``
 # merges it.
-SINGLE_INSERT_SQL = b"""
+SINGLE_INSERT_SQL = """
 WITH p AS (
     SELECT id, segment FROM feedback_prediction
-    WHERE project_id = $1 AND external_id = $2
+    WHERE project_id = %(project_id)s AND external_id = %(external_id)s
 ), f AS (
     INSERT INTO feedback_feedback (
         project_id, prediction_id, kind, rating, categories, comment, correction, end_user,
         segment, idempotency_key, request_hash, status, resolution_note, created_at
     )
-    SELECT $1, p.id, $3, $4, $5::jsonb, $6, $7::jsonb, $8,
+    SELECT %(project_id)s, p.id, %(kind)s, %(rating)s, %(categories)s::jsonb, %(comment)s,
+           %(correction)s::jsonb, %(end_user)s,
            CASE WHEN jsonb_typeof(p.segment) = 'object' THEN p.segment ELSE '{}'::jsonb END
-               || $9::jsonb,
-           $10, $11, $12, '', $13
+               || %(segment)s::jsonb,
+           %(idempotency_key)s, %(request_hash)s, %(status)s, '', %(created_at)s
     FROM p
     ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, prediction_id, segment
@@ -520,133 +633,66 @@ def _scrubbed(context: KeyContext, clean: CleanFeedback) -> tuple[str, Any, str]
     return comment, correction, end_user
 
 
+class _Unresolved:
+    """The prediction of the single statement: only its segment is read, and only when the
+    item merges nothing into it (the statement merges in SQL and returns the result)."""
+
+    pk = None
+    segment: dict[str, str] = {}
+
+
 def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback | None:
-    """Store one item referring to a logged prediction in one statement; None when nothing
-    was stored (key used before, unknown prediction, or a lost race), for the general path to
-    resolve."""
+    """Store one item referring to a logged prediction in one prepared statement; None when
+    nothing was stored (key used before, unknown prediction, a lost race or a refusal), for
+    the general path to resolve and answer."""
     now = timezone.now()
-    comment, correction, end_user = _scrubbed(context, clean)
-    status = OPEN if clean.kind == DISPUTE else None
-    params = (  # SINGLE_INSERT_SQL's $1…$13
-        context.project_id,
-        clean.prediction_ref,
-        clean.kind,
-        clean.rating,
-        _encoded_categories(tuple(clean.category_slugs)),
-        comment,
-        None if correction is None else json.dumps(correction),
-        end_user,
-        json.dumps(clean.segment) if clean.segment else "{}",
-        clean.idempotency_key,
-        clean.request_hash,
-        status,
-        now,
-    )
-    db = connections[DEFAULT_DB_ALIAS]  # once: each ``connection.x`` is a thread-local lookup
+    values = _feedback_values(context, clean, _Unresolved, now)
+    correction = values["correction"]
+    params = {
+        **values,
+        "external_id": clean.prediction_ref,
+        "categories": _encoded_categories(tuple(values["categories"])),
+        "correction": None if correction is None else json.dumps(correction),
+        "segment": json.dumps(clean.segment) if clean.segment else "{}",
+    }
     # Inside a caller's transaction a failed statement must not poison it: a savepoint. Alone
     # (autocommit, as on the request path) the statement is its own transaction: no BEGIN and
     # COMMIT round trips.
+    db = connections[DEFAULT_DB_ALIAS]  # once: each ``connection.x`` is a thread-local lookup
     guard = transaction.atomic() if db.in_atomic_block else nullcontext()
+    # psycopg's own prepared execution: planning the CTE costs PostgreSQL about as much as
+    # running it. With preparation turned off (DJANGO_DB_PREPARE_THRESHOLD=-1, for PgBouncer
+    # in transaction mode) it is sent unprepared.
     try:
         with guard, db.wrap_database_errors:
-            # What ``db.cursor()`` does first; the statement then goes to libpq as a prepared
-            # statement (_single_insert), where Django's cursors bind on the client and so
-            # never reuse a plan. Planning the CTE cost PostgreSQL about as much as running it
-            # (figures: docs/performance.md).
             db.close_if_health_check_failed()
             db.ensure_connection()
-            row = _single_insert(db.connection, params)
-    except (IntegrityError, StatementForgotten):
-        # e.g. the prediction was deleted meanwhile, or a pooler dropped the prepared
-        # statement (prepared again next time): the general path resolves and stores it
+            conn = db.connection
+            # A server-side-binding cursor (Django's connections make client-side ones, whose
+            # statements differ with every value and so cannot be prepared), one per
+            # connection: a cursor's set-up showed in the single-item profile.
+            cursor = getattr(conn, "_redress_cursor", None)
+            if cursor is None or cursor.closed:
+                cursor = conn._redress_cursor = psycopg.Cursor(conn)
+            prepare = None if conn.prepare_threshold is None else True
+            cursor.execute(SINGLE_INSERT_SQL, params, prepare=prepare)
+            row = cursor.fetchone()
+    except REFUSALS:
+        return None  # e.g. the prediction was deleted meanwhile: the general path answers
+    except ProgrammingError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != "26000":
+            raise
+        # invalid_sql_statement_name: the server forgot the statement (a pooler's DISCARD
+        # ALL). psycopg's cache still names it: cleared, prepared again next time.
+        db.connection._prepared.clear()
         return None
     if row is None:
         return None
-    feedback_id, prediction_id, segment = row
-    feedback = stored_instance(
-        Feedback,
-        {
-            "id": feedback_id,
-            "project_id": context.project_id,
-            "prediction_id": prediction_id,
-            "kind": clean.kind,
-            "rating": clean.rating,
-            "categories": clean.category_slugs,
-            "comment": comment,
-            "correction": correction,
-            "end_user": end_user,
-            "segment": json.loads(segment),
-            "idempotency_key": clean.idempotency_key,
-            "request_hash": clean.request_hash,
-            "status": status,
-            "resolution_note": "",
-            "resolved_at": None,
-            "resolved_by_id": None,
-            "created_at": now,
-        },
-        db.alias,
-    )
-    # For rendering without a query.
-    feedback.prediction_external_id = clean.prediction_ref
+    values["id"], values["prediction_id"], segment = row
+    values["segment"] = json.loads(segment)
+    feedback = stored_instance(Feedback, values, db.alias)
+    feedback.prediction_external_id = clean.prediction_ref  # rendered without a query
     return feedback
-
-
-SINGLE_INSERT_NAME = b"redress_feedback_single_2"  # a new name whenever the SQL changes
-_PREPARED = "_redress_single_prepared"  # set on a psycopg connection where it is prepared
-
-
-class StatementForgotten(Exception):
-    """The connection's server no longer has the prepared single-item INSERT."""
-
-
-def _single_insert(conn: psycopg.Connection, params: tuple[Any, ...]) -> tuple | None:
-    """Run SINGLE_INSERT_SQL through libpq directly; its one row, or None.
-
-    psycopg's cursor (adapting 14 parameters, a generator per protocol step, loading the
-    result) cost as much of the worker's CPU as the rest of the service call (bench profile).
-    The parameters are few and simple (text, integers, JSON text, one aware datetime), so they
-    are sent as text, and the statement is prepared once per connection under its own name.
-    When the server no longer knows it (a pooler's DISCARD ALL) this raises StatementForgotten
-    and the next call prepares it again (a failed statement may have aborted the caller's
-    transaction: no second try here); with preparation
-    turned off (settings: DJANGO_DB_PREPARE_THRESHOLD=-1, PgBouncer in transaction mode) each
-    call sends the statement unnamed. Errors are psycopg's, for ``wrap_database_errors``."""
-    pgconn = conn.pgconn
-    values = [_pq_text(value) for value in params]
-    with conn.lock:  # what psycopg's own execution holds
-        if conn.prepare_threshold is None:
-            result = pgconn.exec_params(SINGLE_INSERT_SQL, values)
-        else:
-            if not getattr(conn, _PREPARED, False):
-                _prepare_single(conn)
-            result = pgconn.exec_prepared(SINGLE_INSERT_NAME, values)
-            if result.status == FATAL_ERROR and result.error_field(SQLSTATE) == b"26000":
-                setattr(conn, _PREPARED, False)  # invalid_sql_statement_name: forgotten
-                raise StatementForgotten
-    if result.status != TUPLES_OK:
-        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-    if not result.ntuples:
-        return None
-    feedback_id, prediction_id, segment = (result.get_value(0, n) for n in range(3))
-    return int(feedback_id), int(prediction_id), segment.decode()
-
-
-def _pq_text(value: Any) -> bytes | None:
-    """A parameter in PostgreSQL's text format (the connection's encoding is UTF-8)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, datetime):
-        return value.isoformat().encode()  # aware: the offset is part of it
-    return str(value).encode()  # int
-
-
-def _prepare_single(conn: psycopg.Connection) -> None:
-    result = conn.pgconn.prepare(SINGLE_INSERT_NAME, SINGLE_INSERT_SQL)
-    if result.status != COMMAND_OK:
-        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-    setattr(conn, _PREPARED, True)
 
 
 @lru_cache(maxsize=1024)
@@ -662,34 +708,24 @@ FEEDBACK_COPY_COLUMNS = (
 )
 
 
-@cache
-def _feedback_id_sequence() -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_get_serial_sequence('feedback_feedback', 'id')")
-        return cursor.fetchone()[0]
-
-
 def _copy_feedback(
-    to_insert: list[tuple[int, CleanFeedback, dict[str, Any], Prediction]],
+    rows: list[tuple[int, CleanFeedback, dict[str, Any]]],
+    predictions: dict[str, Prediction],
 ) -> list[Feedback]:
     """Write feedback rows with COPY (PostgreSQL, inside the caller's transaction); returns the
-    stored feedback. Ids come from the table's sequence first: no RETURNING needed."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(%s) FROM generate_series(1, %s)",
-            [_feedback_id_sequence(), len(to_insert)],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
+    stored feedback, in the order of ``rows``. Ids come from the table's sequence first: no
+    RETURNING needed."""
+    ids = _reserve_ids("feedback_feedback", len(rows))
     stored: list[Feedback] = []
-    rows = []
+    lines = []
     db = connection.alias
     # Most items add nothing to their prediction's segment: its JSON is the text PostgreSQL
     # gave (_referenced_predictions), else encoded once per prediction (batch profile).
     encoded_segments: dict[int, str] = {}
-    for (_, clean, values, prediction), feedback_id in zip(to_insert, ids, strict=True):
+    for (_, clean, values), feedback_id in zip(rows, ids, strict=True):
+        prediction = predictions[clean.external_id]
         correction = values["correction"]
         key = values["idempotency_key"]
-        categories = _encoded_categories(tuple(clean.category_slugs))
         if clean.segment:
             segment = json.dumps(values["segment"])
         else:
@@ -699,31 +735,23 @@ def _copy_feedback(
                 if stored_text is None or not isinstance(prediction.segment, dict):
                     stored_text = json.dumps(values["segment"])
                 segment = encoded_segments[prediction.pk] = stored_text
-        row = (
-            feedback_id, values["project_id"], prediction.pk, values["kind"], values["rating"],
-            categories, values["comment"],
-            None if correction is None else json.dumps(correction),
-            values["end_user"], segment, key, values["request_hash"],
-            values["status"], "", values["created_at"],
-        )
-        rows.append((key or "", row))  # sorted below: the order of unique-index locks
-        # ``values`` is this row's own dict (``_feedback_values``): completed in place.
-        values.update(
-            id=feedback_id,
-            prediction_id=prediction.pk,
-            resolution_note="",
-            resolved_at=None,
-            resolved_by_id=None,
-        )
-        feedback = stored_instance(Feedback, values, db)
+        values["id"] = feedback_id
+        line = [
+            values[name] for name in FEEDBACK_COPY_COLUMNS
+        ]
+        line[5] = _encoded_categories(tuple(values["categories"]))
+        line[7] = None if correction is None else json.dumps(correction)
+        line[9] = segment
+        lines.append((key or "", line))  # sorted below: the order of unique-index locks
+        feedback = stored_instance(Feedback, values, db)  # ``values`` is this row's own dict
         feedback._state.fields_cache["prediction"] = prediction
         stored.append(feedback)
-    rows.sort(key=lambda pair: pair[0])
+    lines.sort(key=lambda pair: pair[0])
     with connection.wrap_database_errors, connection.cursor() as cursor:
         raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no copy()
         with raw.copy(
             f"COPY feedback_feedback ({', '.join(FEEDBACK_COPY_COLUMNS)}) FROM STDIN"
         ) as copy:
-            for _, row in rows:
-                copy.write_row(row)
+            for _, line in lines:
+                copy.write_row(line)
     return stored

@@ -1,6 +1,7 @@
 """The audit admin: a list of audits, a report page per audit, and two audits side by side.
 
-Audits are read here, not made (the API and ``manage.py audit`` make them). Who sees them is
+Audits are read here and made here ("Add audit": a form calling the same ``audit_create`` as
+the API and ``manage.py audit``, whose refusals it shows beside the form). Who sees them is
 decided as in the API, by role rather than by Django permission: a superuser sees every
 audit, a data scientist or project admin those of their projects (the role groups carry no
 audit permission, and ``feedback`` never names labeling's newer models).
@@ -15,8 +16,10 @@ audit permission, and ``feedback`` never names labeling's newer models).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -26,20 +29,24 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from feedback.access import has_project_role
+from feedback.errors import ServiceError
+from feedback.selectors import projects_for_user
 
 from ..audit_reports import (
     audits_compare,
     by_severity,
     chart_svg,
+    flags_text,
     interval,
     metric_name,
     metrics_of,
     pct,
     points,
 )
-from ..models import Audit
+from ..models import Audit, Export, GoldSetVersion, Queue
 from ..selectors import READ_ROLES
 from ..selectors.audits import audit_projects_for_user
+from ..services.audits import audit_create
 
 
 @admin.register(Audit)
@@ -79,7 +86,10 @@ class AuditAdmin(admin.ModelAdmin):
         return has_project_role(request, READ_ROLES, obj.project_id if obj else None)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+        return has_project_role(request, READ_ROLES)
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
+        return self.create_view(request)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -131,6 +141,11 @@ class AuditAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         custom = [
             path(
+                "run/",
+                self.admin_site.admin_view(self.create_view),
+                name="labeling_audit_create",
+            ),
+            path(
                 "compare/",
                 self.admin_site.admin_view(self.compare_view),
                 name="labeling_audit_compare",
@@ -138,6 +153,42 @@ class AuditAdmin(admin.ModelAdmin):
         ]
         # Before the stock patterns: their "<path:object_id>/" would swallow "compare/".
         return custom + super().get_urls()
+
+    def create_view(self, request: HttpRequest) -> HttpResponse:
+        """Run an audit: the API's request as a form, checked and run by ``audit_create``."""
+        projects = projects_for_user(user=request.user, roles=READ_ROLES)
+        if request.user.is_superuser:
+            from feedback.models import Project
+
+            projects = Project.objects.all()
+        form = AuditCreateForm(request.POST or None, projects=projects)
+        if request.method == "POST" and form.is_valid():
+            project, data = form.request_data()
+            try:
+                audit = audit_create(project=project, data=data, actor=request.user)
+            except ServiceError as exc:
+                for error in exc.errors:
+                    form.add_error(AUDIT_FORM_FIELDS.get(_root(error.field)), error.detail)
+            else:
+                state = {
+                    Audit.Status.DONE: "computed",
+                    Audit.Status.FAILED: "failed",
+                }.get(audit.status, "queued for a worker (this page shows its progress)")
+                self.message_user(
+                    request,
+                    f"Audit {audit.pk} {state}.",
+                    messages.ERROR if audit.status == Audit.Status.FAILED else messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:labeling_audit_change", args=[audit.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Run an audit",
+            "opts": self.opts,
+            "form": form,
+            "media": self.media + form.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/labeling/audit/create.html", context)
 
     def change_view(
         self,
@@ -247,11 +298,158 @@ class AuditAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/labeling/audit/compare.html", context)
 
 
+# The service's field names, and the form field that shows each one's refusal.
+AUDIT_FORM_FIELDS = {
+    "source": "source",
+    "segments": "segments",
+    "intersectional": "intersectional",
+    "positive_label": "positive_label",
+    "reference": "reference",
+    "min_n": "min_n",
+    "tolerance": "tolerance",
+    "confidence": "confidence",
+    "weighted": "weighted",
+    "model_version": "model_version",
+}
+
+
+def _root(field: str | None) -> str:
+    """``source.model_version`` -> ``model_version``; ``segments[2]`` -> ``segments``."""
+    name = (field or "").split("[", 1)[0]
+    if name.startswith("source."):
+        name = name.split(".", 1)[1]
+        return name if name == "model_version" else "source"
+    return name
+
+
+class AuditCreateForm(forms.Form):
+    """An audit request (POST /api/v1/audits) as a form. The source names its project."""
+
+    source = forms.ChoiceField(
+        help_text="What to audit: a queue's completed reviews, an export's rows, or a published "
+        "gold set scored against a model version."
+    )
+    model_version = forms.CharField(
+        required=False,
+        help_text="Only this model version's predictions (required for a gold set: the version "
+        "scored against it).",
+    )
+    segments = forms.CharField(
+        initial="locale",
+        help_text="Segment keys, comma-separated, e.g. <code>locale, age_band</code> (at most 5).",
+    )
+    intersectional = forms.BooleanField(
+        required=False,
+        help_text="Also every combination of the keys (locale and age_band together).",
+    )
+    positive_label = forms.CharField(
+        required=False,
+        help_text="For a queue with label choices: the favourable label, for selection rate, "
+        "false positive and false negative rates.",
+    )
+    reference = forms.CharField(
+        initial="overall",
+        help_text='<code>overall</code>, or a segment as JSON, e.g. {"locale": "en-US"}.',
+    )
+    min_n = forms.IntegerField(initial=30, min_value=1, label="Minimum rows per segment")
+    tolerance = forms.FloatField(
+        initial=0.05, min_value=0, max_value=1, help_text="Smallest difference worth a flag."
+    )
+    confidence = forms.FloatField(initial=0.95, min_value=0.5, max_value=0.999)
+    weighted = forms.BooleanField(
+        required=False, initial=True, help_text="Weight rows by 1/π (the sampling design)."
+    )
+
+    def __init__(self, *args: Any, projects: QuerySet, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.projects = {p.pk: p for p in projects}
+        ids = list(self.projects)
+        choices: list[tuple[str, Any]] = [("", "---------")]
+        queues = Queue.objects.filter(project_id__in=ids).select_related("project")
+        choices.append(
+            ("Queues", [(f"queue:{q.pk}", f"{q.project.slug} / {q.name}") for q in queues])
+        )
+        exports = Export.objects.filter(project_id__in=ids, status=Export.Status.DONE)
+        choices.append(
+            (
+                "Exports",
+                [
+                    (f"export:{e.pk}", f"{e.project.slug} / export {e.pk} ({e.rows:,} rows)")
+                    for e in exports.select_related("project").order_by("-pk")[:50]
+                ],
+            )
+        )
+        versions = GoldSetVersion.objects.filter(
+            gold_set__project_id__in=ids, status=GoldSetVersion.Status.PUBLISHED
+        ).select_related("gold_set__project")
+        choices.append(
+            (
+                "Gold sets",
+                [
+                    (
+                        f"gold:{v.pk}",
+                        f"{v.gold_set.project.slug} / gold {v.gold_set.slug} v{v.number}",
+                    )
+                    for v in versions.order_by("gold_set__slug", "-number")
+                ],
+            )
+        )
+        self.fields["source"].choices = choices
+
+    def clean_reference(self) -> Any:
+        text = self.cleaned_data["reference"].strip()
+        if text in ("", "overall"):
+            return "overall"
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise forms.ValidationError('"overall", or JSON such as {"locale": "en-US"}.') from None
+        return value
+
+    def request_data(self) -> tuple[Any, dict[str, Any]]:
+        """The project and the API's request body."""
+        data = self.cleaned_data
+        kind, _, pk = data["source"].partition(":")
+        source: dict[str, Any]
+        if kind == "queue":
+            obj = Queue.objects.get(pk=pk)
+            project_id, source = obj.project_id, {"queue": obj.pk}
+        elif kind == "export":
+            obj = Export.objects.get(pk=pk)
+            project_id, source = obj.project_id, {"export": obj.pk}
+        else:
+            obj = GoldSetVersion.objects.select_related("gold_set").get(pk=pk)
+            project_id = obj.gold_set.project_id
+            source = {"goldset": obj.gold_set.slug, "version": obj.number}
+        if data.get("model_version") or kind == "gold":
+            source["model_version"] = data.get("model_version") or ""
+        body = {
+            "source": source,
+            "segments": [k.strip() for k in data["segments"].split(",") if k.strip()],
+            "intersectional": data["intersectional"],
+            "positive_label": data.get("positive_label") or None,
+            "reference": data["reference"],
+            "min_n": data["min_n"],
+            "tolerance": data["tolerance"],
+            "confidence": data["confidence"],
+            "weighted": data["weighted"],
+        }
+        return self.projects[project_id], body
+
+
 def _value_text(side: dict[str, Any]) -> str:
     if side.get("value") is None:
         return "insufficient" if side.get("n") else "-"
     text = f"{pct(side['value'])} ({interval(side['ci_low'], side['ci_high'])})"
     return text + (" ⚑" if side.get("flagged") else "")
+
+
+def _worst_direction(segment: dict[str, Any]) -> str:
+    """ "worse" when any flagged figure of the segment is worse, "better" when all are better."""
+    directions = {
+        (segment["metrics"].get(name) or {}).get("direction") for name in segment["flags"]
+    }
+    return "worse" if "worse" in directions else "better" if directions else ""
 
 
 def _table_row(segment: dict[str, Any], metric: str) -> dict[str, Any]:
@@ -270,6 +468,8 @@ def _table_row(segment: dict[str, Any], metric: str) -> dict[str, Any]:
         else f"{points(m['difference_ci_low'])} to {points(m['difference_ci_high'])}",
         "ratio": "-" if m.get("ratio") is None else f"{m['ratio']:.2f}",
         "metric_flagged": bool(m.get("flagged")),
-        "flags": ", ".join(metric_name(name) for name in segment["flags"]),
-        "direction": m.get("direction") or "",
+        "flags": flags_text(segment),
+        # Worse or better than the reference: the row's colour and word (not colour alone).
+        "direction": (m.get("direction") or "") if m.get("flagged") else "",
+        "worst": _worst_direction(segment),
     }

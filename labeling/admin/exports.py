@@ -8,6 +8,8 @@ model permissions the role groups do not carry).
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from typing import Any
 
 from django import forms
@@ -15,7 +17,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from feedback.access import has_project_role
 from feedback.admin import pretty_json
@@ -33,6 +35,22 @@ def _readable_projects(request: HttpRequest) -> QuerySet[Project]:
     return projects_for_user(user=request.user, roles=READ_ROLES)
 
 
+class QueueSelect(forms.Select):
+    """Each queue option names its project (``data-project``), so the form's script offers only
+    the chosen project's queues; the form refuses a mismatch anyway."""
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        instance = getattr(value, "instance", None)
+        if instance is not None:
+            option["attrs"]["data-project"] = str(instance.project_id)
+        return option
+
+
+# A browser date-time picker; its value ("2026-11-01T09:30") is read as UTC by the form.
+DATE_PICKER = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+
+
 class ExportCreateForm(forms.ModelForm):
     """The API request as a form; ``export_request`` (the API's serializer) checks it and names
     the field at fault."""
@@ -40,18 +58,64 @@ class ExportCreateForm(forms.ModelForm):
     train = forms.FloatField(initial=0.8, min_value=0, max_value=1)
     validation = forms.FloatField(initial=0.1, min_value=0, max_value=1)
     test = forms.FloatField(initial=0.1, min_value=0, max_value=1)
-    split_key = forms.CharField(initial="external_id", help_text="external_id or segment.<key>")
+    split_key = forms.CharField(
+        initial="external_id",
+        help_text="external_id, or a segment key written as segment.&lt;key&gt;, such as "
+        "<code>segment.locale</code>: rows with the same value go to the same split.",
+    )
     seed = forms.IntegerField(initial=0, min_value=0)
     include_labels = forms.BooleanField(required=False)
     exclude_gold_from_train = forms.BooleanField(required=False, initial=True)
     model_version = forms.CharField(required=False)
-    completed_after = forms.DateTimeField(required=False)
-    completed_before = forms.DateTimeField(required=False)
-    segment = forms.JSONField(required=False, help_text='e.g. {"locale": "de-DE"}')
+    completed_after = forms.DateTimeField(
+        required=False, widget=DATE_PICKER, help_text="UTC. Reviews completed at or after."
+    )
+    completed_before = forms.DateTimeField(
+        required=False, widget=DATE_PICKER, help_text="UTC. Reviews completed before."
+    )
+    segment = forms.CharField(
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": '{"locale": "de-DE"}', "size": 40}),
+        help_text='A JSON object of segment values rows must have, e.g. {"locale": "de-DE"}; '
+        "empty for every segment.",
+    )
 
     class Meta:
         model = Export
         fields = ["project", "queue", "format"]
+        widgets = {"queue": QueueSelect}
+
+    def clean_segment(self) -> dict[str, Any] | None:
+        text = (self.cleaned_data.get("segment") or "").strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise forms.ValidationError(
+                'Not JSON: write an object, e.g. {"locale": "de-DE"}.'
+            ) from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError('A JSON object, e.g. {"locale": "de-DE"}.')
+        return value
+
+    def _clean_when(self, name: str) -> Any:
+        value = self.cleaned_data.get(name)
+        # The picker has no zone: its wall-clock time is UTC, as the help says.
+        return value.replace(tzinfo=dt.UTC) if value is not None else None
+
+    def clean_completed_after(self) -> Any:
+        return self._clean_when("completed_after")
+
+    def clean_completed_before(self) -> Any:
+        return self._clean_when("completed_before")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        project, queue = data.get("project"), data.get("queue")
+        if project is not None and queue is not None and queue.project_id != project.pk:
+            self.add_error("queue", f"{queue.name} is a queue of another project.")
+        return data
 
     def request_data(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -77,6 +141,48 @@ class ExportCreateForm(forms.ModelForm):
                 "seed": data["seed"],
             },
         }
+
+
+# Nested values longer than this (as JSON text) fold away under a summary line.
+FOLD_AT = 120
+
+
+def json_table(value: Any) -> str:
+    """A JSON object as a two-column table: short values inline, long nested ones folded.
+
+    A manifest is a few dozen keys, some of them lists of hundreds of entries (gold versions,
+    counts per split): a table with folds reads at a glance where one pretty dump ran 2,000 px.
+    """
+    if not isinstance(value, dict) or not value:
+        return pretty_json(value) if value not in (None, {}, []) else "-"
+    rows = []
+    for key, item in value.items():
+        if isinstance(item, (dict, list)):
+            text = json.dumps(item, ensure_ascii=False, sort_keys=True)
+            if len(text) <= FOLD_AT:
+                cell = format_html("<code>{}</code>", text)
+            else:
+                size = f"{len(item)} {'keys' if isinstance(item, dict) else 'entries'}"
+                cell = format_html(
+                    '<details><summary>{}</summary><pre style="{}">{}</pre></details>',
+                    size,
+                    "max-height: 24em; overflow: auto; white-space: pre-wrap; margin: 0.3em 0",
+                    json.dumps(item, indent=2, ensure_ascii=False, sort_keys=True),
+                )
+        elif item is None:
+            cell = "-"
+        else:
+            cell = format_html("{}", item)
+        rows.append((key, cell))
+    return format_html(
+        '<table class="json-table" style="margin: 0">{}</table>',
+        format_html_join(
+            "",
+            '<tr><th scope="row" style="white-space: nowrap; font-weight: 600">{}</th>'
+            "<td>{}</td></tr>",
+            rows,
+        ),
+    )
 
 
 FORM_FIELDS = {
@@ -112,7 +218,7 @@ class ExportAdmin(admin.ModelAdmin):
         "gold_version",
         "format",
         "status",
-        "progress",
+        "progress_percent",
         "rows",
         "rows_per_split",
         "checksum",
@@ -127,7 +233,10 @@ class ExportAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
     ]
-    exclude = ["manifest", "spec", "file"]
+    exclude = ["manifest", "spec", "file", "progress"]  # progress: shown as a percentage
+
+    class Media:
+        js = ("labeling/export_form.js",)
 
     # --- who ----------------------------------------------------------------------------
 
@@ -226,11 +335,11 @@ class ExportAdmin(admin.ModelAdmin):
 
     @admin.display(description="manifest")
     def manifest_pretty(self, obj: Export) -> str:
-        return pretty_json(obj.manifest)
+        return json_table(obj.manifest)
 
     @admin.display(description="request")
     def spec_pretty(self, obj: Export) -> str:
-        return pretty_json(obj.spec)
+        return json_table(obj.spec)
 
     @admin.action(description="Retry the selected failed exports")
     def retry(self, request: HttpRequest, queryset: QuerySet[Export]) -> None:

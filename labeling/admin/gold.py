@@ -24,7 +24,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from feedback.access import has_project_role, project_ids_for
 from feedback.admin import adopt, counted, join_reasons, pretty_json
@@ -537,6 +537,7 @@ class GoldSetVersionAdmin(GoldScopedMixin, admin.ModelAdmin):
         "parent_column",
         "published_at",
         "published_by",
+        "snapshot_links",
     )
     list_filter = ("status", ("gold_set", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("gold_set", "gold_set__project", "parent", "published_by")
@@ -549,6 +550,7 @@ class GoldSetVersionAdmin(GoldScopedMixin, admin.ModelAdmin):
         "parent",
         "item_count",
         "checksum",
+        "snapshot_links",
         "notes",
         "created_by",
         "created_at",
@@ -557,6 +559,24 @@ class GoldSetVersionAdmin(GoldScopedMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
     inlines = [GoldItemInline]
+
+    @admin.display(description="download")
+    def snapshot_links(self, obj: GoldSetVersion) -> str:
+        """The frozen snapshot as a file, through the API's download (it takes the session):
+        the same bytes every time, carrying the version and its checksum."""
+        if obj.status != GoldSetVersion.Status.PUBLISHED:
+            return "-"
+        url = reverse("goldset-export", args=[obj.gold_set.slug, obj.number])
+        project = obj.gold_set.project.slug
+        return format_html_join(
+            " · ",
+            '<a href="{}?format={}&amp;project={}" download>{}</a>',
+            (
+                (url, fmt, project, fmt.upper() if fmt != "jsonl" else "JSONL")
+                for fmt in ("jsonl", "csv", "parquet")
+            ),
+        )
+
     actions = ["publish_selected", "discard_selected"]
 
     def project_id_of(self, obj: GoldSetVersion) -> int:

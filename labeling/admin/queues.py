@@ -231,8 +231,10 @@ class QueueForm(forms.ModelForm):
 @admin.register(Queue)
 class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
     form = QueueForm
+    # The dashboard link comes right after the name: at the end it fell off a 1440 px screen.
     list_display = (
         "name",
+        "dashboard_link",
         "project",
         "source_strategy",
         "overlap",
@@ -241,7 +243,6 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
         "complete_items",
         "reviewer_count",
         "active",
-        "dashboard_link",
     )
     list_filter = (
         ("project", admin.RelatedOnlyFieldListFilter),
@@ -255,6 +256,11 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
     filter_horizontal = ("reviewers",)
     actions = ["sample_now"]
     change_form_template = "admin/labeling/queue/change_form.html"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        # Ten columns and the filters need the width: the app list is one click away (Home).
+        extra = {"is_nav_sidebar_enabled": False, **(extra_context or {})}
+        return super().changelist_view(request, extra)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Queue]:
         items = QueueItem.objects.filter(gold_item__isnull=True)  # hidden gold checks aside

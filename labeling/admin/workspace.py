@@ -4,12 +4,16 @@ Thin views over ``labeling.services`` and ``labeling.selectors``: the page claim
 ``queue_claim_next``, the form submits with ``item_label_submit`` and skips with
 ``item_release``; every rule (leases, one label per reviewer, valid categories and labels)
 lives there. The pages work as plain HTML forms; ``labeling/static/labeling/workspace.js`` only
-adds keyboard shortcuts and a lease countdown.
+adds keyboard shortcuts (``?`` lists them), the predicted label prefilled on "correct", and
+a lease countdown. A reviewer's own labels can be changed (``label_edit_own``, which keeps the
+old answer as a revision): "undo" reopens the last one, "My recent labels" lists the rest.
 
 Mounting: ``QueueAdmin.get_urls`` (``queues.py`` beside this module) includes
 ``workspace_urls()`` inside the admin site, so the patterns live in the ``admin`` namespace
 and are reversed as ``admin:labeling_workspace_index``, ``admin:labeling_workspace`` (``queue_id``),
-``admin:labeling_workspace_submit`` and ``admin:labeling_workspace_release`` (``queue_id``).
+``admin:labeling_workspace_submit``, ``admin:labeling_workspace_release``,
+``admin:labeling_workspace_undo``, ``admin:labeling_workspace_recent`` (``queue_id``) and
+``admin:labeling_workspace_edit`` (``queue_id``, ``label_id``).
 """
 
 from __future__ import annotations
@@ -37,17 +41,18 @@ from feedback.selectors import category_list
 
 from ..models import Assignment, Label, Queue, QueueItem
 from ..selectors import can_review, claim_payload, queues_for_reviewer
+from ..selectors.reviewing import last_label, recent_labels, reviewer_progress
 from ..services.claims import item_release, queue_claim_next
-from ..services.labels import item_label_submit
+from ..services.labels import CONFIRM_FIELD, CONTRADICTION_CODE, item_label_submit, label_edit_own
 
 TEMPLATES = "admin/labeling/workspace"
 # Keys of an input/output object that plainly hold the text a person reads.
 TEXT_KEYS = ("message", "reply", "text", "content", "prompt", "question", "answer", "response")
-# Keys the page itself uses: digits pick the verdict, "s" skips.
-RESERVED_KEYS = set("s0123456789")
+# Keys the page itself uses: digits pick the verdict, "s" skips, "z" undoes the last label.
+RESERVED_KEYS = set("sz0123456789")
 STARTED_SALT = "labeling.workspace.started"
 # Form fields that show their own errors; any other error is listed at the top of the form.
-SHOWN_FIELDS = {"verdict", "categories", "true_label", "correction", "notes"}
+SHOWN_FIELDS = {"verdict", "categories", "true_label", "correction", "notes", CONFIRM_FIELD}
 
 
 def workspace_urls() -> list[URLPattern]:
@@ -61,6 +66,13 @@ def workspace_urls() -> list[URLPattern]:
         path("<int:queue_id>/", view(workspace_label), name="labeling_workspace"),
         path("<int:queue_id>/submit/", view(workspace_submit), name="labeling_workspace_submit"),
         path("<int:queue_id>/release/", view(workspace_release), name="labeling_workspace_release"),
+        path("<int:queue_id>/undo/", view(workspace_undo), name="labeling_workspace_undo"),
+        path("<int:queue_id>/mine/", view(workspace_recent), name="labeling_workspace_recent"),
+        path(
+            "<int:queue_id>/labels/<int:label_id>/",
+            view(workspace_edit),
+            name="labeling_workspace_edit",
+        ),
     ]
 
 
@@ -126,10 +138,7 @@ def workspace_submit(request: HttpRequest, queue_id: int) -> HttpResponse:
             messages.warning(request, "Your lease on that item lapsed; here is the next one.")
             return _to_queue(queue)
         return _render_item(request, queue, lease, errors=exc.errors, posted=request.POST)
-    summary = label.get_verdict_display().lower()
-    if label.categories:
-        summary += f" · {', '.join(label.categories)}"
-    messages.success(request, f"Saved item {item.pk}: {summary}.")
+    messages.success(request, f"Saved item {item.pk}: {_summary(label)}. Z undoes it.")
     return _to_queue(queue)
 
 
@@ -144,6 +153,65 @@ def workspace_release(request: HttpRequest, queue_id: int) -> HttpResponse:
         messages.warning(request, " ".join(e.detail for e in exc.errors))
     else:
         messages.info(request, f"Skipped item {item.pk}.")
+    return _to_queue(queue)
+
+
+@require_GET
+def workspace_undo(request: HttpRequest, queue_id: int) -> HttpResponse:
+    """Reopen the label submitted last in this queue, to change it (the edit keeps history)."""
+    queue = _reviewable_queue(request, queue_id)
+    label = last_label(queue=queue, user=request.user)
+    if label is None:
+        messages.info(request, "You have no label in this queue to undo.")
+        return _to_queue(queue)
+    return HttpResponseRedirect(reverse("admin:labeling_workspace_edit", args=[queue.pk, label.pk]))
+
+
+@require_GET
+def workspace_recent(request: HttpRequest, queue_id: int) -> HttpResponse:
+    """The reviewer's latest labels in the queue, each with a link to change it."""
+    queue = _reviewable_queue(request, queue_id)
+    context = {
+        **admin.site.each_context(request),
+        "title": f"My recent labels in {queue.name}",
+        "queue": queue,
+        "labels": list(recent_labels(queue=queue, user=request.user)),
+        "progress": reviewer_progress(queue=queue, user=request.user),
+        "is_nav_sidebar_enabled": False,
+    }
+    return TemplateResponse(request, f"{TEMPLATES}/recent.html", context)
+
+
+def workspace_edit(request: HttpRequest, queue_id: int, label_id: int) -> HttpResponse:
+    """Change one of your own labels: GET shows it filled in, POST saves it (``label_edit_own``).
+
+    The item on screen before (and its lease) is untouched: saving returns to the queue, which
+    serves the held item again.
+    """
+    if request.method not in ("GET", "POST"):
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    queue = _reviewable_queue(request, queue_id)
+    label = (
+        Label.objects.select_related("item")
+        .filter(pk=label_id, reviewer=request.user, item__queue=queue)
+        .first()
+    )
+    if label is None:
+        raise Http404(f"No label {label_id} of yours in this queue.")
+    if request.method == "GET":
+        return _render_item(request, queue, None, label=label)
+    data = _label_data(request, label.item)
+    data["seconds_spent"] = label.seconds_spent  # time spent is the first answer's
+    try:
+        label = label_edit_own(label_id=label.pk, reviewer=request.user, data=data)
+    except ServiceError as exc:
+        if exc.status_code != 400:
+            messages.warning(request, " ".join(e.detail for e in exc.errors))
+            return _to_queue(queue)
+        return _render_item(
+            request, queue, None, label=label, errors=exc.errors, posted=request.POST
+        )
+    messages.success(request, f"Changed your label on item {label.item_id}: {_summary(label)}.")
     return _to_queue(queue)
 
 
@@ -168,12 +236,13 @@ def reviewer_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
     }
 
 
-def shortcut_letters(slugs: list[str]) -> dict[str, str]:
+def shortcut_letters(slugs: list[str], *, taken: set[str] | None = None) -> dict[str, str]:
     """A shortcut letter per category: the first free letter of its slug, else of a-z.
 
-    Deterministic for a given taxonomy order; never a digit (verdicts) or "s" (skip).
+    Deterministic for a given taxonomy order; never a digit (verdicts), "s" (skip), "z"
+    (undo), nor one of ``taken`` (the categories' letters, when lettering label choices).
     """
-    used: set[str] = set(RESERVED_KEYS)
+    used: set[str] = set(RESERVED_KEYS) | (taken or set())
     letters: dict[str, str] = {}
     for slug in slugs:
         for char in [*slug.lower(), *"abcdefghijklmnopqrtuvwxyz"]:
@@ -236,16 +305,39 @@ def _held_lease(*, item: QueueItem, reviewer: AbstractBaseUser) -> Assignment | 
 def _label_data(request: HttpRequest, item: QueueItem) -> dict[str, Any]:
     """The form, as the label payload the service checks (what is missing is its to refuse)."""
     post = request.POST
+    verdict = post.get("verdict")
     data: dict[str, Any] = {
-        "verdict": post.get("verdict"),
+        "verdict": verdict,
         "categories": post.getlist("categories"),
         "correction": _text(post.get("correction")) or None,
         "notes": _text(post.get("notes")),
         "seconds_spent": _seconds_spent(post.get("started", ""), item_id=item.pk),
     }
-    if item.queue.label_choices or post.get("true_label"):
+    choices = item.queue.label_choices or []
+    if choices or post.get("true_label"):
         data["true_label"] = post.get("true_label") or None
+        if data["true_label"] is None and verdict == Label.Verdict.CORRECT:
+            # "Correct" means the predicted label is the true one: what the page prefills.
+            predicted = _shown_prediction(item).get("label")
+            if predicted in choices:
+                data["true_label"] = predicted
+    if post.get(CONFIRM_FIELD):
+        data[CONFIRM_FIELD] = True
     return data
+
+
+def _shown_prediction(item: QueueItem) -> dict[str, Any]:
+    item = QueueItem.objects.select_related("queue", "prediction", "gold_item").get(pk=item.pk)
+    return claim_payload(item=item, lease_expires_at=None)["prediction"]
+
+
+def _summary(label: Label) -> str:
+    summary = label.get_verdict_display().lower()
+    if label.true_label:
+        summary += f" · {label.true_label}"
+    if label.categories:
+        summary += f" · {', '.join(label.categories)}"
+    return summary
 
 
 def _text(value: str | None) -> str:
@@ -283,27 +375,61 @@ def _nothing_left(request: HttpRequest, queue: Queue, *, paused: bool = False) -
 def _render_item(
     request: HttpRequest,
     queue: Queue,
-    lease: Assignment,
+    lease: Assignment | None,
     *,
+    label: Label | None = None,
     errors: list | None = None,
     posted: Any = None,
 ) -> HttpResponse:
+    """The labeling form for a leased item, or (``label`` given, no lease) the form that
+    changes that label, filled in with what it says now."""
     # A hidden gold check renders from the same payload as any item (claim_payload makes them
     # indistinguishable), so the page cannot tell them apart either.
     item = QueueItem.objects.select_related("queue__project", "prediction", "gold_item").get(
-        pk=lease.item_id
+        pk=lease.item_id if lease is not None else label.item_id
     )
-    payload = claim_payload(item=item, lease_expires_at=lease.expires_at)
+    payload = claim_payload(item=item, lease_expires_at=lease.expires_at if lease else None)
     prediction = payload["prediction"]
     categories = list(category_list(project_id=queue.project_id))
     names = {c.slug: c.name for c in categories}
     letters = shortcut_letters([c.slug for c in categories])
-    chosen = set(posted.getlist("categories")) if posted is not None else set()
+    choices = payload["label_choices"] or []
+    choice_letters = shortcut_letters(choices, taken=set(letters.values()))
+    if posted is not None:
+        shown = {
+            "verdict": posted.get("verdict", ""),
+            "categories": set(posted.getlist("categories")),
+            "true_label": posted.get("true_label", ""),
+            "correction": posted.get("correction", ""),
+            "notes": posted.get("notes", ""),
+        }
+    elif label is not None:
+        correction = label.correction
+        shown = {
+            "verdict": label.verdict,
+            "categories": set(label.categories),
+            "true_label": label.true_label,
+            "correction": correction
+            if isinstance(correction, str) or correction is None
+            else json.dumps(correction, ensure_ascii=False),
+            "notes": label.notes,
+        }
+    else:
+        shown = {
+            "verdict": "",
+            "categories": set(),
+            "true_label": "",
+            "correction": "",
+            "notes": "",
+        }
     field_errors: dict[str, list[str]] = {}
+    contradiction = False
     for error in errors or []:
         field = (error.field or "").split("[", 1)[0] or "__all__"
         field_errors.setdefault(field, []).append(error.detail)
+        contradiction = contradiction or error.code == CONTRADICTION_CODE
     now = timezone.now()
+    predicted = prediction.get("label")
     context = {
         **admin.site.each_context(request),
         "title": queue.name,
@@ -313,7 +439,12 @@ def _render_item(
         "queue": queue,
         "item": item,
         "lease": lease,
-        "seconds_left": max(0, int((lease.expires_at - now).total_seconds())),
+        "editing": label,
+        "form_action": reverse("admin:labeling_workspace_edit", args=[queue.pk, label.pk])
+        if label is not None
+        else reverse("admin:labeling_workspace_submit", args=[queue.pk]),
+        "progress": reviewer_progress(queue=queue, user=request.user),
+        "seconds_left": max(0, int((lease.expires_at - now).total_seconds())) if lease else 0,
         "started": signing.dumps({"item": item.pk, "t": time.time()}, salt=STARTED_SALT),
         "instructions": payload["instructions"],
         "prediction": prediction,
@@ -338,11 +469,21 @@ def _render_item(
                 "name": c.name,
                 "description": c.description,
                 "key": letters.get(c.slug, ""),
-                "checked": c.slug in chosen,
+                "checked": c.slug in shown["categories"],
             }
             for c in categories
         ],
-        "label_choices": payload["label_choices"],
+        "label_choices": [
+            {
+                "value": choice,
+                "key": choice_letters.get(choice, ""),
+                "predicted": choice == predicted,
+                "checked": choice == shown["true_label"],
+            }
+            for choice in choices
+        ],
+        "predicted_choice": predicted if predicted in choices else "",
+        "contradiction": contradiction,
         "errors": errors or [],
         "field_errors": field_errors,
         "general_errors": [
@@ -351,11 +492,6 @@ def _render_item(
             if field not in SHOWN_FIELDS
             for message in found
         ],
-        "posted": {
-            "verdict": posted.get("verdict", "") if posted is not None else "",
-            "true_label": posted.get("true_label", "") if posted is not None else "",
-            "correction": posted.get("correction", "") if posted is not None else "",
-            "notes": posted.get("notes", "") if posted is not None else "",
-        },
+        "posted": shown,
     }
     return TemplateResponse(request, f"{TEMPLATES}/item.html", context)

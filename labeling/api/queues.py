@@ -163,7 +163,12 @@ class ReviewerStatsSerializer(serializers.Serializer):
     username = serializers.CharField()
     labels = serializers.IntegerField()
     median_seconds = serializers.FloatField(allow_null=True)
-    agreement_with_consensus = serializers.FloatField(allow_null=True)
+    agreement_with_consensus = serializers.FloatField(
+        allow_null=True,
+        help_text="Share of the reviewer's decided items where their verdict is the consensus, "
+        "over items another label (or an adjudication) also decided; null when there is no "
+        "such item (no overlap).",
+    )
     gold_checks = serializers.IntegerField(help_text="Hidden gold checks answered.")
     gold_correct = serializers.IntegerField(help_text="Of those, answered as expected.")
     gold_accuracy = serializers.FloatField(

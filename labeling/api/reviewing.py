@@ -62,6 +62,14 @@ class LabelInSerializer(serializers.Serializer):
     seconds_spent = serializers.FloatField(
         required=False, allow_null=True, min_value=0, max_value=86400
     )
+    confirm_contradiction = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="A verdict that contradicts the true label (`correct` with a label other than "
+        "the predicted one, `incorrect` with the predicted label) is refused: 400 naming "
+        "`true_label` with code `contradicts_verdict`. Send `true` to store it anyway. Not "
+        "stored with the label.",
+    )
 
 
 class LabelSerializer(serializers.ModelSerializer):
@@ -96,11 +104,16 @@ def reviewable_queue(caller: Caller, pk: int) -> Queue:
 
 
 def reviewable_item(caller: Caller, pk: int) -> QueueItem:
+    """The item, if the caller reviews its queue: 403 when they only see the queue, else 404.
+
+    Refusals speak of the item only: the queue's id is not the caller's to learn.
+    """
     item = QueueItem.objects.select_related("queue", "queue__project").filter(pk=pk).first()
-    if item is None:
-        raise NotFound(FieldError("id", "not_found", f"No item {pk}."))
-    reviewable_queue(caller, item.queue_id)
-    return item
+    if item is not None and can_review(queue=item.queue, user=caller.user):
+        return item
+    if item is not None and visible_queues(caller).filter(pk=item.queue_id).exists():
+        raise PermissionDenied("You are not a reviewer of this item's queue.")
+    raise NotFound(FieldError("id", "not_found", f"No item {pk} of yours."))
 
 
 class ClaimView(APIView):
@@ -137,7 +150,8 @@ class LabelCreateView(APIView):
         operation_id="items_label",
         summary="Label a claimed item",
         description="Needs the caller's live lease on the item (409 otherwise, and for a "
-        "second label).",
+        "second label). A verdict contradicting the true label is 400 `contradicts_verdict` "
+        "unless `confirm_contradiction` is true.",
         request=LabelInSerializer,
         parameters=[ITEM_ID, *ERROR_HEADERS],
         responses={201: LabelSerializer, **errors_for(400, 401, 403, 404, 409, 429)},

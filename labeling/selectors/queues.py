@@ -218,7 +218,9 @@ def queue_stats(*, queue: Queue) -> dict[str, Any]:
         figures["labels"] += 1
         if seconds is not None:
             figures["seconds"].append(seconds)
-        if consensus and consensus.get("verdict"):
+        # Only where someone else had a say: over an item whose only label is this reviewer's
+        # own, "agreement" would be 100 % by construction (shown as "no overlap" instead).
+        if consensus and consensus.get("verdict") and _overlapped(consensus):
             figures["decided"] += 1
             figures["agree"] += verdict == consensus["verdict"]
     return {
@@ -249,3 +251,8 @@ def queue_stats(*, queue: Queue) -> dict[str, Any]:
             for username, figures in sorted(per_reviewer.items())
         ],
     }
+
+
+def _overlapped(consensus: dict[str, Any]) -> bool:
+    """Did the consensus weigh more than one person's view (two labels, or an adjudicator)?"""
+    return consensus.get("method") == "adjudicated" or (consensus.get("n_labels") or 0) >= 2

@@ -23,6 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from feedback.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
+from feedback.models import Prediction
 from feedback.selectors import active_categories
 from feedback.services.disputes import disputes_resolve_for_prediction
 from feedback.validation import CORRECTION_MAX_CHARS, canonical_json, has_nul
@@ -34,14 +35,24 @@ from ..models import Assignment, GoldItem, Label, LabelRevision, QueueItem
 Verdict = Label.Verdict
 NUL_DETAIL = "NUL characters are not allowed."
 LABEL_FIELDS = ("verdict", "categories", "true_label", "correction", "notes", "seconds_spent")
+# Accepted with a label but not stored: the caller's "yes, I mean this contradiction".
+CONFIRM_FIELD = "confirm_contradiction"
+CONTRADICTION_CODE = "contradicts_verdict"
 
 
 def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) -> dict[str, Any]:
     """Check a label payload against the item's queue; refuse naming the field."""
     errors: list[FieldError] = []
-    unknown = sorted(set(data) - set(LABEL_FIELDS))
+    unknown = sorted(set(data) - {*LABEL_FIELDS, CONFIRM_FIELD})
     for name in unknown:
-        errors.append(FieldError(name, "unknown_field", f"Allowed: {', '.join(LABEL_FIELDS)}."))
+        errors.append(
+            FieldError(
+                name, "unknown_field", f"Allowed: {', '.join((*LABEL_FIELDS, CONFIRM_FIELD))}."
+            )
+        )
+    confirmed = data.get(CONFIRM_FIELD, False)
+    if not isinstance(confirmed, bool):
+        errors.append(FieldError(CONFIRM_FIELD, "invalid_type", "true or false."))
     verdict = data.get("verdict")
     if verdict not in Verdict.values:
         errors.append(FieldError("verdict", "invalid_choice", "One of correct, incorrect, unsure."))
@@ -101,6 +112,8 @@ def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) 
         errors.append(FieldError("seconds_spent", "invalid", "Seconds, between 0 and 86,400."))
     if errors:
         raise InvalidInput(errors)
+    if confirmed is not True:
+        _refuse_contradiction(item=item, verdict=verdict, true_label=true_label)
     return {
         "verdict": verdict,
         "categories": list(dict.fromkeys(chosen)),
@@ -109,6 +122,60 @@ def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) 
         "notes": notes,
         "seconds_spent": float(seconds) if seconds is not None else None,
     }
+
+
+def contradiction(*, verdict: str, true_label: str, predicted: str | None) -> str | None:
+    """Why a verdict and a true label contradict each other, or None when they agree.
+
+    "correct" says the prediction was right, so the true label is the predicted one; "incorrect"
+    says it was wrong, so the true label is another. Checked only when the predicted label is a
+    choice the reviewer could have picked (a label outside the choices can never be matched).
+    """
+    if not true_label or not predicted:
+        return None
+    if verdict == Verdict.CORRECT and true_label != predicted:
+        return (
+            f"You marked the output correct but chose {true_label!r} as the true label, while "
+            f"the model predicted {predicted!r}. If the prediction is right, the true label is "
+            f"{predicted!r}; if it is not, the verdict is incorrect."
+        )
+    if verdict == Verdict.INCORRECT and true_label == predicted:
+        return (
+            f"You marked the output incorrect but chose the predicted label {predicted!r} as the "
+            "true label. Pick the label it should have been, or mark it correct (or unsure)."
+        )
+    return None
+
+
+def _refuse_contradiction(*, item: QueueItem, verdict: str, true_label: str) -> None:
+    choices = item.queue.label_choices or []
+    if not true_label or not choices:
+        return
+    predicted = predicted_label_of(item)
+    why = contradiction(
+        verdict=verdict,
+        true_label=true_label,
+        predicted=predicted if predicted in choices else None,
+    )
+    if why is not None:
+        raise InvalidInput.one(
+            "true_label", CONTRADICTION_CODE, f"{why} Send {CONFIRM_FIELD}: true to keep it anyway."
+        )
+
+
+def predicted_label_of(item: QueueItem) -> str | None:
+    """The predicted label the reviewer was shown: a gold check shows its source prediction's
+    (``claim_payload``), so the rule treats both alike and cannot tell one from the other."""
+    if item.gold_item_id is None:
+        return item.prediction.label
+    return (
+        Prediction.objects.filter(
+            pk=GoldItem.objects.filter(pk=item.gold_item_id).values("source_prediction_id")[:1],
+            project_id=item.queue.project_id,
+        )
+        .values_list("label", flat=True)
+        .first()
+    )
 
 
 def gold_answer_correct(
@@ -161,7 +228,7 @@ def item_label_submit(
         # serialise every label of the queue behind one row (seen in the claims bench).
         item = (
             QueueItem.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("queue")
+            .select_related("queue", "prediction")
             .filter(pk=item_id)
             .first()
         )
@@ -206,7 +273,7 @@ def label_update(
     with transaction.atomic():
         item = (
             QueueItem.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("queue")
+            .select_related("queue", "prediction")
             .get(pk=label.item_id)
         )
         if categories is None:
@@ -224,6 +291,32 @@ def label_update(
         if item.gold_item_id is None and item.status != QueueItem.Status.OPEN:
             item_consensus_update(item=item)
         return label
+
+
+def label_edit_own(*, label_id: int, reviewer: AbstractBaseUser, data: dict[str, Any]) -> Label:
+    """A reviewer changes one of their own labels (the workspace's undo and "edit" pages).
+
+    The old answer is kept as a ``LabelRevision`` (``label_update``). Someone else's label, or
+    one in a queue the person no longer reviews, is 404 (nothing is revealed); an item a project
+    admin has adjudicated is settled, so its labels no longer change (409).
+    """
+    from ..selectors import can_review  # selectors import models only; late import keeps it so
+
+    label = (
+        Label.objects.select_related("item__queue").filter(pk=label_id, reviewer=reviewer).first()
+    )
+    if label is None or not can_review(queue=label.item.queue, user=reviewer):
+        raise NotFound.one("label", "not_found", f"No label {label_id} of yours.")
+    if (label.item.consensus or {}).get("method") == "adjudicated":
+        raise Conflict.one(
+            "label",
+            "adjudicated",
+            "A project admin has adjudicated this item; its labels no longer change.",
+        )
+    categories = set(active_categories(project_id=label.item.queue.project_id))
+    # Categories chosen before one was retired stay valid on the label they are on.
+    categories |= set(label.categories)
+    return label_update(label=label, actor=reviewer, data=data, categories=categories)
 
 
 def consensus_of(labels: list[Label], *, with_true_label: bool) -> dict[str, Any]:

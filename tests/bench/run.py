@@ -15,6 +15,9 @@ add new ones to ``SECTIONS``):
   within the p99 target) serves the later sections.
 - ``batch_intake``: POST ``/api/v1/feedback/batch`` with 1,000 items per request from a few
   keep-alive ``http.client`` threads; items/s and rows stored.
+- ``prediction_batch``: POST ``/api/v1/predictions`` with 1,000 new predictions per request,
+  the same clients and rounds; items/s, rows stored, and the ratio to ``batch_intake``'s rate
+  when both ran.
 - ``copy_ceiling``: the same rows (categories on the row) written by one psycopg ``COPY``,
   the database's physical limit for this data on this machine.
 - ``webhooks``: deliveries/s of a real Celery worker to a loopback receiver, and a flaky
@@ -73,6 +76,8 @@ TARGETS = {
     "ratio_single_to_bare_min": 0.30,
     "single_p99_ms_max": 100.0,
     "batch_items_per_s_min": 20_000.0,
+    "prediction_batch_items_per_s_min": 20_000.0,
+    "prediction_to_feedback_batch_min": 0.8,
     "claim_p95_ms_max": 15.0,
     "claim_duplicates": 0,
     "sampling_seconds_max": 2.0,
@@ -186,8 +191,10 @@ def seed(bench: Bench) -> None:
             }
             for i in range(start, min(n, start + 1000))
         ]
-        results = predictions_log(context=context, items=items, prefix_items=True)
-        assert all(r.status == 201 for r in results), [r.errors for r in results if not r.ok][:3]
+        results = predictions_log(context=context, items=items)
+        assert all(r.outcome == "created" for r in results), [
+            r.errors for r in results if not r.ok
+        ][:3]
     from django.db import connection
 
     with connection.cursor() as cursor:  # what autovacuum does in production (off on some hosts)
@@ -567,8 +574,7 @@ def bench_http(bench: Bench) -> dict[str, Any]:
                     rows_with_categories=tagged,
                     in_flight_at_stop=in_flight,
                     rows_match_201s=rows == single["ok"],
-                    rows_verified=rows == single["ok"] + in_flight
-                    and tagged == rows,
+                    rows_verified=rows == single["ok"] + in_flight and tagged == rows,
                     first_error=raw["first_bad"] or None,
                 )
                 return single
@@ -700,7 +706,97 @@ def bench_batch_intake(bench: Bench) -> dict[str, Any]:
     return {"batch_intake": result}
 
 
-def post_batches(port: int, api_key: str, bodies: list[bytes], clients: int) -> dict[str, Any]:
+def prediction_item(bench: Bench, n: int, tag: str) -> dict[str, Any]:
+    """One new prediction like the seed's, with an external_id of this run and round."""
+    return {
+        "external_id": f"{bench.run_id}-{tag}-{n}",
+        "model": "support-bot",
+        "model_version": "2026-11-01",
+        "input": {"message": f"Where is my parcel {10_000 + n}?"},
+        "output": {"reply": "It is on its way.", "intent": "shipping"},
+        "label": "shipping",
+        "confidence": 0.5 + (n % 50) / 100,
+        "segment": {"locale": LOCALES[n % 4], "device": DEVICES[n % 3]},
+        "occurred_at": f"2026-11-{1 + n % 28:02d}T{n % 24:02d}:00:00Z",
+    }
+
+
+def predictions_tagged(prefix: str) -> int:
+    from feedback.models import Prediction
+
+    return Prediction.objects.filter(external_id__startswith=prefix).count()
+
+
+def delete_predictions_tagged(prefix: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # no feedback refers to them
+        cursor.execute("DELETE FROM feedback_prediction WHERE external_id LIKE %s", [f"{prefix}%"])
+
+
+def bench_prediction_batch(bench: Bench) -> dict[str, Any]:
+    """1,000-prediction batches, as ``batch_intake`` sends feedback: the same clients, rounds
+    and checks. Each round's predictions are new, and deleted after it is counted (the
+    feedback sections refer to the seeded predictions only)."""
+    args = bench.args
+    size, total, clients = args.batch_size, args.batch_items, args.batch_clients
+    path = "/api/v1/predictions"
+
+    def batch(numbers: range, tag: str) -> bytes:
+        return json.dumps({"items": [prediction_item(bench, n, tag) for n in numbers]}).encode()
+
+    with gunicorn(bench, bench.worker_class) as base:
+        port = urlparse(base).port
+        warmup = [
+            batch(range(start, start + size), "pwarmup")
+            for start in range(0, size * 2 * clients, size)
+        ]
+        post_batches(port, bench.api_key, warmup, clients, path)
+        delete_predictions_tagged(f"{bench.run_id}-pwarmup-")
+        attempts = iter(range(1, 1_000_000))
+
+        def attempt(_: int) -> dict[str, Any]:
+            tag = f"pbatch{next(attempts)}"
+            log.info("building %d prediction batches of %d items", total // size, size)
+            bodies = [batch(range(start, start + size), tag) for start in range(0, total, size)]
+            wait_for_quiet(bench)
+            with CpuMeter(bench) as meter:
+                started = time.perf_counter()
+                outcome = post_batches(port, bench.api_key, bodies, clients, path)
+                elapsed = time.perf_counter() - started
+            rows = predictions_tagged(f"{bench.run_id}-{tag}-")
+            delete_predictions_tagged(f"{bench.run_id}-{tag}-")
+            created = outcome["item_statuses"].get(201, 0)
+            latencies = sorted(outcome["latencies"])
+            log.info(
+                "predictions: %.0f items/s, rows %d vs 201s %d", created / elapsed, rows, created
+            )
+            return {
+                "items_per_s": round(created / elapsed, 1),
+                "requests_per_s": round(len(bodies) / elapsed, 2),
+                "items": total,
+                "batch_size": size,
+                "clients": clients,
+                "seconds": round(elapsed, 2),
+                "request_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+                "request_max_ms": round(latencies[-1] * 1000, 1),
+                "http_statuses": outcome["http_statuses"],
+                "item_statuses": outcome["item_statuses"],
+                "rows_stored": rows,
+                "rows_match_201s": rows == created == total,
+                "connections_per_worker": outcome["connections_per_worker"],
+                "worker_class": bench.worker_class,
+                "cpu": meter.result,
+            }
+
+        rounds = [quietest(bench, "prediction batches", attempt) for _ in range(args.rounds)]
+        result = median_round(rounds, "items_per_s")
+    return {"prediction_batch": result}
+
+
+def post_batches(
+    port: int, api_key: str, bodies: list[bytes], clients: int, path: str = "/api/v1/feedback/batch"
+) -> dict[str, Any]:
     work: queue.Queue[bytes] = queue.Queue()
     for body in bodies:
         work.put(body)
@@ -719,7 +815,7 @@ def post_batches(port: int, api_key: str, bodies: list[bytes], clients: int) -> 
             except queue.Empty:
                 break
             started = time.perf_counter()
-            conn.request("POST", "/api/v1/feedback/batch", body=body, headers=headers)
+            conn.request("POST", path, body=body, headers=headers)
             response = conn.getresponse()
             payload = response.read()
             took = time.perf_counter() - started
@@ -953,6 +1049,7 @@ def bench_webhooks_section(bench: Bench) -> dict[str, Any]:
 SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "http": bench_http,
     "batch_intake": bench_batch_intake,
+    "prediction_batch": bench_prediction_batch,
     "copy_ceiling": bench_copy_ceiling,
     "sampling": bench_sampling_section,
     "claims": bench_claims_section,
@@ -1014,6 +1111,17 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         batch = report["batch_intake"]
         meets["batch_items_per_s"] = batch["items_per_s"] >= TARGETS["batch_items_per_s_min"]
         meets["batch_rows_verified"] = batch["rows_match_201s"]
+    if "prediction_batch" in report:
+        predictions = report["prediction_batch"]
+        meets["prediction_batch_items_per_s"] = (
+            predictions["items_per_s"] >= TARGETS["prediction_batch_items_per_s_min"]
+        )
+        meets["prediction_batch_rows_verified"] = predictions["rows_match_201s"]
+        if "prediction_to_feedback_batch" in report:
+            meets["prediction_to_feedback_batch"] = (
+                report["prediction_to_feedback_batch"]
+                >= TARGETS["prediction_to_feedback_batch_min"]
+            )
     if "claims" in report:
         meets["claim_p95_ms"] = report["claims"]["claim_p95_ms"] <= TARGETS["claim_p95_ms_max"]
         meets["claim_duplicates"] = (
@@ -1043,6 +1151,7 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         else []
     )
     quiet += [report["batch_intake"]["quiet"]] if "batch_intake" in report else []
+    quiet += [report["prediction_batch"]["quiet"]] if "prediction_batch" in report else []
     meets["measured_quietly"] = all(quiet)
     return meets
 
@@ -1133,6 +1242,10 @@ def main(argv: list[str] | None = None) -> int:
         if "batch_intake" in report and "copy_ceiling" in report:
             report["batch_to_copy_ratio"] = round(
                 report["batch_intake"]["items_per_s"] / report["copy_ceiling"]["rows_per_s"], 3
+            )
+        if "batch_intake" in report and "prediction_batch" in report:
+            report["prediction_to_feedback_batch"] = round(
+                report["prediction_batch"]["items_per_s"] / report["batch_intake"]["items_per_s"], 3
             )
         report["targets"] = TARGETS
         report["meets"] = judge(report)

@@ -2,7 +2,7 @@
 
 Logs into the admin through its login form, opens the workspace, and for each item presses a
 verdict digit, category letters and Enter; then checks the database holds exactly those labels.
-Saves docs/img/reviewer-workspace.png on the way (the screenshot in the README).
+(The README's screenshot of the workspace is taken by test_reviewer_label_choices.py.)
 """
 
 from __future__ import annotations
@@ -126,12 +126,11 @@ def seed() -> tuple[Project, Queue, list[QueueItem]]:
     )
     items = []
     for spec in ITEMS:
-        (logged,) = predictions_log(context=context, items=[spec["prediction"]], prefix_items=False)
+        (logged,) = predictions_log(context=context, items=[spec["prediction"]])
         assert logged.ok, logged.errors
         (given,) = feedback_submit(
             context=context,
             items=[{"prediction": logged.obj.external_id, **spec["feedback"]}],
-            prefix_items=False,
         )
         assert given.ok, given.errors
         items.append(
@@ -191,7 +190,8 @@ def test_a_reviewer_labels_three_items_with_the_keyboard(live_server, page, tmp_
             assert page.is_checked(f"#category-{slug}")
         if position == 0:
             page.mouse.move(0, 0)
-            shot = SCREENSHOT if UPDATE_SCREENSHOT else tmp_path / SCREENSHOT.name
+            # docs/img/reviewer-workspace.png is test_reviewer_label_choices.py's (1440 px).
+            shot = tmp_path / SCREENSHOT.name
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot))
         with page.expect_navigation():

@@ -37,7 +37,7 @@ CHANGELIST = reverse("admin:feedback_feedback_changelist")
 
 def submit(project: Project, *items: dict[str, Any]) -> list[Feedback]:
     results = feedback_submit(context=project_context(project=project), items=list(items))
-    assert [r.status for r in results] == [201] * len(items), [r.errors for r in results]
+    assert [r.outcome for r in results] == ["created"] * len(items), [r.errors for r in results]
     return [r.obj for r in results]
 
 
@@ -279,6 +279,61 @@ def test_resolving_disputes_through_the_action(
     assert note in html
     assert 'name="events-0-note"' not in html
     assert 'name="_save"' not in html
+
+
+def test_a_disputes_page_has_resolve_buttons_calling_the_same_service(
+    admin_client, admin_user, project, feedback_in
+):
+    dispute = feedback_in(project, "dispute", comment="Refund denied")
+    report = feedback_in(project, "report", comment="slow")
+    page = reverse("admin:feedback_feedback_change", args=[dispute.pk])
+    resolve = reverse("admin:feedback_feedback_resolve", args=[dispute.pk])
+
+    html = admin_client.get(page).content.decode()
+    assert 'id="resolve-dispute"' in html and f'action="{resolve}"' in html
+    assert 'name="upheld" value="1"' in html and 'name="upheld" value="0"' in html
+    report_page = admin_client.get(reverse("admin:feedback_feedback_change", args=[report.pk]))
+    assert 'id="resolve-dispute"' not in report_page.content.decode()
+
+    # no note: refused, nothing changes
+    response = admin_client.post(resolve, {"upheld": "1", "note": " "}, follow=True)
+    assert messages_of(response) == ["Write a resolution note, then press Upheld or Rejected."]
+    dispute.refresh_from_db()
+    assert dispute.status == "open"
+
+    response = admin_client.post(resolve, {"upheld": "0", "note": "Policy applied."}, follow=True)
+
+    assert response.redirect_chain == [(page, 302)]
+    assert messages_of(response) == [f"Resolved dispute {dispute.pk} as rejected."]
+    dispute.refresh_from_db()
+    assert (dispute.status, dispute.resolution_note, dispute.resolved_by) == (
+        "rejected",
+        "Policy applied.",
+        admin_user,
+    )
+    assert DisputeEvent.objects.get(feedback=dispute).to_status == "rejected"
+    assert 'id="resolve-dispute"' not in response.content.decode()  # resolved: final
+
+    # a second resolution is the service's refusal, reported
+    again = admin_client.post(resolve, {"upheld": "1", "note": "Changed my mind."}, follow=True)
+    assert len(messages_of(again)) == 1 and "rejected" in messages_of(again)[0]
+    dispute.refresh_from_db()
+    assert dispute.status == "rejected"
+    assert admin_client.get(resolve).status_code == 405
+
+
+def test_triage_shows_ratings_and_one_line_comments(admin_client, project, feedback_in):
+    long_comment = "The reply quoted the wrong plan.\nThen it " + "kept going " * 40
+    feedback_in(project, "rating")
+    feedback_in(project, "report", comment=long_comment)
+
+    html = admin_client.get(CHANGELIST).content.decode()
+
+    assert '<td class="field-rating_shown"><span class="triage-rating"' in html
+    assert "\N{MINUS SIGN}1</span>" in html
+    # the cell is one line with an ellipsis; the whole comment is its tooltip
+    assert 'title="The reply quoted the wrong plan.\nThen it kept going' in html
+    assert "white-space: nowrap" in html and "text-overflow: ellipsis" in html
 
 
 def test_resolution_needs_a_note(admin_client, project, feedback_in):

@@ -21,21 +21,21 @@ pytestmark = pytest.mark.django_db
 
 def test_slugs_are_stored_sorted_and_distinct(project):
     context = project_context(project=project)
-    predictions_log(context=context, items=[{"external_id": "p"}], prefix_items=True)
+    predictions_log(context=context, items=[{"external_id": "p"}])
 
     (result,) = feedback_submit(
         context=context,
         items=[{"prediction": "p", "kind": "report", "categories": ["unsafe", "biased", "unsafe"]}],
     )
 
-    assert result.status == 201
+    assert result.outcome == "created"
     assert Feedback.objects.get(pk=result.obj.pk).categories == ["biased", "unsafe"]
 
 
 @pytest.mark.parametrize("batch", [1, 20])  # 20: the COPY path on PostgreSQL
 def test_the_any_category_filter(project, other_project, batch):
     context = project_context(project=project)
-    predictions_log(context=context, items=[{"external_id": "p"}], prefix_items=True)
+    predictions_log(context=context, items=[{"external_id": "p"}])
     sets = [["unsafe"], ["biased", "incorrect"], [], ["incorrect"]]
     items = [
         {"prediction": "p", "kind": "report", "categories": sets[i % 4]} for i in range(batch * 4)
@@ -44,7 +44,7 @@ def test_the_any_category_filter(project, other_project, batch):
         feedback_submit(context=context, items=items[start : start + batch])
     # another project's feedback with the same slug is not this project's
     other = project_context(project=other_project)
-    predictions_log(context=other, items=[{"external_id": "p"}], prefix_items=True)
+    predictions_log(context=other, items=[{"external_id": "p"}])
     feedback_submit(context=other, items=[{"prediction": "p", "kind": "report",
                                            "categories": ["incorrect"]}])
 

@@ -24,7 +24,6 @@ def corpus(project):
             {"external_id": "a", "model_version": "v1", "segment": {"locale": "de-DE"}},
             {"external_id": "b", "model_version": "v2", "segment": {"locale": "en-US"}},
         ],
-        prefix_items=True,
     )
     items = [
         {"prediction": "a", "kind": "rating", "rating": -1},
@@ -120,7 +119,7 @@ def test_cursor_pagination_walks_every_row_once(data_client, corpus):
 
 def test_query_count_does_not_grow_with_rows(data_client, project, django_assert_num_queries):
     context = project_context(project=project)
-    predictions_log(context=context, items=[{"external_id": "p"}], prefix_items=True)
+    predictions_log(context=context, items=[{"external_id": "p"}])
     data_client.get("/api/v1/feedback")  # warm the key cache
 
     def add(n):

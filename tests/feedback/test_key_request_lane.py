@@ -1,5 +1,6 @@
-"""The fast lane (feedback/api/middleware.py): API-key POSTs to the intake views skip the browser
-middleware; everything else goes down the whole chain as before.
+"""The lane (feedback/api/middleware.py): API-key POSTs to the intake views skip the browser
+middleware; everything else goes down the whole chain as before. A middleware inserted below
+the lane fails the system check.
 
 A recording middleware placed at the end of the chain tells which requests went past the lane.
 """
@@ -15,8 +16,8 @@ from django.test import override_settings
 from django.urls import get_resolver, include, path
 
 from feedback.api import views
-from feedback.api.intake import fast_intake, feedback_post
-from feedback.api.middleware import key_request_routes
+from feedback.api.intake import KeyIntake, feedback_post
+from feedback.api.middleware import check_nothing_below_the_lane, key_request_routes
 from feedback.models import Feedback
 from feedback.services.keys import apikey_revoke
 from tests.conftest import client_for
@@ -54,11 +55,30 @@ def post(client, url, body, **extra):
     return client.post(url, data=json.dumps(body), content_type="application/json", **extra)
 
 
-def test_the_lane_serves_the_two_intake_posts():
+def test_the_lane_serves_the_three_intake_posts():
     assert set(key_request_routes(get_resolver())) == {
+        "/api/v1/predictions",
         "/api/v1/feedback",
         "/api/v1/feedback/batch",
     }
+
+
+def test_the_project_settings_pass_the_check():
+    assert check_nothing_below_the_lane() == []
+
+
+def test_a_middleware_below_the_lane_fails_the_check(settings):
+    lane = settings.MIDDLEWARE.index("feedback.api.middleware.KeyRequestFastLane")
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE[: lane + 2],
+        "example.AuditMiddleware",
+        *settings.MIDDLEWARE[lane + 2 :],
+    ]
+
+    errors = check_nothing_below_the_lane()
+
+    assert [e.id for e in errors] == ["redress.E001"]
+    assert errors[0].msg.startswith("example.AuditMiddleware is below")
 
 
 def test_a_key_post_is_answered_before_the_browser_middleware(recorded, ingest_key, logged):
@@ -79,8 +99,8 @@ def test_a_key_post_is_answered_before_the_browser_middleware(recorded, ingest_k
     assert "Vary" not in single and "Set-Cookie" not in single.cookies
 
 
-def test_refusals_the_plain_view_does_not_give_go_down_the_chain(
-    recorded, make_key, project, data_key, logged
+def test_every_key_post_is_answered_by_the_lane_and_the_rest_goes_down_the_chain(
+    recorded, make_key, project, data_key, logged, member
 ):
     body = {"prediction": logged, "kind": "report"}
     revoked_raw = make_key(project, ["ingest"])
@@ -89,21 +109,25 @@ def test_refusals_the_plain_view_does_not_give_go_down_the_chain(
     unknown = post(client_for("rdr_not-a-key"), "/api/v1/feedback", body)
     revoked = post(client_for(revoked_raw), "/api/v1/feedback", body)
     wrong_scope = post(client_for(data_key), "/api/v1/feedback", body)
+    person = post(client_for(token=member.token), "/api/v1/feedback", body)
     listing = client_for(data_key).get("/api/v1/feedback")
 
     assert (unknown.status_code, revoked.status_code) == (401, 401)
     assert unknown.json()["errors"][0]["code"] == "authentication_failed"
+    assert unknown["WWW-Authenticate"] == 'Bearer realm="api"'
     assert wrong_scope.status_code == 403
+    assert wrong_scope.json()["errors"][0]["code"] == "permission_denied"
+    assert person.status_code == 403
     assert listing.status_code == 200
-    assert recorded == ["POST /api/v1/feedback"] * 3 + ["GET /api/v1/feedback"]
+    assert recorded == ["POST /api/v1/feedback", "GET /api/v1/feedback"]
     assert Feedback.objects.count() == 0
 
 
-def test_a_form_body_goes_down_the_chain_and_is_refused_there(recorded, ingest_key):
+def test_a_form_body_is_415(recorded, ingest_key):
     response = client_for(ingest_key).post("/api/v1/feedback", data={"kind": "report"})
 
     assert response.status_code == 415
-    assert recorded == ["POST /api/v1/feedback"]
+    assert recorded == []
 
 
 # --- which routes the lane takes: a URLconf of this module -----------------------------------
@@ -113,7 +137,7 @@ def _plain(request):
     return HttpResponse("plain")
 
 
-_lane_view = fast_intake(views.FeedbackView.as_view(), feedback_post)
+_lane_view = KeyIntake(views.FeedbackView.as_view(), feedback_post)
 _inner = [
     path("shadowed", _plain),
     path("shadowed", _lane_view),  # never reached: the route above answers first

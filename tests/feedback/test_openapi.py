@@ -249,7 +249,6 @@ def seed(project) -> dict[str, Any]:
             }
             for external_id in EXTERNAL_IDS
         ],
-        prefix_items=False,
     )
     results = feedback_submit(
         context=context,
@@ -268,10 +267,8 @@ def seed(project) -> dict[str, Any]:
                 "segment": {"age_band": "65+"},
             },
         ],
-        prefix_items=False,
-        item_key_field=False,
     )
-    assert [r.status for r in results] == [201, 201], results
+    assert [r.outcome for r in results] == ["created", "created"], results
     return {"dispute_id": results[1].obj.pk}
 
 
@@ -450,7 +447,7 @@ def test_predictions_created_replayed_conflicting_and_batched(intake):
         (200, "chat-9000"),
         (201, "chat-9001"),
         (400, None),
-        (409, None),
+        (409, "chat-9000"),  # the external_id sent, not null (issue 14)
     ]
     assert batch["results"][2]["errors"][0]["field"] == "items[2].external_id"
 

@@ -388,6 +388,34 @@ def test_dashboard_shows_the_queue_figures(project, queue, make_items, make_revi
     assert reverse("admin:labeling_queueitem_adjudicate", args=[waiting.pk]) in html
 
 
+def test_agreement_over_items_nobody_else_labeled_is_no_overlap(
+    project, queue, make_items, make_reviewer
+):
+    # given: overlap 1, so every item's only label is its reviewer's own
+    queue.overlap = 1
+    queue.save()
+    make_items(queue, 3)
+    label_in_order(queue, make_reviewer("alice", queue), ["correct", "incorrect", "correct"])
+
+    response = logged_in(member(project, "pm")).get(
+        reverse("admin:labeling_queue_dashboard", args=[queue.pk])
+    )
+
+    (alice,) = response.context["stats"]["reviewers"]
+    assert alice["labels"] == 3 and alice["agreement_with_consensus"] is None
+    html = response.content.decode()
+    assert ">no overlap</span>" in html
+    assert '<td class="number">100%</td>' not in html
+
+
+def test_the_queue_list_shows_the_dashboard_link_beside_the_name(project, queue):
+    html = logged_in(member(project, "pm")).get(QUEUES).content.decode()
+
+    header = html[html.index('<table id="result_list">') :]
+    assert header.index('class="sortable column-name') < header.index("column-dashboard_link")
+    assert header.index("column-dashboard_link") < header.index("column-project")
+
+
 def test_dashboard_is_for_project_admins_only(project, queue, make_reviewer):
     url = reverse("admin:labeling_queue_dashboard", args=[queue.pk])
 

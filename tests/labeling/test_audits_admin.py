@@ -60,12 +60,12 @@ def test_the_report_page_draws_the_flagged_segment(scientist_client, audit):
     page = response.content.decode()
     svg = chart(page)
     flagged = segment_group(svg, "locale=de-DE")
-    assert flagged.get("class") == "segment flagged"
+    assert flagged.get("class") == "segment flagged worse"
     bar = flagged.find(f"{SVG}rect")
     assert bar.get("class") == "bar" and bar.get("fill") == "#ba2121"
     whisker = flagged.find(f"{SVG}g")
     assert whisker.get("class") == "whisker"
-    assert "⚑ flagged" in "".join(flagged.itertext())
+    assert "▲ worse" in "".join(flagged.itertext())
     # The whisker spans the stored interval on the chart's scale (0 to 40 % here).
     metric = next(s for s in audit.result["segments"] if s["label"] == "locale=de-DE")
     error = metric["metrics"]["error_rate"]
@@ -211,3 +211,137 @@ def test_the_progress_bar_draws_on_a_terminal():
     drawn = stream.getvalue()
     assert "\r[###############...............]  50%  aggregating" in drawn
     assert "\r[##############################] 100%  done" in drawn and drawn.endswith("\n")
+
+
+# --- direction, empty audits, comparison, creation ---------------------------------------------
+
+
+def test_better_and_worse_look_different_in_chart_table_and_report(project, scientist_client):
+    # given: de-DE is worse than overall, en-US (10 % against about 15 %) better
+    queue = Queue.objects.create(project=project, name="loans", label_choices=CLASSES)
+    load_rows(project, queue, disparity_rows())
+    audit = audit_create(
+        project=project,
+        data={"source": {"queue": queue.pk}, "segments": ["locale"], "tolerance": 0.03},
+    )
+    directions = {
+        s["label"]: s["metrics"]["error_rate"]["direction"] for s in audit.result["segments"]
+    }
+    assert directions["locale=de-DE"] == "worse" and directions["locale=en-US"] == "better"
+
+    page = scientist_client.get(f"/admin/labeling/audit/{audit.pk}/change/").content.decode()
+
+    # the chart: red and "worse", green and "better"
+    svg = chart(page)
+    worse, better = segment_group(svg, "locale=de-DE"), segment_group(svg, "locale=en-US")
+    assert worse.get("class") == "segment flagged worse"
+    assert better.get("class") == "segment flagged better"
+    assert worse.find(f"{SVG}rect").get("fill") == "#ba2121"
+    assert better.find(f"{SVG}rect").get("fill") == "#2e7d32"
+    assert "▲ worse" in "".join(worse.itertext())
+    assert "▼ better" in "".join(better.itertext())
+    # the table: rows coloured by direction, with the word
+    table = page[page.index('<table id="segments">') :]
+    assert '<tr class="flagged flagged-worse">' in table
+    assert '<tr class="flagged flagged-better">' in table
+    assert "error rate (better)" in table and "error rate (worse)" in table
+    # the Markdown report says it in words
+    report = scientist_client.get(f"/api/v1/audits/{audit.pk}/report", {"format": "md"})
+    text = report.content.decode()
+    assert "**better**: error rate 10.0%" in text
+    assert "**worse**: error rate 30.0%" in text
+    assert "| error rate (better) |" in text
+
+
+def test_an_audit_of_no_rows_says_so(project, scientist_client):
+    queue = Queue.objects.create(project=project, name="empty", label_choices=CLASSES)
+    audit = audit_create(project=project, data={"source": {"queue": queue.pk}, "segments": ["x"]})
+
+    report = scientist_client.get(f"/api/v1/audits/{audit.pk}/report", {"format": "md"})
+    page = scientist_client.get(f"/admin/labeling/audit/{audit.pk}/change/").content.decode()
+
+    text = report.content.decode()
+    assert "the audit read 0 rows" in text
+    assert "Nothing to flag: the audit read no labeled rows." in text
+    assert "None:" not in text and "- (" not in text and "CI ;" not in text
+    assert 'id="no-rows"' in page and "Overall (0 rows)" in page
+
+
+def test_the_comparison_takes_segment_order_as_the_same_and_shows_no_reprs(
+    project, scientist_client
+):
+    queue = Queue.objects.create(project=project, name="loans", label_choices=CLASSES)
+    load_rows(project, queue, disparity_rows())
+    a = audit_create(
+        project=project,
+        data={"source": {"queue": queue.pk}, "segments": ["locale", "device"], "min_n": 5},
+    )
+    b = audit_create(
+        project=project,
+        data={
+            "source": {"queue": queue.pk},
+            "segments": ["device", "locale"],
+            "min_n": 5,
+            "intersectional": True,
+        },
+    )
+
+    page = scientist_client.get(
+        "/admin/labeling/audit/compare/", {"a": a.pk, "b": b.pk}
+    ).content.decode()
+
+    assert "segments:" not in page  # the same keys in another order are the same
+    assert "intersectional: no in a, yes in b" in page
+    assert "[&#x27;" not in page and "&#x27;" not in page.split('id="comparison"')[0]
+    # each segment of a is matched in b: a change, not a "-"
+    row = re.search(r"<td>locale=de-DE</td>(.*?)</tr>", page, re.S).group(1)
+    assert "+0.0 pts" in row
+
+
+def test_an_audit_is_run_from_the_admin_through_the_service(project, scientist_client):
+    queue = Queue.objects.create(project=project, name="loans", label_choices=CLASSES)
+    load_rows(project, queue, disparity_rows())
+
+    form = scientist_client.get("/admin/labeling/audit/add/")
+    assert form.status_code == 200
+    assert f'value="queue:{queue.pk}"' in form.content.decode()
+
+    refused = scientist_client.post(
+        "/admin/labeling/audit/add/",
+        {
+            "source": f"queue:{queue.pk}",
+            "segments": "locale",
+            "positive_label": "maybe",
+            "reference": "overall",
+            "min_n": 30,
+            "tolerance": 0.05,
+            "confidence": 0.95,
+            "weighted": "on",
+        },
+    )
+    assert refused.status_code == 200
+    assert "One of the source&#x27;s labels: approve, deny." in refused.content.decode()
+    assert not Audit.objects.exists()
+
+    response = scientist_client.post(
+        "/admin/labeling/audit/add/",
+        {
+            "source": f"queue:{queue.pk}",
+            "segments": "locale, device",
+            "positive_label": "approve",
+            "reference": '{"locale": "en-US"}',
+            "min_n": 30,
+            "tolerance": 0.05,
+            "confidence": 0.95,
+            "weighted": "on",
+        },
+    )
+
+    audit = Audit.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/labeling/audit/{audit.pk}/change/"
+    assert audit.status == Audit.Status.DONE
+    assert audit.params["segments"] == ["locale", "device"]
+    assert audit.params["reference"] == {"locale": "en-US"}
+    assert audit.params["positive_label"] == "approve"
+    assert audit.requested_by.username == "dana"

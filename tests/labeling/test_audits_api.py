@@ -310,7 +310,7 @@ def test_reports_in_three_formats(data_client, project, queue):
     table = [line for line in markdown.splitlines() if line.startswith("| `")]
     assert table[0].startswith("| `locale=de-DE` | 200 |")  # worst flagged first
     assert table[-1].startswith("| `locale=xx` | 10 |") and "insufficient" in table[-1]
-    assert "- `locale=de-DE` (n = 200): error rate 30.0% against" in markdown
+    assert "- `locale=de-DE` (n = 200): **worse**: error rate 30.0% against" in markdown
 
 
 def test_report_query_parameters_are_checked(data_client, project, queue):

@@ -267,6 +267,63 @@ def test_admin_lists_exports_with_a_download_link_and_creates_one(
 
 
 @pytest.mark.django_db
+def test_admin_export_form_and_page_read_as_people_expect(
+    project, other_project, labeled, admin_client
+):
+    from labeling.models import Queue
+
+    elsewhere = Queue.objects.create(project=other_project, name="elsewhere")
+    form = admin_client.get("/admin/labeling/export/add/").content.decode()
+
+    # no literal "null" in the segment box; date pickers; queues tagged with their project
+    assert 'name="segment"' in form and ">null<" not in form and 'value="null"' not in form
+    assert form.count('type="datetime-local"') == 2
+    assert f'value="{labeled.pk}" data-project="{project.pk}"' in form
+    assert f'value="{elsewhere.pk}" data-project="{other_project.pk}"' in form
+    assert "labeling/export_form.js" in form
+    assert "<code>segment.locale</code>" in form
+
+    base = {
+        "project": project.pk,
+        "format": "jsonl",
+        "train": 0.8,
+        "validation": 0.1,
+        "test": 0.1,
+        "split_key": "external_id",
+        "seed": 0,
+    }
+    # a queue of another project is a form error, and nothing is created
+    refused = admin_client.post("/admin/labeling/export/add/", {**base, "queue": elsewhere.pk})
+    assert refused.status_code == 200
+    assert "elsewhere is a queue of another project." in refused.content.decode()
+    bad_segment = admin_client.post(
+        "/admin/labeling/export/add/", {**base, "queue": labeled.pk, "segment": "de-DE"}
+    )
+    assert "Not JSON" in bad_segment.content.decode()
+    assert not Export.objects.exists()
+
+    created = admin_client.post(
+        "/admin/labeling/export/add/",
+        {
+            **base,
+            "queue": labeled.pk,
+            "segment": '{"locale": "de-DE"}',
+            "completed_after": "2026-01-02T03:04",
+        },
+    )
+    assert created.status_code == 302, created.content[:2000]
+    export = Export.objects.get()
+    assert export.spec["filter"]["segment"] == {"locale": "de-DE"}
+    assert export.spec["filter"]["completed_after"] == "2026-01-02T03:04:00+00:00"
+
+    built = export_build(export_id=export.pk)
+    page = admin_client.get(f"/admin/labeling/export/{built.pk}/change/").content.decode()
+    assert "100%" in page and ">1.0<" not in page
+    assert '<table class="json-table"' in page
+    assert "<details><summary>" in page or "<code>" in page
+
+
+@pytest.mark.django_db
 def test_manage_py_export_builds_and_prints_the_checksum(project, labeled, tmp_path):
     out = io.StringIO()
     target = tmp_path / "copy.jsonl"

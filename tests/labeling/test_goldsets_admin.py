@@ -287,3 +287,24 @@ def test_promote_action_without_a_gold_set_says_so(project, make_items, queue):
 
     assert any("No gold set you curate" in m for m in messages_of(response))
     assert GoldItem.objects.count() == 0
+
+
+def test_a_published_version_downloads_its_snapshot_from_the_admin(project):
+    version = published(project, keys=("a", "b"))
+    client = logged_in(project, "dana")
+
+    page = client.get(version_url(version)).content.decode()
+    listing = client.get("/admin/labeling/goldsetversion/").content.decode()
+
+    link = f"/api/v1/goldsets/eval/versions/{version.number}/export?format=jsonl&amp;project="
+    assert link in page and link in listing
+    assert "format=parquet" in page and "format=csv" in page
+    # the link works with the admin's session and gives the frozen snapshot
+    response = client.get(
+        f"/api/v1/goldsets/eval/versions/{version.number}/export",
+        {"format": "jsonl", "project": project.slug},
+    )
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    assert len(body.splitlines()) >= 2
+    assert response["X-Goldset-Checksum"] == version.checksum

@@ -87,6 +87,10 @@ class Command(BaseCommand):
             export = self._wait(export.pk, options["timeout"])
         else:
             export = export_build(export_id=export.pk, on_progress=self._draw)
+            if export.status not in (Export.Status.DONE, Export.Status.FAILED):
+                # A running worker took the enqueued task first and claimed the build: wait for
+                # it rather than report "running" as a failure (seen with make run on Redis).
+                export = self._wait(export.pk, options["timeout"])
         if export.status != Export.Status.DONE:
             raise CommandError(f"Export {export.pk} {export.status}: {export.error}")
         self._draw(export.rows, export.rows)

@@ -1,11 +1,17 @@
 /* Reviewer workspace: keyboard shortcuts and the lease countdown.
  *
  * The page is a plain POST form and works without this file. It adds:
- *   1 / 2 / 3    verdict correct / incorrect / unsure
- *   a letter     toggles the category showing that letter
+ *   1 / 2 / 3    verdict correct / incorrect / unsure; "correct" picks the predicted label,
+ *                "incorrect" clears a true label equal to the predicted one
+ *   a letter     toggles the category, or picks the true label, showing that letter
+ *   Alt+C/Alt+N  writes a correction / a note (focus the box)
  *   Enter        submits (Ctrl/Cmd+Enter from a text box)
  *   S            skips the item (the "Skip" form)
- *   Esc          leaves a text box, so the shortcuts apply again
+ *   Z, Ctrl+Z    undo: reopens the last label to change it
+ *   ?            shows the list of shortcuts
+ *   Esc          leaves a text box, so the shortcuts apply again; on the page that changes a
+ *                label, goes back without changing it
+ *   !            ticks "I mean it" after a contradiction was refused
  * Letters and digits are ignored while typing in a field, and with Ctrl, Cmd or Alt held.
  */
 (function () {
@@ -17,7 +23,43 @@
   }
   const skipForm = document.getElementById("skip-form");
   const submitButton = form.querySelector("[data-ws-submit]");
+  const undoLink = document.getElementById("ws-undo");
+  const backLink = document.getElementById("ws-back");
+  const help = document.getElementById("ws-shortcuts");
+  const predicted = form.dataset.predicted || "";
   let sent = false;
+
+  function go(link) {
+    if (link && !sent) {
+      sent = true;
+      window.location.assign(link.href);
+    }
+  }
+
+  function trueLabel(value) {
+    return Array.from(form.querySelectorAll('input[name="true_label"]'))
+      .find(function (el) { return el.value === value; });
+  }
+
+  // "Correct" means the model's label is the true one: pick it. "Incorrect" with the predicted
+  // label as the true one is a contradiction: clear it so the reviewer picks the right one.
+  function verdictChosen(value) {
+    if (!predicted) {
+      return;
+    }
+    const match = trueLabel(predicted);
+    if (!match) {
+      return;
+    }
+    if (value === "correct") {
+      match.checked = true;
+    } else if (value === "incorrect" && match.checked) {
+      match.checked = false;
+    }
+  }
+  form.querySelectorAll('input[name="verdict"]').forEach(function (el) {
+    el.addEventListener("change", function () { verdictChosen(el.value); });
+  });
 
   function send(target, button) {
     if (sent) {
@@ -54,13 +96,47 @@
       (el.tagName === "INPUT" && ["button", "submit", "reset"].includes(el.type)));
   }
 
+  function focusBox(id) {
+    const box = document.getElementById(id);
+    if (box) {
+      box.focus();
+      box.setSelectionRange(box.value.length, box.value.length);
+    }
+  }
+
   document.addEventListener("keydown", function (event) {
-    if (event.defaultPrevented || event.isComposing || event.altKey) {
+    if (event.defaultPrevented || event.isComposing) {
       return;
     }
+    if (help && help.open) {
+      if (event.key === "?") {
+        event.preventDefault();
+        help.close();
+      }
+      return; // the dialog handles Esc itself
+    }
     const target = event.target;
-    if (event.key === "Escape" && isTyping(target)) {
-      target.blur();
+    if (event.altKey) {
+      // event.code: Alt+letter types another character on some layouts (macOS).
+      if (event.code === "KeyC" || event.code === "KeyN") {
+        event.preventDefault();
+        focusBox(event.code === "KeyC" ? "correction" : "notes");
+      }
+      return;
+    }
+    if (event.key === "Escape") {
+      if (isTyping(target)) {
+        target.blur();
+      } else if (backLink) {
+        event.preventDefault();
+        go(backLink);
+      }
+      return;
+    }
+    if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z" &&
+        !isTyping(target)) {
+      event.preventDefault();
+      go(undoLink);
       return;
     }
     if (event.key === "Enter") {
@@ -77,7 +153,21 @@
     if (event.ctrlKey || event.metaKey || isTyping(target) || event.key.length !== 1) {
       return;
     }
+    if (event.key === "?") {
+      if (help && typeof help.showModal === "function") {
+        event.preventDefault();
+        help.showModal();
+      }
+      return;
+    }
     const key = event.key.toLowerCase();
+    if (key === "z") {
+      if (undoLink) {
+        event.preventDefault();
+        go(undoLink);
+      }
+      return;
+    }
     if (key === "s") {
       if (skipForm) {
         event.preventDefault();
@@ -89,6 +179,7 @@
     if (verdict) {
       event.preventDefault();
       verdict.checked = true;
+      verdictChosen(verdict.value);
       return;
     }
     const category = form.querySelector(
@@ -96,6 +187,19 @@
     if (category) {
       event.preventDefault();
       category.checked = !category.checked;
+      return;
+    }
+    const label = form.querySelector(
+      'input[name="true_label"][data-key="' + CSS.escape(key) + '"]');
+    if (label) {
+      event.preventDefault();
+      label.checked = true;
+      return;
+    }
+    const confirm = document.getElementById("confirm-contradiction");
+    if (confirm && event.key === "!") {
+      event.preventDefault();
+      confirm.checked = !confirm.checked;
     }
   });
 
