@@ -257,6 +257,7 @@ def test_admin_lists_exports_with_a_download_link_and_creates_one(
     export = Export.objects.exclude(pk=done.pk).get()
     assert export.status == "pending" and export.format == "parquet"
     assert export.spec["split"] == {
+        "by": "hash",
         "train": 0.7,
         "validation": 0.15,
         "test": 0.15,
