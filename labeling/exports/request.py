@@ -223,7 +223,7 @@ class ExportRequestSerializer(StrictSerializer):
         allow_null=True,
         max_length=64,
         help_text="Segment keys to give a column each ('segment.<key>'); null or absent: every "
-        "key present on the exported rows.",
+        "key of the project's predictions.",
     )
     split = ExportSplitSerializer(
         required=False, allow_null=True, help_text="null: the default 0.8/0.1/0.1 by external_id."

@@ -116,8 +116,12 @@ def _plan(export: Export) -> ExportPlan:
         gold_groups=gold_group_keys(project=export.project, spec=split) if exclude_gold else [],
     )
     keys = spec.get("segment_columns")
-    # Unnamed: every key on the exported rows, read in the build's snapshot (as the rows are).
-    segment_keys = tuple(keys) if keys is not None else segment_keys_of(plan.items())
+    # Unnamed: the project's keys, read in the build's snapshot (as the rows are).
+    segment_keys = (
+        tuple(keys)
+        if keys is not None
+        else segment_keys_of(project=export.project, filter=plan.filter)
+    )
     return dataclasses.replace(plan, segment_keys=segment_keys)
 
 

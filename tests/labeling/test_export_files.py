@@ -527,3 +527,44 @@ def test_a_request_through_the_service_records_the_includes(project, labeled):
     row = jsonl_rows(built)[0]
     assert list(row)[-2:] == ["labels", "feedback_comments"]
     assert timezone.is_aware(built.finished_at)
+
+
+@pytest.mark.django_db
+def test_the_admin_asks_for_a_time_split_and_comments_and_links_the_manifest(
+    project, labeled, admin_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        created = admin_client.post(
+            "/admin/labeling/export/add/",
+            {
+                "project": project.pk,
+                "queue": labeled.pk,
+                "format": "jsonl",
+                "train": 0.8,
+                "validation": 0.1,
+                "test": 0.1,
+                "split_key": "external_id",
+                "seed": 0,
+                "split_by": "time",
+                "validation_from": "2026-03-05 00:00:00",
+                "test_from": "2026-03-08 00:00:00",
+                "include_comments": "on",
+                "exclude_gold_from_train": "on",
+            },
+        )
+    assert created.status_code == 302, created.content[:2000]
+    export = Export.objects.get()
+    assert export.spec["split"] == {
+        "by": "time",
+        "validation_from": "2026-03-05T00:00:00+00:00",
+        "test_from": "2026-03-08T00:00:00+00:00",
+    }
+    assert export.spec["include_comments"] is True
+    export = export_build(export_id=export.pk)
+    rows = jsonl_rows(export)
+    assert {r["split"] for r in rows} == {"train", "validation", "test"}
+    assert all("feedback_comments" in r for r in rows)
+    page = admin_client.get(f"/admin/labeling/export/{export.pk}/change/")
+    assert f"/api/v1/exports/{export.pk}/manifest".encode() in page.content
+    manifest = admin_client.get(f"/api/v1/exports/{export.pk}/manifest")
+    assert manifest.status_code == 200 and json.loads(manifest.content)["export"] == export.pk
