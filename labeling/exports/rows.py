@@ -434,7 +434,7 @@ _JOINS = """
         SELECT f.prediction_id, array_agg(DISTINCT c.slug ORDER BY c.slug) AS slugs
         FROM feedback_feedback f
         CROSS JOIN LATERAL jsonb_array_elements_text(f.categories) AS c(slug)
-        WHERE f.project_id = %(project)s AND f.categories <> '[]'::jsonb
+        WHERE f.project_id = %(project)s AND f.categories <> '[]'::jsonb{range}
         GROUP BY f.prediction_id
     ) fb ON fb.prediction_id = qi.prediction_id
 """
@@ -445,7 +445,7 @@ _FIRST_FEEDBACK_JOIN = """
     LEFT JOIN (
         SELECT f.prediction_id, min(f.created_at) AS first_at{comments}
         FROM feedback_feedback f
-        WHERE f.project_id = %(project)s
+        WHERE f.project_id = %(project)s{range}
         GROUP BY f.prediction_id
     ) ff ON ff.prediction_id = qi.prediction_id
 """
@@ -533,8 +533,13 @@ def export_copy_sql(
     labels_join, labels_column = "", ""
     if plan.include_labels:
         labels_join, labels_column = _LABELS_JOIN, ", lb.labels"
+    # A stream aggregates the feedback of its own range of predictions only.
+    feedback_range = (
+        " AND f.prediction_id BETWEEN %(range_low)s AND %(range_high)s" if id_range else ""
+    )
+    joins = _JOINS.format(range=feedback_range)
     first_join = _FIRST_FEEDBACK_JOIN.format(
-        comments=_COMMENTS_AGGREGATE if plan.include_comments else ""
+        comments=_COMMENTS_AGGREGATE if plan.include_comments else "", range=feedback_range
     )
     comments_column = ", ff.comments" if plan.include_comments else ""
     inner = f"""
@@ -544,7 +549,7 @@ def export_copy_sql(
                p.input, p.output, p.label, p.confidence, p.segment, {slugs},
                ff.first_at, {_CORRECTION} AS correction{labels_column}{comments_column},
                {split} AS split
-        {_FROM} {_JOINS} {first_join} {labels_join}
+        {_FROM} {joins} {first_join} {labels_join}
         WHERE {where}
         ORDER BY {ORDER_SQL}
         OFFSET 0
