@@ -13,6 +13,7 @@ from feedback.models import Feedback
 from feedback.selectors import project_context
 from feedback.services.intake import feedback_submit
 from labeling.models import Assignment, Label, LabelRevision, QueueItem
+from labeling.payloads.labels import label_input
 from labeling.services.labels import item_adjudicate, label_update
 
 pytestmark = pytest.mark.django_db
@@ -238,7 +239,7 @@ def test_edits_keep_history(queue, make_items, make_reviewer):
     label_update(
         label=stored,
         actor=alice_user,
-        data={"verdict": "incorrect", "notes": "on reflection"},
+        answer=label_input({"verdict": "incorrect", "notes": "on reflection"}),
         categories={"incorrect"},
     )
 

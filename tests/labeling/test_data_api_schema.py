@@ -33,6 +33,8 @@ from config.wsgi import application
 from feedback.services.keys import apikey_create
 from labeling.exports.request import export_request
 from labeling.models import Audit, Export, QueueItem
+from labeling.payloads.audits import audit_request
+from labeling.payloads.gold import gold_item_input
 from labeling.services.audits import audit_create
 from labeling.services.exports import export_build, export_create
 from labeling.services.goldsets import (
@@ -114,11 +116,11 @@ def seed(project) -> dict[str, Any]:
     gold_set = goldset_create(project=project, slug=GOLD_SLUG, name="Eval")
     v1 = gold_set.versions.get()
     for key in GOLD_KEYS:
-        gold_item_add(version=v1, data=gold_item(key))
+        gold_item_add(version=v1, item=gold_item_input(gold_item(key)))
     gold_item_promote(version=v1, item_id=completed[0])  # labeled, agreement 1.0
     goldset_version_publish(version=v1)
     v2 = goldset_version_create_draft(gold_set=gold_set)
-    gold_item_add(version=v2, data=gold_item("draft-c"))
+    gold_item_add(version=v2, item=gold_item_input(gold_item("draft-c")))
 
     export = export_create(
         project=project, request=export_request({"queue": queue.pk, "format": "jsonl"})
@@ -127,14 +129,16 @@ def seed(project) -> dict[str, Any]:
     assert export.status == Export.Status.DONE, export.error
     audit = audit_create(
         project=project,
-        data={
-            "project": project.slug,
-            "source": {"queue": queue.pk},
-            "segments": ["locale", "device"],
-            "intersectional": True,
-            "positive_label": "approve",
-            "min_n": 5,
-        },
+        request=audit_request(
+            {
+                "project": project.slug,
+                "source": {"queue": queue.pk},
+                "segments": ["locale", "device"],
+                "intersectional": True,
+                "positive_label": "approve",
+                "min_n": 5,
+            }
+        ),
         run="now",
     )
     assert audit.status == Audit.Status.DONE, audit.error

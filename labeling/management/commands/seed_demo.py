@@ -27,6 +27,9 @@ from feedback.selectors import active_categories, project_context
 from feedback.services.intake import feedback_submit, predictions_log
 from feedback.services.projects import membership_grant, project_create
 from labeling.models import GoldItem, GoldSet, Queue, QueueItem, SamplingRun
+from labeling.payloads.audits import audit_request
+from labeling.payloads.gold import gold_item_input
+from labeling.payloads.labels import label_input
 from labeling.services.audits import audit_create
 from labeling.services.claims import queue_claim_next
 from labeling.services.goldsets import (
@@ -196,15 +199,17 @@ class Command(BaseCommand):
         audits = [
             audit_create(
                 project=project,
-                data={
-                    "project": SLUG,
-                    "source": {"queue": weekly.pk}
-                    | ({"model_version": version} if version else {}),
-                    "segments": ["age_band", "locale"],
-                    "intersectional": False,
-                    "positive_label": "refund",
-                    "min_n": 20,  # a model version's share of the sample is small
-                },
+                request=audit_request(
+                    {
+                        "project": SLUG,
+                        "source": {"queue": weekly.pk}
+                        | ({"model_version": version} if version else {}),
+                        "segments": ["age_band", "locale"],
+                        "intersectional": False,
+                        "positive_label": "refund",
+                        "min_n": 20,  # a model version's share of the sample is small
+                    }
+                ),
                 run="now",
             )
             for version in (None, *MODEL_VERSIONS)
@@ -250,7 +255,7 @@ class Command(BaseCommand):
             right = truth == prediction.label
             gold_item_add(
                 version=draft,
-                data={
+                item=gold_item_input({
                     "key": prediction.external_id,
                     "input": prediction.input,
                     "output": prediction.output,
@@ -260,7 +265,7 @@ class Command(BaseCommand):
                         "categories": [] if right else ["incorrect"],
                     },
                     "segment": prediction.segment,
-                },
+                }),
             )
         goldset_version_publish(version=draft, notes="Seeded by seed_demo.")
         queue_update(queue=queue, data={"gold_set": gold_set.slug, "gold_rate": 0.15})
@@ -304,7 +309,7 @@ class _Reviewers:
             item_label_submit(
                 item_id=item.pk,
                 reviewer=reviewer,
-                data=self._judge(item, reviewer.username),
+                answer=label_input(self._judge(item, reviewer.username)),
                 categories=self.categories,
             )
             labels += 1

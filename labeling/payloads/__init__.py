@@ -1,0 +1,13 @@
+"""What a write of the labeling app takes, declared once per payload (outside intake).
+
+Each payload is one ``StrictSerializer`` (``feedback.api.inputs``: unknown fields, a non-string
+for text and NUL characters are refused naming the field) and a function turning a request's
+body into the typed value a service takes: the API view (whose schema the serializer is), the
+admin form and the management command all call that function, so the schema cannot disagree
+with what is accepted. The services check only what needs the database (a category of the
+project's taxonomy, a queue of the project, a key taken).
+
+- ``gold``: gold sets and gold items (``gold_set_input``, ``gold_item_input``).
+- ``labels``: a reviewer's label (``label_input``).
+- Exports keep theirs in ``labeling.exports.request`` (``export_request``).
+"""
