@@ -56,9 +56,7 @@ def queues_visible_to(*, user: AbstractBaseUser) -> QuerySet[Queue]:
 def segment_reviewer_projects(user: AbstractBaseUser) -> QuerySet:
     """Ids of projects where the person reviews a queue that shows segments: there, blind review
     is off and they may read the project's feedback (``feedback.api.caller.FEEDBACK_READ``)."""
-    return (
-        Queue.objects.filter(show_segments=True).filter(reviews_in(user)).values("project_id")
-    )
+    return Queue.objects.filter(show_segments=True).filter(reviews_in(user)).values("project_id")
 
 
 def queues_for_reviewer(*, user: AbstractBaseUser) -> QuerySet[Queue]:
