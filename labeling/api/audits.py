@@ -29,7 +29,7 @@ from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 
 from ..audit_reports import audit_document, audits_compare, render_csv, render_json, render_markdown
 from ..models import Audit
-from ..payloads.audits import AuditRequestSerializer, audit_request
+from ..payloads.audits import AuditCreateSerializer, audit_request
 from ..selectors.audits import audits_for_project
 from ..services.audits import audit_create
 
@@ -125,7 +125,7 @@ class AuditListView(APIView):
 
     @extend_schema(
         operation_id="audits_create",
-        request=AuditRequestSerializer,
+        request=AuditCreateSerializer,
         parameters=ERROR_HEADERS,
         responses={
             201: AuditSerializer,

@@ -158,6 +158,7 @@ class AuditSourceField(serializers.JSONField):
         },
         "minItems": 1,
         "maxItems": MAX_SEGMENT_KEYS,
+        "uniqueItems": True,
     }
 )
 class SegmentKeysField(serializers.Field):
@@ -197,6 +198,18 @@ class SegmentKeysField(serializers.Field):
         return value
 
 
+@extend_schema_field(
+    {"type": "number", "format": "double", "minimum": 0, "maximum": 1, "exclusiveMaximum": True}
+)
+class ToleranceField(serializers.FloatField):
+    """A difference in share: at least 0, under 1."""
+
+    def run_validators(self, value: Any) -> None:
+        super().run_validators(value)
+        if not math.isfinite(value) or not 0 <= value < 1:
+            raise serializers.ValidationError("At least 0 and under 1.", code="out_of_range")
+
+
 # DRF's codes, as the API answers them for these fields.
 CODES = {
     "project": {"blank": "invalid_type"},
@@ -214,7 +227,9 @@ CODES = {
 }
 
 
-class AuditRequestSerializer(StrictSerializer):
+class AuditCreateSerializer(StrictSerializer):
+    """An audit request: the project, the source, the segments to compare and how."""
+
     project = serializers.SlugField(help_text="The project's slug (an API key's own, too).")
     source = AuditSourceField(help_text="Exactly one of queue, export or goldset.")
     segments = SegmentKeysField(help_text="Distinct segment keys.")
@@ -228,9 +243,7 @@ class AuditRequestSerializer(StrictSerializer):
         help_text='"overall" (every audited row) or a segment, e.g. {"locale": "en-US"}.',
     )
     min_n = serializers.IntegerField(default=DEFAULTS["min_n"], min_value=1, max_value=1_000_000)
-    tolerance = serializers.FloatField(
-        default=DEFAULTS["tolerance"], min_value=0, max_value=1, help_text="At least 0, under 1."
-    )
+    tolerance = ToleranceField(default=DEFAULTS["tolerance"])
     confidence = serializers.FloatField(
         default=DEFAULTS["confidence"], min_value=0.5, max_value=0.999
     )
@@ -249,11 +262,6 @@ class AuditRequestSerializer(StrictSerializer):
                             for e in found
                         ]
             raise
-
-    def validate_tolerance(self, value: float) -> float:
-        if not math.isfinite(value) or value >= 1:
-            raise serializers.ValidationError("At least 0 and under 1.", code="out_of_range")
-        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         reference = attrs["reference"]
@@ -305,7 +313,7 @@ class AuditRequest:
 def audit_request(data: Any) -> AuditRequest:
     """An audit request as sent (the API's body, the admin form's, the command's);
     ``InvalidInput`` listing every problem, each naming its field."""
-    clean = dict(validated(AuditRequestSerializer, data))
+    clean = dict(validated(AuditCreateSerializer, data))
     project, source = clean.pop("project"), clean.pop("source")
     clean["tolerance"], clean["confidence"] = float(clean["tolerance"]), float(clean["confidence"])
     return AuditRequest(project=project, source=source, params=clean)
