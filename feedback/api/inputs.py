@@ -106,11 +106,13 @@ def _text_errors(field: serializers.Field, value: Any) -> list | dict | None:
 class StrictSerializer(serializers.Serializer):
     """Refuses unknown fields, non-strings for text fields, and NUL in text (400 naming each)."""
 
+    unknown_detail = "Unknown field."  # a subclass may list what is allowed
+
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             return super().to_internal_value(data)  # DRF's "expected a dictionary"
         errors: dict[str, Any] = {
-            name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]
+            name: [serializers.ErrorDetail(self.unknown_detail, code="unknown_field")]
             for name in sorted(set(data) - set(self.fields))
         }
         for name, field in self.fields.items():

@@ -30,6 +30,7 @@ from labeling.models import GoldItem, GoldSet, Queue, QueueItem, SamplingRun
 from labeling.payloads.audits import audit_request
 from labeling.payloads.gold import gold_item_input
 from labeling.payloads.labels import label_input
+from labeling.payloads.queues import queue_input
 from labeling.services.audits import audit_create
 from labeling.services.claims import queue_claim_next
 from labeling.services.goldsets import (
@@ -152,17 +153,19 @@ class Command(BaseCommand):
         # reviewer has work at once (later draws run in Celery).
         disputes = queue_create(
             project=project,
-            data={
+            data=queue_input({
+                "project": project.slug,
                 "name": "Disputes",
                 "instructions": "The user disputes this answer. Was the answer right?",
                 "overlap": 1,
                 "reviewers": ["demo"],
                 "sampling": {"source": "disputes"},
-            },
+            }),
         )
         weekly = queue_create(
             project=project,
-            data={
+            data=queue_input({
+                "project": project.slug,
                 "name": "Weekly quality sample",
                 "instructions": "Is the reply correct and helpful for the customer's message?",
                 "label_choices": INTENTS,
@@ -177,7 +180,7 @@ class Command(BaseCommand):
                     "seed": 7,
                     "schedule_minutes": WEEK_MINUTES,
                 },
-            },
+            }),
         )
         queued = 0
         for queue in (disputes, weekly):
@@ -268,7 +271,10 @@ class Command(BaseCommand):
                 }),
             )
         goldset_version_publish(version=draft, notes="Seeded by seed_demo.")
-        queue_update(queue=queue, data={"gold_set": gold_set.slug, "gold_rate": 0.15})
+        queue_update(
+            queue=queue,
+            data=queue_input({"gold_set": gold_set.slug, "gold_rate": 0.15}, partial=True),
+        )
         return gold_set
 
 
