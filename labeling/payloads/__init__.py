@@ -7,7 +7,12 @@ admin form and the management command all call that function, so the schema cann
 with what is accepted. The services check only what needs the database (a category of the
 project's taxonomy, a queue of the project, a key taken).
 
-- ``gold``: gold sets and gold items (``gold_set_input``, ``gold_item_input``).
+- ``gold``: gold sets and gold items (``gold_set_input``, ``gold_item_input``, and the notes
+  of a version, ``version_notes``).
 - ``labels``: a reviewer's label (``label_input``).
+- ``audits``: an audit request (``audit_request``).
+- ``queues``: a queue's configuration (``queue_input``).
+- Gold promotion's ``{"from_item", "key", "min_agreement"}`` is still declared in
+  ``labeling.api.goldsets`` (``GoldPromoteSerializer``).
 - Exports keep theirs in ``labeling.exports.request`` (``export_request``).
 """
