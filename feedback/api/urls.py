@@ -17,6 +17,11 @@ urlpatterns = [
     ),
     path("feedback-tokens", views.FeedbackTokenView.as_view(), name="feedback-tokens"),
     path(
+        "projects/<slug:slug>/allowed-origins",
+        views.ProjectOriginsView.as_view(),
+        name="project-allowed-origins",
+    ),
+    path(
         "feedback/batch",
         KeyIntake(views.FeedbackBatchView.as_view(), feedback_batch_post),
         name="feedback-batch",

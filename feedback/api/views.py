@@ -22,9 +22,10 @@ from ..errors import Conflict, FieldError, InvalidInput, NotFound
 from ..models import Feedback, FeedbackCategory
 from ..selectors import category_list, dispute_get, feedback_list, token_dispute_get
 from ..services.disputes import dispute_resolve
-from ..services.feedback_tokens import feedback_token_create
-from .caller import FEEDBACK_READ, MEMBER, RESOLVE, Needs, TokenCaller, caller_of
+from ..services.feedback_tokens import feedback_token_create, project_origins_set
+from .caller import FEEDBACK_READ, MANAGE, MEMBER, RESOLVE, Needs, TokenCaller, caller_of
 from .filters import FeedbackFilterSet, StrictFilterBackend
+from .inputs import json_object
 from .permissions import AnyProjectCaller, HasIngestScope
 from .schema import API_KEY_ONLY, ERROR_HEADERS, IDEMPOTENCY_KEY_HEADER, errors_for
 from .serializers import (
@@ -380,3 +381,53 @@ class FeedbackTokenView(APIView):
         when = dt.datetime.fromtimestamp(expires_at, tz=dt.UTC)
         return Response(FeedbackTokenOutSerializer({"token": token, "expires_at": when}).data,
                         status=201)
+
+
+class AllowedOriginsSerializer(serializers.Serializer):
+    allowed_origins = serializers.ListField(
+        child=serializers.CharField(),
+        max_length=50,
+        help_text="Origins (scheme://host[:port]) whose pages may call the feedback-token "
+        "endpoints from a browser (CORS). No path, no trailing slash, no wildcard.",
+    )
+
+
+class ProjectOriginsView(APIView):
+    """A project's allowed origins (CORS for the feedback-token endpoints): its admins."""
+
+    permission_classes = [Needs.of(MANAGE)]
+
+    @extend_schema(
+        operation_id="project_allowed_origins_retrieve",
+        summary="The origins whose pages may send browser feedback",
+        description="Project admins. Another project (or one where the person is not an "
+        "admin): 404.",
+        parameters=ERROR_HEADERS,
+        responses={200: AllowedOriginsSerializer, **errors_for(401, 403, 404, 429)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = caller_of(request).project(MANAGE, slug=slug)
+        return Response({"allowed_origins": project.allowed_origins})
+
+    @extend_schema(
+        operation_id="project_allowed_origins_update",
+        summary="Set the origins whose pages may send browser feedback",
+        description="Project admins. Replaces the list; an origin that is not "
+        "`scheme://host[:port]` (https, or http for development) is a 400 naming it. Takes "
+        "effect at once for this process, within a second for the others.",
+        request=AllowedOriginsSerializer,
+        parameters=ERROR_HEADERS,
+        responses={200: AllowedOriginsSerializer, **errors_for(400, 401, 403, 404, 429)},
+    )
+    def put(self, request: Request, slug: str) -> Response:
+        project = caller_of(request).project(MANAGE, slug=slug)
+        data = json_object(request.data)
+        unknown = sorted(set(data) - {"allowed_origins"})
+        if unknown:
+            raise InvalidInput([
+                FieldError(name, "unknown_field", "Only allowed_origins.") for name in unknown
+            ])
+        if "allowed_origins" not in data:
+            raise InvalidInput.one("allowed_origins", "required", "A list of origins.")
+        project = project_origins_set(project=project, origins=data["allowed_origins"])
+        return Response({"allowed_origins": project.allowed_origins})
