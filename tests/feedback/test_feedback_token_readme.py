@@ -54,7 +54,7 @@ def test_the_python_block_is_short_and_its_tokens_are_accepted(setup):
     code = block("python", "# mint_feedback_token.py")
     assert len([line for line in code.splitlines() if line.strip()]) <= 12
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(code, "README.md", "exec"), namespace)  # our own README, as written
 
     accepted(namespace["mint"](secret, project.slug, "answer-1", "user-42"), project)
     limited = namespace["mint"](secret, project.slug, "answer-1", "user-42", kinds=["report"])
