@@ -105,9 +105,10 @@ def token_project(raw: str) -> str | None:
     """The project slug a token names, unchecked (CORS decides on it before the view checks
     the token; the view then refuses a forged one). None when it names none."""
     try:
-        return _claims(raw)[1].get("prj") or None
+        project = _claims(raw)[1].get("prj")
     except TokenRefused:
         return None
+    return project if type(project) is str and project else None
 
 
 def _claims(raw: str) -> tuple[str, dict[str, Any], str]:

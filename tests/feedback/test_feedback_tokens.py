@@ -550,3 +550,15 @@ def test_the_schema_documents_minting_the_scheme_and_where_tokens_apply():
     submit = document["paths"]["/api/v1/feedback"]["post"]
     assert "token_scope" in submit["description"] and "dispute_exists" in submit["description"]
     assert "token_expired" in submit["responses"]["401"]["description"]
+
+
+@pytest.mark.parametrize("prj", [123, None, "", "a b", "x" * 65, ["p"]])
+def test_a_payload_naming_no_slug_is_invalid_token(prj, secret):
+    payload = b64url(json.dumps({"v": 1, "prj": prj, "pred": "a", "sub": "u", "kinds": ["report"],
+                                 "exp": int(time.time()) + 60, "iat": int(time.time())}).encode())
+    token = f"{payload}.{signature(secret, payload)}"
+
+    response = post(browser(token, HTTP_ORIGIN="https://app.example.com"), {"kind": "report"})
+
+    assert response.status_code == 401
+    assert error(response)["code"] == "invalid_token"
