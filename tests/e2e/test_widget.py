@@ -329,6 +329,31 @@ def test_a_dispute_by_keyboard_and_its_status_on_a_later_visit(live_server, page
     assert page.get_by_role("button", name="Dispute this decision").is_hidden()  # one per token
 
 
+def test_locale_strings_and_the_users_colour_scheme(live_server, page, hosts, shop):
+    project, prediction = shop
+    host = hosts()
+    allow(project, host.origin)
+    api = f"{live_server.url}/api/v1"
+    token = mint(project, prediction)
+    strings = json.dumps({"question": "Hat das geholfen?"}).replace('"', "&quot;")
+    url = host.page("/de", widget(api, token, locale="de", strings=strings))
+    page.emulate_media(color_scheme="light")
+    page.goto(url)
+    page.get_by_text("Hat das geholfen?").wait_for()  # the override
+    assert page.get_by_role("button", name="Problem melden").is_visible()  # the locale
+    assert page.get_by_role("button", name="Nicht hilfreich").is_visible()
+
+    def background() -> str:
+        return page.evaluate(
+            "() => getComputedStyle(document.querySelector('[data-redress-feedback]')"
+            ".shadowRoot.querySelector('.rf')).backgroundColor"
+        )
+
+    assert background() == "rgb(255, 255, 255)"
+    page.emulate_media(color_scheme="dark")
+    assert background() == "rgb(21, 27, 35)"
+
+
 def test_widget_screenshot_light_and_dark(live_server, page, hosts, shop):
     """docs/img/widget.png: the report form open, in the light and the dark scheme."""
     project, prediction = shop
