@@ -307,6 +307,11 @@ class ApiKeyRateThrottle(BaseThrottle):
         self._wait: float | None = None
 
     def allow_request(self, request, view) -> bool:
+        from .token_grant import TokenGrant, token_wait
+
+        if isinstance(request.auth, TokenGrant):  # an end user's browser: its own rates
+            self._wait = token_wait(request.auth)
+            return self._wait is None
         context = key_context(request)
         if context is None:
             return True  # people are not rate limited here
@@ -318,3 +323,46 @@ class ApiKeyRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return self._wait
+
+
+def counted_wait(counters: list[tuple[str, str]]) -> float | None:
+    """Count one request against each (name, rate) at once: the seconds to wait when any is
+    over its rate, else None. One Redis round trip for all of them (a pipeline), the process's
+    own counts while Redis is unavailable, the cache's add/incr without Redis (tests)."""
+    now = time.time()
+    keyed = []
+    for name, rate in counters:
+        num_requests, duration = parse_rate(rate)
+        window = int(now // duration)
+        keyed.append((f"throttle:{name}:{window}", num_requests, duration, window))
+    counts = _count_all([(key, duration) for key, _, duration, _ in keyed])
+    waits = [
+        max(1.0, (window + 1) * duration - now)
+        for (_, num_requests, duration, window), count in zip(keyed, counts, strict=True)
+        if count > num_requests
+    ]
+    return max(waits) if waits else None
+
+
+def _count_all(keys: list[tuple[str, int]]) -> list[int]:
+    redis = _redis()
+    if redis is None:
+        return [_count(key, duration) for key, duration in keys]
+    client, _, breaker = redis
+    if breaker is not None and not breaker.allows():
+        return [_count_locally(key, breaker) for key, _ in keys]
+    pipe = client.pipeline(transaction=False)
+    for key, duration in keys:
+        full_key = cache.make_key(key)
+        pipe.incr(full_key)
+        pipe.expire(full_key, duration + 1, nx=True)
+    try:
+        replies = pipe.execute()
+    except RedisError as exc:
+        if breaker is None:
+            raise
+        breaker.failure(exc)
+        return [_count_locally(key, breaker) for key, _ in keys]
+    if breaker is not None:
+        breaker.success()
+    return [int(count) for count in replies[::2]]
