@@ -210,7 +210,9 @@ def test_an_origin_not_allowed_fails_its_preflight(live_server, page, hosts, sho
     assert preflight(allowed.origin).get("access-control-allow-origin") == allowed.origin
 
 
-def test_an_expired_token_shows_the_message_and_is_not_retried(live_server, page, hosts, shop):
+def test_an_expired_token_shows_the_message_until_the_page_sets_a_fresh_one(
+    live_server, page, hosts, shop
+):
     project, prediction = shop
     host = hosts()
     allow(project, host.origin)
@@ -226,6 +228,15 @@ def test_an_expired_token_shows_the_message_and_is_not_retried(live_server, page
     assert len(sent) == 1
     assert page.get_by_role("button", name="Helpful", exact=True).is_hidden()
     assert Feedback.objects.count() == 0
+
+    # The app's page answers the redress:error event with a fresh token: the widget comes back
+    # and sends the thumbs up it kept.
+    fresh = mint(project, prediction)
+    page.evaluate("t => { document.querySelector('[data-redress-feedback]').dataset.token = t }",
+                  fresh)
+    page.get_by_role("status").filter(has_text="Thank you").wait_for()
+    assert Feedback.objects.get(project=project).rating == 1
+    assert len(sent) == 2
 
 
 def test_a_lost_response_is_retried_with_the_same_key_and_stored_once(

@@ -192,7 +192,20 @@
     this.cats = null;
     this.busy = false;
     this.render();
+    // A page that fetches a fresh token after "token_expired" (the redress:error event) just
+    // sets data-token again: the widget comes back and sends what the user had sent.
+    var w = this;
+    if (window.MutationObserver) new MutationObserver(function () { w.revive(); })
+      .observe(host, {attributes: true, attributeFilter: ["data-token"]});
   }
+
+  Widget.prototype.revive = function () {
+    if (!this.dead) return;
+    this.dead = false;
+    this.row.hidden = false;
+    this.say("");
+    if (this.pending) this.deliver(this.pending);
+  };
 
   Widget.prototype.token = function () { return this.host.getAttribute("data-token") || ""; };
 
@@ -376,13 +389,15 @@
   Widget.prototype.refused = function (res, quietly) {
     var err = (res.data && res.data.errors && res.data.errors[0]) || {};
     var code = err.code || "http_" + res.status;
+    var item = this.pending;
+    if (code !== "token_expired") this.pending = null; // kept for a fresh token (revive)
     if (code === "token_expired" || res.status === 401 || res.status === 403) {
       this.dead = true;
       this.form.hidden = true;
       this.row.hidden = true;
       this.say(code === "token_expired" ? this.s.expired : this.s.denied, "error");
       if (window.console) console.warn("Redress feedback:", res.status, code, err.detail || "");
-    } else if (res.status === 409 && this.pending && this.pending.kind === "dispute") {
+    } else if (res.status === 409 && item && item.kind === "dispute") {
       this.form.hidden = true;
       this.say(this.s.already, "error");
     } else if (!quietly) {
