@@ -273,6 +273,34 @@ def test_a_lost_response_is_retried_with_the_same_key_and_stored_once(
     assert Feedback.objects.filter(project=project).count() == 1
 
 
+def test_429_waits_as_long_as_retry_after_says(live_server, page, hosts, shop):
+    project, prediction = shop
+    host = hosts()
+    allow(project, host.origin)
+    url = host.page("/chat", widget(f"{live_server.url}/api/v1", mint(project, prediction),
+                                    retry_delays="100,100"))
+    times: list[float] = []
+
+    def throttle_first(route):
+        if route.request.method != "POST":
+            return route.continue_()
+        times.append(time.monotonic())
+        if len(times) == 1:
+            return route.fulfill(status=429, headers={
+                "Access-Control-Allow-Origin": host.origin, "Retry-After": "2",
+                "Access-Control-Expose-Headers": "Retry-After", "Content-Type": "application/json",
+            }, body='{"errors": [{"field": null, "code": "throttled", "detail": "Slow down."}]}')
+        return route.continue_()
+
+    page.route(f"{live_server.url}/api/v1/feedback", throttle_first)
+    page.goto(url)
+    page.get_by_role("button", name="Helpful", exact=True).click()
+    page.get_by_role("status").filter(has_text="Couldn't send, retrying").wait_for()
+    page.get_by_role("status").filter(has_text="Thank you").wait_for()
+    assert len(times) == 2 and times[1] - times[0] >= 1.9  # not the 0.1 s of its own delays
+    assert Feedback.objects.filter(project=project).count() == 1
+
+
 def test_offline_then_online_sends_once(live_server, page, hosts, shop):
     project, prediction = shop
     host = hosts()
