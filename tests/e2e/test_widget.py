@@ -364,6 +364,8 @@ def test_a_dispute_by_keyboard_and_its_status_on_a_later_visit(live_server, page
     status = page.get_by_role("status")
     status.filter(has_text="Your dispute was upheld.").wait_for()
     assert "You were right: refund approved." in status.inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("[data-redress-feedback]").screenshot(path=str(SHOTS / "widget-dispute.png"))
     page.get_by_role("button", name="Report a problem").click()
     assert page.get_by_role("button", name="Dispute this decision").is_hidden()  # one per token
 

@@ -210,7 +210,8 @@
   Widget.prototype.token = function () { return this.host.getAttribute("data-token") || ""; };
 
   Widget.prototype.render = function () {
-    var w = this, s = this.s, root = this.host.attachShadow ? this.host.attachShadow({mode: "open"}) : this.host;
+    // A shadow root, or nothing: drawn into the page itself, widget.css would restyle its buttons.
+    var w = this, s = this.s, root = this.host.attachShadow({mode: "open"});
     var css = this.host.dataset.css || (scriptSrc ? scriptSrc.replace(/\.js(\?.*)?$/, ".css$1") :
       this.api.replace(/\/api\/v1$/, "") + "/static/redress/widget.css");
     var link = h("link", {rel: "stylesheet", href: css});
@@ -462,7 +463,7 @@
   };
 
   function mount(el) {
-    if (mounted ? mounted.has(el) : el.__redress) return null;
+    if (!el.attachShadow || (mounted ? mounted.has(el) : el.__redress)) return null;
     if (mounted) mounted.add(el); else el.__redress = true;
     return new Widget(el);
   }
