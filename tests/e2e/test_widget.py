@@ -175,6 +175,17 @@ def test_thumbs_down_two_categories_and_a_comment_from_another_origin(
     _wait_for(lambda: Feedback.objects.get(project=project, kind="rating").rating == 1)
     assert Feedback.objects.filter(project=project).count() == 1
 
+    # "Report a problem" is a report, beside the rating; the form starts empty again.
+    page.get_by_role("button", name="Report a problem").click()
+    assert page.get_by_role("button", name="Incorrect").get_attribute("aria-pressed") == "false"
+    assert page.get_by_label("Tell us more").input_value() == ""
+    page.get_by_role("button", name="Unsafe").click()
+    page.get_by_role("button", name="Send").click()
+    page.get_by_role("status").filter(has_text="Thank you").wait_for()
+    _wait_for(lambda: Feedback.objects.filter(project=project, kind="report").exists())
+    assert Feedback.objects.get(project=project, kind="report").categories == ["unsafe"]
+    assert Feedback.objects.filter(project=project).count() == 2
+
 
 def test_an_origin_not_allowed_fails_its_preflight(live_server, page, hosts, shop):
     project, prediction = shop
