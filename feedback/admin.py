@@ -637,6 +637,7 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
     list_filter = (
         "kind",
         "status",
+        "origin",  # the app's server (key) or the end user's browser (token)
         CategoryFilter,
         "prediction__model_version",
         ("project", admin.RelatedOnlyFieldListFilter),

@@ -105,7 +105,7 @@ def token_project(raw: str) -> str | None:
     """The project slug a token names, unchecked (CORS decides on it before the view checks
     the token; the view then refuses a forged one). None when it names none."""
     try:
-        return _claims(raw)[1].get("prj") or None
+        return token_parse(raw).project
     except TokenRefused:
         return None
 
@@ -127,12 +127,36 @@ def _claims(raw: str) -> tuple[str, dict[str, Any], str]:
     return payload, claims, sig
 
 
-def token_check(raw: str, *, secrets: list[str], now: float) -> TokenClaims:
+@dataclass(frozen=True, slots=True)
+class ParsedToken:
+    """A token split and its payload decoded, nothing checked yet."""
+
+    raw: str
+    payload: str
+    claims: dict[str, Any]
+    signature: str
+
+    @property
+    def project(self) -> str | None:
+        project = self.claims.get("prj")
+        return project if type(project) is str and project else None
+
+
+def token_parse(raw: str) -> ParsedToken:
+    """The token's parts (TokenRefused when it is not ``<payload>.<signature>`` of a JSON
+    object): which project's secrets to check it with."""
+    return ParsedToken(raw, *_claims(raw))
+
+
+def token_check(
+    raw: str | ParsedToken, *, secrets: list[str], now: float
+) -> TokenClaims:
     """The claims of a token signed with one of ``secrets`` and not expired, or TokenRefused.
 
     The signature is checked before anything the payload says is believed: a forged or
     tampered token is ``invalid_token`` even when it is also expired."""
-    payload, claims, sig = _claims(raw)
+    parsed = raw if isinstance(raw, ParsedToken) else token_parse(raw)
+    raw, payload, claims, sig = parsed.raw, parsed.payload, parsed.claims, parsed.signature
     if not any(hmac.compare_digest(signature(secret, payload), sig) for secret in secrets):
         # Comparing the encoded signature, not decoded bytes: base64's unused low bits would
         # let four spellings of one signature pass.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -239,8 +240,13 @@ class _LocalMemo:
 token_memo = _LocalMemo()
 
 
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+
+
 def token_project(slug: str) -> TokenProject | None:
     """The token context of the project ``slug``, or None when there is no such project."""
+    if not SLUG.fullmatch(slug):
+        return None  # what a token says is unchecked here: no lookup for what is not a slug
     cache_key = TOKEN_PROJECT_CACHE_PREFIX + slug
     found, value = token_memo.get(cache_key)
     if found:

@@ -28,7 +28,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
 from ..errors import FieldError, Forbidden
-from ..feedback_tokens import TokenClaims, TokenRefused, token_check, token_project
+from ..feedback_tokens import TokenClaims, TokenRefused, token_check, token_parse
 from ..pii import pseudonymise
 from ..selectors import TokenProject
 from ..selectors import token_project as token_project_context
@@ -77,14 +77,14 @@ def token_grant(request) -> TokenGrant:
     grant = getattr(http_request, GRANT_ATTRIBUTE, None)
     if grant is not None:
         return grant
-    raw = feedback_token_of(http_request) or ""
-    slug = token_project(raw)
-    project = token_project_context(slug) if slug else None
-    if project is None:
-        raise refused("invalid_token", "Not a valid feedback token.")
     now = time.time()
     try:
-        claims = token_check(raw, secrets=project.secrets(now), now=now)
+        parsed = token_parse(feedback_token_of(http_request) or "")
+        slug = parsed.project
+        project = token_project_context(slug) if slug else None
+        if project is None:
+            raise TokenRefused("invalid_token", "Not a valid feedback token.")
+        claims = token_check(parsed, secrets=project.secrets(now), now=now)
     except TokenRefused as exc:
         raise refused(exc.code, exc.detail) from None
     grant = TokenGrant(

@@ -693,6 +693,14 @@ def bench_token_intake(bench: Bench) -> dict[str, Any]:
             tokens.append(quietest(bench, "token single", leg("token", "token")))
     key, token = median_round(keys), median_round(tokens)
     ratio = token["rps"] / key["rps"] if key["rps"] else 0.0
+    # CPU of the bench's processes (gunicorn, PostgreSQL, Redis, wrk) per stored row, each
+    # leg's median over its rounds: on a machine shared with other work the rates swing with
+    # the background, the cost per request much less.
+    for leg_result, rounds in ((key, keys), (token, tokens)):
+        costs = sorted(
+            r["cpu"]["bench_cores"] * 1e6 / r["rps"] for r in rounds if r["rps"]
+        )
+        leg_result["cpu_us_per_request"] = round(costs[(len(costs) - 1) // 2]) if costs else None
     log.info(
         "[%s] key %.0f req/s; token %.0f req/s (p50 %.1f, p99 %.1f ms): ratio %.3f",
         worker_class, key["rps"], token["rps"], token["p50_ms"], token["p99_ms"], ratio,
@@ -703,6 +711,11 @@ def bench_token_intake(bench: Bench) -> dict[str, Any]:
             "key_single": key,
             "token_single": token,
             "ratio_token_to_key": round(ratio, 3),
+            "cpu_ratio_key_to_token": round(
+                key["cpu_us_per_request"] / token["cpu_us_per_request"], 3
+            )
+            if key.get("cpu_us_per_request") and token.get("cpu_us_per_request")
+            else None,
             "comparable": key["quiet"] and token["quiet"],
         }
     }

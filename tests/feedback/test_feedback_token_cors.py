@@ -104,6 +104,8 @@ def test_refusals_are_readable_by_the_page_of_the_tokens_project(token, project,
         kinds=["report"], issued_at=int(time.time()) - 700, ttl_seconds=600,
     )
     settings.REDRESS_FEEDBACK_TOKEN_RATE = "1/minute"
+    if time.time() % 60 > 50:  # the two requests in one fixed window
+        time.sleep(60.5 - time.time() % 60)
 
     gone = call("POST", "/api/v1/feedback", APP, f"FeedbackToken {expired}")
     call("POST", "/api/v1/feedback", APP, f"FeedbackToken {token}")

@@ -58,6 +58,12 @@ def post(client: APIClient, body: dict, **extra):
     return client.post("/api/v1/feedback", body, format="json", **extra)
 
 
+def fresh_window() -> None:
+    """Start a rate-limit test well inside a minute (counters are fixed windows)."""
+    if time.time() % 60 > 50:
+        time.sleep(60.5 - time.time() % 60)
+
+
 def error(response) -> dict:
     (only,) = response.json()["errors"]
     return only
@@ -397,6 +403,7 @@ def test_every_other_endpoint_is_403_token_scope(mint, method, path, body):
 
 def test_a_token_is_rate_limited(mint, settings):
     settings.REDRESS_FEEDBACK_TOKEN_RATE = "2/minute"
+    fresh_window()
     client = browser(mint())
 
     statuses = [post(client, {"kind": "report"}).status_code for _ in range(3)]
@@ -412,6 +419,7 @@ def test_a_token_is_rate_limited(mint, settings):
 
 def test_an_end_user_is_rate_limited_across_tokens(mint, settings):
     settings.REDRESS_FEEDBACK_END_USER_RATE = "3/minute"
+    fresh_window()
     statuses = [
         post(browser(mint(ttl=600 + n)), {"kind": "report"}).status_code for n in range(4)
     ]
@@ -550,3 +558,40 @@ def test_the_schema_documents_minting_the_scheme_and_where_tokens_apply():
     submit = document["paths"]["/api/v1/feedback"]["post"]
     assert "token_scope" in submit["description"] and "dispute_exists" in submit["description"]
     assert "token_expired" in submit["responses"]["401"]["description"]
+
+
+@pytest.mark.parametrize("prj", [123, None, "", "a b", "x" * 65, ["p"]])
+def test_a_payload_naming_no_slug_is_invalid_token(prj, secret):
+    payload = b64url(json.dumps({"v": 1, "prj": prj, "pred": "a", "sub": "u", "kinds": ["report"],
+                                 "exp": int(time.time()) + 60, "iat": int(time.time())}).encode())
+    token = f"{payload}.{signature(secret, payload)}"
+
+    response = post(browser(token, HTTP_ORIGIN="https://app.example.com"), {"kind": "report"})
+
+    assert response.status_code == 401
+    assert error(response)["code"] == "invalid_token"
+
+
+def test_on_redis_a_process_counts_a_tenth_of_the_rate_itself_then_redis(mint, settings):
+    if not settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        pytest.skip("the allowance exists on the Redis cache only (set CELERY_BROKER_URL)")
+    from django.core.cache import cache
+
+    from feedback.api import throttling
+
+    settings.REDRESS_FEEDBACK_TOKEN_RATE = "20/minute"
+    fresh_window()
+    token = mint()
+    digest = __import__("hashlib").sha256(token.encode()).hexdigest()[:40]
+    counter = f"throttle:ftok:{digest}:{int(time.time() // 60)}"
+    client = browser(token)
+
+    first_two = [post(client, {"kind": "report"}).status_code for _ in range(2)]
+    assert cache.get(counter) is None  # within the process's allowance: no round trip
+    third = post(client, {"kind": "report"}).status_code
+    assert int(cache.get(counter)) == 3  # the allowance is added with the first one past it
+    rest = [post(client, {"kind": "report"}).status_code for _ in range(18)]
+
+    assert first_two == [201, 201] and third == 201
+    assert rest == [201] * 17 + [429]  # exact within one process: the 21st is refused
+    throttling._allowance.clear()
