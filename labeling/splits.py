@@ -1,5 +1,11 @@
 """Deterministic train / validation / test splits by a hash of (seed, group key).
 
+Besides the hash split below, a *time split* (``by: "time"``) places a row by its prediction's
+``occurred_at``: train before ``validation_from``, validation before ``test_from``, test after.
+Every item of one prediction shares its time, so a prediction never straddles two splits, and
+nothing in validation or test happened before anything in train (no look-ahead). Gold rows of
+the train period go to validation (to test when the validation period is empty).
+
 A row's split depends only on the seed and its *group key* (default the prediction's
 ``external_id``; ``segment.<key>`` groups by a segment value), never on the other rows, so every
 row of a group lands in the same split, an export built twice gives the same splits, and adding
@@ -44,6 +50,18 @@ class SplitSpec:
     test: float = 0.1
     key: str = "external_id"
     seed: int = 0
+    # "hash" (the above) or "time": by the prediction's occurred_at against two cut-offs
+    # (ISO text in UTC): train before ``validation_from``, validation before ``test_from``,
+    # test from then on.
+    by: str = "hash"
+    validation_from: str | None = None
+    test_from: str | None = None
+
+    @property
+    def time_gold_split(self) -> str:
+        """Where a gold row of the train period goes under a time split: validation, unless
+        the validation period is empty."""
+        return "test" if self.validation_from == self.test_from else "validation"
 
     @property
     def segment_key(self) -> str | None:
@@ -62,7 +80,14 @@ class SplitSpec:
         return self.validation / rest if rest > 0 else 0.0
 
     def as_dict(self) -> dict:
+        if self.by == "time":
+            return {
+                "by": "time",
+                "validation_from": self.validation_from,
+                "test_from": self.test_from,
+            }
         return {
+            "by": "hash",
             "train": self.train,
             "validation": self.validation,
             "test": self.test,
@@ -115,7 +140,27 @@ def group_key_expression(spec: SplitSpec, prefix: str = "prediction__") -> Expre
 
 
 def split_expression(spec: SplitSpec, *, gold_groups: Sequence[str], u: str = "split_u") -> Case:
-    """``CASE`` giving the split from an annotated uniform ``u`` and group key ``split_key``."""
+    """``CASE`` giving the split from an annotated uniform ``u`` and group key ``split_key``
+    (a time split: from the prediction's ``occurred_at``, and ``split_key`` its external id)."""
+    if spec.by == "time":
+        from .selectors.exports import as_datetime
+
+        validation_from = as_datetime(spec.validation_from)
+        test_from = as_datetime(spec.test_from)
+        before = Q(prediction__occurred_at__lt=validation_from)
+        time_whens = []
+        if gold_groups:
+            time_whens.append(
+                When(
+                    before & Q(split_key__in=list(gold_groups)),
+                    then=Value(spec.time_gold_split),
+                )
+            )
+        time_whens += [
+            When(before, then=Value("train")),
+            When(prediction__occurred_at__lt=test_from, then=Value("validation")),
+        ]
+        return Case(*time_whens, default=Value("test"), output_field=CharField())
     train_until, validation_until = spec.thresholds
     whens = []
     if gold_groups:

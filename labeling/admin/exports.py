@@ -64,7 +64,27 @@ class ExportCreateForm(forms.ModelForm):
         "<code>segment.locale</code>: rows with the same value go to the same split.",
     )
     seed = forms.IntegerField(initial=0, min_value=0)
+    split_by = forms.ChoiceField(
+        choices=[
+            ("hash", "hash of the key (the shares above)"),
+            ("time", "time (the dates below)"),
+        ],
+        initial="hash",
+        required=False,
+        label="Split by",
+        help_text="time: by the prediction's occurred_at, train before the validation date, "
+        "validation before the test date, test after (no look-ahead).",
+    )
+    validation_from = forms.DateTimeField(
+        required=False, widget=DATE_PICKER, help_text="Time split, UTC: first time in validation."
+    )
+    test_from = forms.DateTimeField(
+        required=False, widget=DATE_PICKER, help_text="Time split, UTC: first time in test."
+    )
     include_labels = forms.BooleanField(required=False)
+    include_comments = forms.BooleanField(
+        required=False, help_text="The end users' feedback comments (scrubbed at intake)."
+    )
     exclude_gold_from_train = forms.BooleanField(required=False, initial=True)
     model_version = forms.CharField(required=False)
     completed_after = forms.DateTimeField(
@@ -110,6 +130,12 @@ class ExportCreateForm(forms.ModelForm):
     def clean_completed_before(self) -> Any:
         return self._clean_when("completed_before")
 
+    def clean_validation_from(self) -> Any:
+        return self._clean_when("validation_from")
+
+    def clean_test_from(self) -> Any:
+        return self._clean_when("test_from")
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         project, queue = data.get("project"), data.get("queue")
@@ -127,19 +153,29 @@ class ExportCreateForm(forms.ModelForm):
                 spec_filter[name] = data[name].isoformat()
         if data.get("segment"):
             spec_filter["segment"] = data["segment"]
+        split: dict[str, Any] = {
+            "train": data["train"],
+            "validation": data["validation"],
+            "test": data["test"],
+            "key": data["split_key"],
+            "seed": data["seed"],
+        }
+        if data.get("split_by") == "time":
+            split = {
+                "by": "time",
+                **{
+                    name: data[name].isoformat() if data.get(name) else None
+                    for name in ("validation_from", "test_from")
+                },
+            }
         return {
             "queue": data["queue"].pk if data.get("queue") else None,
             "format": data["format"],
             "filter": spec_filter,
             "include_labels": data["include_labels"],
+            "include": ["comments"] if data.get("include_comments") else [],
             "exclude_gold_from_train": data["exclude_gold_from_train"],
-            "split": {
-                "train": data["train"],
-                "validation": data["validation"],
-                "test": data["test"],
-                "key": data["split_key"],
-                "seed": data["seed"],
-            },
+            "split": split,
         }
 
 
@@ -191,6 +227,10 @@ FORM_FIELDS = {
     "validation": "split.validation",
     "test": "split.test",
     "seed": "split.seed",
+    "split_by": "split.by",
+    "validation_from": "split.validation_from",
+    "test_from": "split.test_from",
+    "include_comments": "include",
 }
 
 
@@ -278,12 +318,29 @@ class ExportAdmin(admin.ModelAdmin):
             return super().get_fieldsets(request, obj)
         return [
             (None, {"fields": ["project", "queue", "format"]}),
-            ("Split", {"fields": ["train", "validation", "test", "split_key", "seed"]}),
+            (
+                "Split",
+                {
+                    "fields": [
+                        "split_by",
+                        "train",
+                        "validation",
+                        "test",
+                        "split_key",
+                        "seed",
+                        "validation_from",
+                        "test_from",
+                    ]
+                },
+            ),
             (
                 "Filter",
                 {"fields": ["model_version", "completed_after", "completed_before", "segment"]},
             ),
-            ("Content", {"fields": ["include_labels", "exclude_gold_from_train"]}),
+            (
+                "Content",
+                {"fields": ["include_labels", "include_comments", "exclude_gold_from_train"]},
+            ),
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None):
@@ -331,7 +388,13 @@ class ExportAdmin(admin.ModelAdmin):
         if obj.status != Export.Status.DONE:
             return "-"
         url = reverse("export-download", args=[obj.pk])
-        return format_html('<a href="{}">download ({} bytes)</a>', url, f"{obj.size_bytes:,}")
+        manifest = reverse("export-manifest", args=[obj.pk])
+        return format_html(
+            '<a href="{}">download ({} bytes)</a> · <a href="{}">manifest (JSON)</a>',
+            url,
+            f"{obj.size_bytes:,}",
+            manifest,
+        )
 
     @admin.display(description="manifest")
     def manifest_pretty(self, obj: Export) -> str:

@@ -45,6 +45,7 @@ from ..services.goldsets import (
     goldset_version_discard,
     goldset_version_publish,
     min_agreement_setting,
+    min_labels_setting,
 )
 from .fields import CommaListField
 
@@ -564,6 +565,8 @@ class GoldItemInline(admin.StackedInline):
         agreement = (
             "" if obj.source_agreement is None else f", agreement {obj.source_agreement:.0%}"
         )
+        if obj.source_agreeing_labels is not None:
+            agreement += f" ({obj.source_agreeing_labels} agreeing)"
         return format_html(
             'queue item <a href="{}">#{}</a> · prediction {} ({}) · labels {}{}',
             url,
@@ -798,11 +801,19 @@ class PromoteForm(forms.Form):
         help_text="The share of an item's labels that must agree with its consensus; "
         "empty: the default, REDRESS_GOLD_MIN_AGREEMENT.",
     )
+    min_labels = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        required=False,
+        help_text="How many labels at least must agree with the consensus; empty: the "
+        "default, REDRESS_GOLD_MIN_LABELS (2: one reviewer's label is not gold).",
+    )
 
     def __init__(self, *args: Any, gold_sets: QuerySet[GoldSet], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["gold_set"].queryset = gold_sets
         self.fields["min_agreement"].widget.attrs["placeholder"] = f"{min_agreement_setting()}"
+        self.fields["min_labels"].widget.attrs["placeholder"] = f"{min_labels_setting()}"
 
 
 def promote_to_gold_action(
@@ -845,6 +856,7 @@ def promote_to_gold_action(
             items,
             gold_set=form.cleaned_data["gold_set"],
             min_agreement=form.cleaned_data["min_agreement"],
+            min_labels=form.cleaned_data["min_labels"],
         )
         return None
     context = {
@@ -869,6 +881,7 @@ def _promote_each(
     *,
     gold_set: GoldSet,
     min_agreement: float | None,
+    min_labels: int | None = None,
 ) -> None:
     draft = gold_set.versions.filter(status=GoldSetVersion.Status.DRAFT).first()
     if draft is None:
@@ -891,7 +904,11 @@ def _promote_each(
         try:
             # One transaction per item: a refusal never undoes the others.
             gold = gold_item_promote(
-                version=draft, item_id=item.pk, actor=request.user, min_agreement=min_agreement
+                version=draft,
+                item_id=item.pk,
+                actor=request.user,
+                min_agreement=min_agreement,
+                min_labels=min_labels,
             )
         except ServiceError as exc:
             skipped.append(f"#{item.pk}: {_errors(exc)}")

@@ -7,8 +7,10 @@ project's export is a 404.
 
 from __future__ import annotations
 
+import json
+
 from django.core.files.storage import default_storage
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -24,10 +26,10 @@ from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 
 from ..exports.request import ExportRequestSerializer, export_request
 from ..exports.writers import CONTENT_TYPES
-from ..models import Export
+from ..models import Export, GoldSetVersion
 from ..selectors.exports import goldset_version_for_export
 from ..services.exports import export_create
-from ..services.goldset_snapshots import goldset_version_snapshot
+from ..services.goldset_snapshots import goldset_version_manifest, goldset_version_snapshot
 
 ReadsExports = Needs.of(DATA)
 EXPORT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The export's id.")
@@ -71,13 +73,21 @@ class ExportSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "download_url",
+            "manifest_url",
         ]
         read_only_fields = fields
+
+    manifest_url = serializers.SerializerMethodField()
 
     def get_download_url(self, export: Export) -> str | None:
         if export.status != Export.Status.DONE:
             return None
         return reverse("export-download", args=[export.pk], request=self.context.get("request"))
+
+    def get_manifest_url(self, export: Export) -> str | None:
+        if export.status != Export.Status.DONE:
+            return None
+        return reverse("export-manifest", args=[export.pk], request=self.context.get("request"))
 
 
 def get_export(request: Request, pk: int) -> Export:
@@ -154,6 +164,42 @@ class ExportDownloadView(APIView):
         return response
 
 
+def manifest_response(manifest: dict, filename: str) -> HttpResponse:
+    """A manifest as a JSON download (pretty, keys sorted: a person reads it too)."""
+    response = HttpResponse(
+        json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+        content_type="application/json",
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+MANIFEST_RESPONSE = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="The manifest as a JSON download: the request (filter, split, seed), the gold "
+    "versions touched, rows and rows per split, the columns with their types and encoding, "
+    "the row order, the code version; and this build's export id, who asked, when, the file's "
+    "sha256 and size. A Parquet file carries the same manifest (minus this build's own "
+    "fields) in its key-value metadata under `redress.manifest`.",
+)
+
+
+class ExportManifestView(APIView):
+    permission_classes = [ReadsExports]
+
+    @extend_schema(
+        operation_id="exports_manifest",
+        summary="The manifest of a finished export, as a JSON file beside the export",
+        responses={200: MANIFEST_RESPONSE, **errors_for(401, 403, 404, 409, 429)},
+        parameters=[EXPORT_ID, *ERROR_HEADERS],
+    )
+    def get(self, request: Request, pk: int):
+        export = get_export(request, pk)
+        if export.status != Export.Status.DONE:
+            raise Conflict.one("status", "not_done", f"The export is {export.status}, not done.")
+        return manifest_response(export.manifest or {}, f"export-{export.pk}.manifest.json")
+
+
 SNAPSHOT_PARAMETERS = [
     OpenApiParameter(
         "format", str, enum=list(CONTENT_TYPES), description="jsonl (default), csv or parquet"
@@ -198,6 +244,38 @@ class GoldSnapshotExportView(APIView):
         chunks = goldset_version_snapshot(version=version, fmt=fmt)
         response = StreamingHttpResponse(chunks, content_type=CONTENT_TYPES[fmt])
         response["Content-Disposition"] = f'attachment; filename="{slug}-v{number}.{fmt}"'
+        response["X-Goldset-Version"] = str(version.number)
         if version.checksum:
             response["X-Goldset-Checksum"] = version.checksum
         return response
+
+
+class GoldSnapshotManifestView(APIView):
+    permission_classes = [ReadsExports]
+
+    @extend_schema(
+        operation_id="goldsets_versions_manifest",
+        summary="The manifest of a published version's snapshot files",
+        description="Which version, its checksum, item count, publication time and columns: "
+        "the JSON file to keep beside a JSON lines or CSV snapshot (a Parquet snapshot carries "
+        "it in its key-value metadata under `redress.manifest`).",
+        parameters=[p for p in SNAPSHOT_PARAMETERS if p.name != "format"],
+        responses={200: MANIFEST_RESPONSE, **errors_for(400, 401, 403, 404, 409, 429)},
+    )
+    def get(self, request: Request, slug: str, number: int):
+        query_params(request, {"project"})
+        version = goldset_version_for_export(
+            project_ids=caller_of(request).project_ids(DATA),
+            slug=slug,
+            number=number,
+            project_slug=request.query_params.get("project"),
+        )
+        if version is None:
+            raise NotFound(FieldError("version", "not_found", f"No version {number} of {slug!r}."))
+        if version.status != GoldSetVersion.Status.PUBLISHED:
+            raise Conflict.one(
+                "version", "not_published", "Only a published version has snapshot files."
+            )
+        return manifest_response(
+            goldset_version_manifest(version=version), f"{slug}-v{number}.manifest.json"
+        )

@@ -154,6 +154,11 @@ class LineageSerializer(serializers.Serializer):
     item_id = serializers.IntegerField(source="source_item_id", allow_null=True)
     label_ids = serializers.ListField(child=serializers.IntegerField(), source="source_label_ids")
     agreement = serializers.FloatField(source="source_agreement", allow_null=True)
+    agreeing_labels = serializers.IntegerField(
+        source="source_agreeing_labels",
+        allow_null=True,
+        help_text="How many labels agreed with the consensus at promotion (null: by hand).",
+    )
 
 
 class ExpectedOutSerializer(serializers.Serializer):
@@ -199,6 +204,14 @@ class GoldPromoteSerializer(StrictSerializer):
         max_value=1,
         help_text="Override of REDRESS_GOLD_MIN_AGREEMENT for this request (0 to 1; null: the "
         "setting).",
+    )
+    min_labels = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=100,
+        help_text="Least number of labels agreeing with the consensus (null: "
+        "REDRESS_GOLD_MIN_LABELS, default 2: a single reviewer's label is not gold).",
     )
 
 
@@ -350,7 +363,8 @@ class GoldItemListView(APIView):
         summary="Add an item to a draft, or promote a queue item",
         description=AUTH_DESCRIPTION + "Either an item (`key`, `input`, `output`, `expected`, "
         '`segment`) or `{"from_item": <queue item id>}`: a completed queue item whose '
-        "consensus is clear (not a tie nor adjudicated, agreement ≥ `min_agreement`, default "
+        "consensus is clear (not a tie nor adjudicated, at least `min_labels` agreeing labels, "
+        "default REDRESS_GOLD_MIN_LABELS = 2, and agreement ≥ `min_agreement`, default "
         "REDRESS_GOLD_MIN_AGREEMENT) is copied with its lineage. 409: a published version, a "
         "key taken, an item that is not promotable (the error says why).",
         request=ITEM_OR_PROMOTION,
@@ -368,6 +382,7 @@ class GoldItemListView(APIView):
                 item_id=promotion["from_item"],
                 key=promotion.get("key"),
                 min_agreement=promotion.get("min_agreement"),
+                min_labels=promotion.get("min_labels"),
                 actor=request.user,
             )
         else:

@@ -47,6 +47,12 @@ urlpatterns = [
     path("exports", exports.ExportCreateView.as_view(), name="exports"),
     path("exports/<int:pk>", exports.ExportDetailView.as_view(), name="export-detail"),
     path("exports/<int:pk>/download", exports.ExportDownloadView.as_view(), name="export-download"),
+    path("exports/<int:pk>/manifest", exports.ExportManifestView.as_view(), name="export-manifest"),
+    path(
+        "goldsets/<slug:slug>/versions/<int:number>/manifest",
+        exports.GoldSnapshotManifestView.as_view(),
+        name="goldset-manifest",
+    ),
     path(
         "goldsets/<slug:slug>/versions/<int:number>/export",
         exports.GoldSnapshotExportView.as_view(),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import tempfile
@@ -51,7 +52,6 @@ from .rows import (
     SPLIT_OF_CODE,
     ExportPlan,
     arrow_converter,
-    export_columns,
     export_copy_sql,
     export_count_sql,
     export_rows_portable,
@@ -75,6 +75,28 @@ class BuildResult:
     gold_groups: int
     sha256: str
     size: int
+    # What the file says about itself (``manifest.file_manifest``), embedded in Parquet.
+    manifest: dict | None = None
+
+
+# The Parquet key-value metadata key holding the file's manifest (JSON).
+MANIFEST_KEY = b"redress.manifest"
+# Makes a file's manifest once its rows are counted: (plan, rows, rows per split, gold versions).
+ManifestMaker = Callable[[ExportPlan, int, dict, list], dict]
+
+
+class _Embed:
+    """The file's manifest, made when the writer closes (rows counted, before the footer)."""
+
+    def __init__(self, make: ManifestMaker | None, plan: ExportPlan, gold_versions: list):
+        self.make, self.plan, self.gold_versions = make, plan, gold_versions
+        self.manifest: dict | None = None
+
+    def __call__(self, rows: int, per_split: dict) -> dict[bytes, bytes] | None:
+        if self.make is None:
+            return None
+        self.manifest = self.make(self.plan, rows, per_split, self.gold_versions)
+        return {MANIFEST_KEY: json.dumps(self.manifest, sort_keys=True).encode()}
 
 
 class Progress:
@@ -182,11 +204,14 @@ def build_file(
     plan: Callable[[], ExportPlan],
     portable: bool | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    manifest: ManifestMaker | None = None,
 ) -> BuildResult:
     """Write the export's rows into a new temporary file (the caller stores and removes it).
 
     ``plan()`` resolves what to read inside the build's snapshot (the gold keys must agree with
-    the rows); ``portable`` forces the ORM path; ``on_progress(rows, total)`` as rows are written.
+    the rows); ``portable`` forces the ORM path; ``on_progress(rows, total)`` as rows are written;
+    ``manifest(plan, rows, rows_per_split, gold_versions)`` makes the file's manifest once the
+    rows are counted (embedded in a Parquet file's key-value metadata, ``MANIFEST_KEY``).
     """
     use_copy = connection.vendor == "postgresql" and not portable
     outer_atomic = connection.in_atomic_block
@@ -206,19 +231,29 @@ def build_file(
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             plan = plan()
             out = SizeGuard(raw, limit)
-            columns = export_columns(include_labels=plan.include_labels)
+            columns = plan.columns()
+            touched = gold_versions_touched(items=plan.items(), project=export.project)
+            embed = _Embed(manifest, plan, touched)
             if use_copy:
                 rows, per_split = _write_postgres(
-                    export, plan, out, columns, outer_atomic, on_progress
+                    export, plan, out, columns, outer_atomic, on_progress, embed
                 )
             else:
-                rows, per_split = _write_portable(export, plan, out, columns, on_progress)
-            touched = gold_versions_touched(items=plan.items(), project=export.project)
+                rows, per_split = _write_portable(export, plan, out, columns, on_progress, embed)
         checksum, size = out.digest.hexdigest(), out.written
         if os.path.getsize(path) != size:  # something wrote around the guard: hash the file
             checksum, size = _sha256(path)
+        if embed.manifest is None and manifest is not None:  # not Parquet: made here
+            embed(rows, per_split)
         return BuildResult(
-            path, rows, per_split, touched, len(plan.gold_groups), sha256=checksum, size=size
+            path,
+            rows,
+            per_split,
+            touched,
+            len(plan.gold_groups),
+            sha256=checksum,
+            size=size,
+            manifest=embed.manifest,
         )
     except BaseException:
         os.unlink(path)
@@ -226,7 +261,7 @@ def build_file(
 
 
 def _write_portable(
-    export: Export, plan: ExportPlan, out, columns, on_progress=None
+    export: Export, plan: ExportPlan, out, columns, on_progress=None, embed=None
 ) -> tuple[int, dict]:
     total = plan.items().count()
     progress = Progress(
@@ -238,18 +273,23 @@ def _write_portable(
         writer.write_rows(chunk)
         per_split.update(row["split"] for row in chunk)
         progress(writer.rows)
-    writer.close()
-    return writer.rows, {name: per_split.get(name, 0) for name in SPLITS}
+    counts = {name: per_split.get(name, 0) for name in SPLITS}
+    if isinstance(writer, ParquetWriter) and embed is not None:
+        writer.close(metadata=embed(writer.rows, counts))
+    else:
+        writer.close()
+    return writer.rows, counts
 
 
 def _write_postgres(
-    export: Export, plan: ExportPlan, out, columns, outer_atomic: bool, on_progress=None
+    export: Export, plan: ExportPlan, out, columns, outer_atomic: bool, on_progress=None, embed=None
 ) -> tuple[int, dict]:
     count_sql, count_params = export_count_sql(plan=plan)
     with connection.cursor() as cursor:
         # JIT compiles this once-per-export query for seconds and wins nothing back.
         cursor.execute("SET LOCAL jit = off")
         cursor.execute(EXPORT_WORK_MEM)
+        cursor.execute(SESSION_UTC)
         cursor.execute(count_sql, count_params)
         total, low, high = cursor.fetchone()
         snapshot = None
@@ -287,20 +327,29 @@ def _write_postgres(
     ]
     try:
         if arrow_reader:
-            rows = _run_arrow_parts(export.format, parts, out, columns, progress, snapshot)
+            rows = _run_arrow_parts(export.format, parts, out, columns, progress, snapshot, embed)
         else:
-            rows = _run_parts(export.format, parts, out, columns, progress, snapshot)
+            rows = _run_parts(export.format, parts, out, columns, progress, snapshot, embed)
     finally:
         progress.close()
         for part in parts:
             part.discard()
     if rows != total:
         raise RuntimeError(f"wrote {rows} rows where the snapshot counted {total}")
+    return rows, _split_counts(parts)
+
+
+def _split_counts(parts: list[Part]) -> dict[str, int]:
     per_split = {name: 0 for name in SPLITS}
     for part in parts:
         for name, count in part.splits.items():
             per_split[name] += count
-    return rows, per_split
+    return per_split
+
+
+def _close_parquet(writer: ParquetWriter, parts: list[Part], embed) -> None:
+    """Close a Parquet file whose rows are all written, its manifest in the footer."""
+    writer.close(metadata=embed(writer.rows, _split_counts(parts)) if embed else None)
 
 
 FLUSH_BYTES = 1 << 20
@@ -313,7 +362,9 @@ PARALLEL_MIN_ROWS = 50_000
 # Formats whose rows are read as Arrow columns (ADBC) when the build runs on committed rows:
 # CSV stays COPY text, which is already its final form.
 ARROW_READ_FORMATS = (Export.Format.JSONL, Export.Format.PARQUET)
-ARROW_READ_SETUP = ("SET LOCAL jit = off", EXPORT_WORK_MEM)
+# Timestamps are rendered by to_json in the session's time zone: UTC, as Python writes them.
+SESSION_UTC = "SET LOCAL TimeZone = 'UTC'"
+ARROW_READ_SETUP = ("SET LOCAL jit = off", EXPORT_WORK_MEM, SESSION_UTC)
 
 
 def stream_count() -> int:
@@ -463,6 +514,7 @@ def _on_snapshot(snapshot: str | None, work: Callable[[Any], None]) -> None:
             raw.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         raw.execute("SET LOCAL jit = off")
         raw.execute(EXPORT_WORK_MEM)
+        raw.execute(SESSION_UTC)
         work(raw)
         raw.execute("COMMIT")
     finally:
@@ -498,7 +550,7 @@ def _spooling(parts: list[Part], spool: Callable[[Part], None]) -> Iterator[list
             thread.join()
 
 
-def _run_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) -> int:
+def _run_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot, embed=None) -> int:
     done = [0]  # rows read by every stream, for progress (increments happen under the GIL)
 
     def spool(part: Part) -> None:
@@ -508,7 +560,7 @@ def _run_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) ->
         connection.ensure_connection()
         main = connection.connection
         if fmt == Export.Format.PARQUET:
-            rows = _parquet_parts(parts, main, out, columns, progress, done, threads)
+            rows = _parquet_parts(parts, main, out, columns, progress, done, threads, embed)
         else:
             parts[0].copy_into(main, out, progress, done)
             for part, thread in zip(parts[1:], threads, strict=True):
@@ -523,7 +575,9 @@ def _run_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) ->
     return rows
 
 
-def _run_arrow_parts(fmt: str, parts: list[Part], out, columns, progress, snapshot) -> int:
+def _run_arrow_parts(
+    fmt: str, parts: list[Part], out, columns, progress, snapshot, embed=None
+) -> int:
     """Every part read as Arrow batches on its own connection (the snapshot's), the first
     straight into the file, the others spooled (JSON lines, or Arrow IPC for Parquet) and
     appended in order once the first is done."""
@@ -569,6 +623,8 @@ def _run_arrow_parts(fmt: str, parts: list[Part], out, columns, progress, snapsh
                             writer.write_batch(batch)
                 part.discard()
                 progress(done[0])
+        if writer is not None:
+            _close_parquet(writer, parts, embed)
     finally:
         if writer is not None:
             # Also on errors, so pyarrow never flushes into a closed file when collected.
@@ -655,13 +711,13 @@ class CopyReader(io.RawIOBase):
         return len(data)
 
 
-def _parquet_parts(parts, main, out, columns, progress, done, threads) -> int:
+def _parquet_parts(parts, main, out, columns, progress, done, threads, embed=None) -> int:
     """Parquet from COPY … (FORMAT csv) parsed by pyarrow with explicit column types."""
     import pyarrow.csv as pacsv
 
     names = [name for name, _, _ in columns]
     read_types = {
-        # Lists arrive as comma-joined slugs: the converter splits them.
+        # Lists arrive as comma-joined slugs (comments as JSON text): the converter splits them.
         name: (pa.string() if kind == "list" else ARROW_TYPES[kind])
         for name, kind, _ in columns
     }
@@ -702,6 +758,7 @@ def _parquet_parts(parts, main, out, columns, progress, done, threads) -> int:
             if os.path.getsize(part.spool):
                 consume(pacsv.open_csv(part.spool, **options), part)
             part.discard()
+        _close_parquet(writer, parts, embed)
     finally:
         # Also on errors, so pyarrow never flushes into a closed file when collected.
         writer.close()

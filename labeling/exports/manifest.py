@@ -11,7 +11,7 @@ from django.conf import settings
 
 from ..models import Export
 from .engine import BuildResult
-from .rows import export_columns
+from .rows import ExportPlan
 
 _SHA = re.compile(r"^[0-9a-f]{40,64}$")
 
@@ -79,27 +79,73 @@ def code_version() -> str:
     return f"{package}+{commit}" if commit else package
 
 
-def export_manifest(*, export: Export, result: BuildResult, split: dict) -> dict:
-    """The manifest of a built export (``split``: the request's split, defaults filled in)."""
+# How each column kind is encoded, per format: the manifest says it so a reader need not guess.
+ENCODINGS = {
+    "jsonl": {
+        "json": "a JSON value (objects stay objects)",
+        "list": "a JSON array of strings",
+        "timestamp": "ISO 8601 text in UTC (+00:00)",
+    },
+    "csv": {
+        "json": "JSON text (parse it: json.loads)",
+        "list": "JSON text of an array of strings",
+        "timestamp": "ISO 8601 text in UTC (+00:00)",
+        "null": "an empty field",
+    },
+    "parquet": {
+        "json": "JSON text in a string column (field metadata redress.kind = json)",
+        "list": "list<string>",
+        "timestamp": "timestamp[us, UTC]",
+    },
+}
+JSON_STYLE = (
+    "PostgreSQL's jsonb text on every path: ', ' and ': ' separators, object keys shorter "
+    "first then by bytes, non-ASCII as is"
+)
+ORDER = "prediction id, then queue item id (the same on PostgreSQL and SQLite)"
+
+
+def file_manifest(
+    *, export: Export, plan: ExportPlan, rows: int, rows_per_split: dict, gold_versions: list
+) -> dict:
+    """What the file says about itself (embedded in Parquet's key-value metadata under
+    ``redress.manifest``): the request, the counts, the columns and their encoding, the gold
+    versions and the code version. Nothing about this build in particular (the export id, who
+    asked, when): the same request over the same data still gives the same bytes."""
     spec = export.spec or {}
+    split = plan.split.as_dict()
+    columns = plan.columns()
     return {
-        "export": export.pk,
         "project": export.project.slug,
         "queue": export.queue_id,
         "format": export.format,
         "filter": spec.get("filter") or {},
-        "include_labels": bool(spec.get("include_labels")),
+        "include_labels": plan.include_labels,
+        "include_comments": plan.include_comments,
         "split": split,
-        "seed": split.get("seed", 0),
+        "seed": split.get("seed"),
         "exclude_gold_from_train": spec.get("exclude_gold_from_train", True),
-        "gold_groups_kept_out_of_train": result.gold_groups,
-        "gold_versions": result.gold_versions,
-        "rows": result.rows,
-        "rows_per_split": result.rows_per_split,
+        "gold_groups_kept_out_of_train": len(plan.gold_groups),
+        "gold_versions": gold_versions,
+        "rows": rows,
+        "rows_per_split": rows_per_split,
+        "segment_columns": [f"segment.{key}" for key in plan.segment_keys],
         "columns": [
-            {"name": name, "type": kind}
-            for name, kind, _ in export_columns(include_labels=bool(spec.get("include_labels")))
+            {"name": name, "type": kind, "nullable": nullable} for name, kind, nullable in columns
         ],
-        "order": "queue item id",
+        "encoding": {
+            kind: text
+            for kind, text in ENCODINGS[export.format].items()
+            if kind == "null" or any(k == kind for _, k, _ in columns)
+        },
+        "json_style": JSON_STYLE,
+        "weight": "1 / inclusion_probability (Horvitz-Thompson)",
+        "order": ORDER,
         "code_version": code_version(),
     }
+
+
+def export_manifest(*, export: Export, result: BuildResult) -> dict:
+    """The manifest of a built export as the API shows it: the file's own (``file_manifest``)
+    and which export it is."""
+    return {"export": export.pk, **(result.manifest or {})}

@@ -3,8 +3,10 @@
 the project) is the service's (``export_create``).
 
 ``{"queue", "format", "filter": {"model_version", "completed_after", "completed_before",
-"segment"}, "include_labels", "split": {"train", "validation", "test", "key", "seed"},
-"exclude_gold_from_train"}``; ``project`` names the project (an API key's own by default).
+"segment"}, "include_labels", "include": ["labels", "comments"], "segment_columns",
+"split": {"by": "hash", "train", "validation", "test", "key", "seed"} |
+{"by": "time", "validation_from", "test_from"}, "exclude_gold_from_train"}``;
+``project`` names the project (an API key's own by default).
 Unknown fields, values of the wrong JSON type and NUL characters are refused naming the field
 (``filter.segment.locale``, ``split.seed``).
 """
@@ -28,7 +30,14 @@ from ..splits import SEGMENT_PREFIX, SPLITS
 
 FORMATS = tuple(Export.Format.values)
 SEGMENT_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-DEFAULT_SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1, "key": "external_id", "seed": 0}
+DEFAULT_SPLIT = {
+    "by": "hash",
+    "train": 0.8,
+    "validation": 0.1,
+    "test": 0.1,
+    "key": "external_id",
+    "seed": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -97,13 +106,35 @@ class ExportFilterSerializer(StrictSerializer):
 
 
 class ExportSplitSerializer(StrictSerializer):
-    train = serializers.FloatField(required=False, default=0.8, min_value=0, max_value=1)
-    validation = serializers.FloatField(required=False, default=0.1, min_value=0, max_value=1)
-    test = serializers.FloatField(required=False, default=0.1, min_value=0, max_value=1)
-    key = serializers.CharField(
-        required=False, default="external_id", help_text="'external_id' or 'segment.<key>'."
+    by = serializers.ChoiceField(
+        choices=[("hash", "hash"), ("time", "time")],
+        required=False,
+        help_text="'hash' (default): shares by a hash of (seed, key). 'time': by the "
+        "prediction's occurred_at, train before validation_from, validation before test_from, "
+        "test after (no look-ahead).",
     )
-    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**63 - 1)
+    train = serializers.FloatField(
+        required=False, min_value=0, max_value=1, help_text="Hash split; default 0.8."
+    )
+    validation = serializers.FloatField(
+        required=False, min_value=0, max_value=1, help_text="Hash split; default 0.1."
+    )
+    test = serializers.FloatField(
+        required=False, min_value=0, max_value=1, help_text="Hash split; default 0.1."
+    )
+    key = serializers.CharField(
+        required=False,
+        help_text="Hash split: 'external_id' (default) or 'segment.<key>'.",
+    )
+    seed = serializers.IntegerField(
+        required=False, min_value=0, max_value=2**63 - 1, help_text="Hash split; default 0."
+    )
+    validation_from = UtcDateTimeField(
+        required=False, help_text="Time split: the first occurred_at in validation."
+    )
+    test_from = UtcDateTimeField(
+        required=False, help_text="Time split: the first occurred_at in test (≥ validation_from)."
+    )
 
     def validate_key(self, key: str) -> str:
         if key == "external_id" or (
@@ -115,12 +146,55 @@ class ExportSplitSerializer(StrictSerializer):
         )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if abs(sum(attrs[name] for name in SPLITS) - 1.0) > 1e-9:
+        if attrs.get("by") == "time":
+            errors = {
+                name: [
+                    serializers.ErrorDetail(
+                        'Only for a hash split ("by": "hash").', code="not_for_time_split"
+                    )
+                ]
+                for name in (*SPLITS, "key", "seed")
+                if name in attrs
+            }
+            for name in ("validation_from", "test_from"):
+                if attrs.get(name) is None:
+                    errors[name] = [
+                        serializers.ErrorDetail(
+                            "Required by a time split (an ISO 8601 date-time).", code="required"
+                        )
+                    ]
+            if not errors and parse_datetime(attrs["test_from"]) < parse_datetime(
+                attrs["validation_from"]
+            ):
+                errors["test_from"] = [
+                    serializers.ErrorDetail(
+                        "Must not come before validation_from.", code="before_validation_from"
+                    )
+                ]
+            if errors:
+                raise serializers.ValidationError(errors)
+            return attrs
+        errors = {
+            name: [
+                serializers.ErrorDetail(
+                    'Only for a time split ("by": "time").', code="not_for_hash_split"
+                )
+            ]
+            for name in ("validation_from", "test_from")
+            if name in attrs
+        }
+        if errors:
+            raise serializers.ValidationError(errors)
+        shares = {**{name: DEFAULT_SPLIT[name] for name in SPLITS}, **attrs}
+        if abs(sum(shares[name] for name in SPLITS) - 1.0) > 1e-9:
             raise serializers.ValidationError(
                 "train + validation + test must be 1 (missing shares default to 0.8/0.1/0.1).",
                 code="invalid_sum",
             )
         return attrs
+
+
+INCLUDES = ("labels", "comments")
 
 
 class ExportRequestSerializer(StrictSerializer):
@@ -132,10 +206,40 @@ class ExportRequestSerializer(StrictSerializer):
     queue = serializers.IntegerField(required=False, allow_null=True)
     format = serializers.ChoiceField(Export.Format.choices)
     filter = ExportFilterSerializer(required=False, allow_null=True, help_text="null: no filter.")
-    include_labels = serializers.BooleanField(required=False, default=False)
+    include_labels = serializers.BooleanField(
+        required=False, default=False, help_text='The same as "include": ["labels"].'
+    )
+    include = serializers.ListField(
+        child=serializers.ChoiceField(choices=[(name, name) for name in INCLUDES]),
+        required=False,
+        allow_empty=True,
+        max_length=len(INCLUDES),
+        help_text="Optional columns: 'labels' (every label of the item), 'comments' (the end "
+        "users' feedback comments on the prediction, scrubbed at intake).",
+    )
+    segment_columns = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_null=True,
+        max_length=64,
+        help_text="Segment keys to give a column each ('segment.<key>'); null or absent: every "
+        "key of the project's predictions.",
+    )
     split = ExportSplitSerializer(
         required=False, allow_null=True, help_text="null: the default 0.8/0.1/0.1 by external_id."
     )
+
+    def validate_segment_columns(self, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        bad = [key for key in value if not SEGMENT_KEY.match(key)]
+        if bad:
+            raise serializers.ValidationError(
+                f"Letters, digits, '_' and '-', at most 64 characters (not {bad[0]!r}).",
+                code="invalid_key",
+            )
+        return sorted(set(value))
+
     exclude_gold_from_train = serializers.BooleanField(required=False, default=True)
 
 
@@ -151,15 +255,24 @@ def export_request(data: Any) -> ExportRequest:
     }
     if raw_filter.get("segment"):
         spec_filter["segment"] = dict(sorted(raw_filter["segment"].items()))
-    split = {**DEFAULT_SPLIT, **(clean.get("split") or {})}
-    split.update({name: float(split[name]) for name in SPLITS})
-    return ExportRequest(
-        queue_id=clean.get("queue"),
-        format=clean["format"],
-        spec={
-            "filter": spec_filter,
-            "include_labels": clean["include_labels"],
-            "split": split,
-            "exclude_gold_from_train": clean["exclude_gold_from_train"],
-        },
-    )
+    asked = clean.get("split") or {}
+    if asked.get("by") == "time":
+        split = {
+            "by": "time",
+            "validation_from": asked["validation_from"],
+            "test_from": asked["test_from"],
+        }
+    else:
+        split = {**DEFAULT_SPLIT, **asked}
+        split.update({name: float(split[name]) for name in SPLITS})
+    include = set(clean.get("include") or ())
+    spec: dict[str, Any] = {
+        "filter": spec_filter,
+        "include_labels": clean["include_labels"] or "labels" in include,
+        "include_comments": "comments" in include,
+        "split": split,
+        "exclude_gold_from_train": clean["exclude_gold_from_train"],
+    }
+    if clean.get("segment_columns") is not None:
+        spec["segment_columns"] = clean["segment_columns"]
+    return ExportRequest(queue_id=clean.get("queue"), format=clean["format"], spec=spec)

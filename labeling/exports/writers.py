@@ -5,10 +5,12 @@ PostgreSQL paths (see ``engine``), and writes to a binary file object; nothing b
 chunk (and, for Parquet, one row group) is held in memory. The columns and their types are the
 row format's (``rows``).
 
-Determinism: columns in a fixed order; JSON values written canonically (sorted keys, compact);
+Determinism: columns in a fixed order; JSON values written canonically (``canonical``: the
+style PostgreSQL gives jsonb text, which the COPY paths write as is);
 CSV with ``\\n`` line ends; Parquet with fixed-size row groups (rows are re-batched, so how the
-input arrived never shows), no timestamps or host names in the file metadata (only the schema
-and pyarrow's ``created_by`` version string).
+input arrived never shows), no timestamps or host names in the file metadata (the schema, pyarrow's
+``created_by`` version string and the file's manifest under ``redress.manifest``, which records
+the request, the counts and the code version, but not the export's id nor when it was built).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .rows import Columns, arrow_schema
+from .rows import TIMESTAMP_KINDS, Columns, arrow_schema, iso_timestamp
 
 # Rows per Parquet row group: a fixed number makes the file layout independent of how rows
 # arrived; 16k rows of a typical export are 5-10 MB in memory: the worker stays small.
@@ -49,8 +51,39 @@ def arrow_pool() -> pa.MemoryPool:
         return pa.default_memory_pool()
 
 
+def _jsonb_key(key: str) -> tuple[int, bytes]:
+    encoded = key.encode()
+    return (len(encoded), encoded)
+
+
+def _jsonb_ordered(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonb_ordered(value[key]) for key in sorted(value, key=_jsonb_key)}
+    if isinstance(value, list):
+        return [_jsonb_ordered(item) for item in value]
+    return value
+
+
 def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """JSON text as PostgreSQL writes jsonb: ``", "`` and ``": "`` separators, object keys
+    shorter first then by their UTF-8 bytes, non-ASCII characters as they are. The COPY paths
+    render nested values with PostgreSQL itself (no per-row JSON work in Python), so the
+    Python writers follow its style: one style in every file, on every database."""
+    return json.dumps(_jsonb_ordered(value), ensure_ascii=False)
+
+
+def float_text(value: float) -> str:
+    """A float as PostgreSQL's float8 output writes it (the COPY paths): the shortest exact
+    form, without Python's ``.0`` on whole numbers (a weight of 20, not 20.0)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def text_cell(kind: str, value: Any) -> Any:
+    """A value as JSON lines and CSV hold it (timestamps as ISO text in UTC)."""
+    if kind in TIMESTAMP_KINDS:
+        return iso_timestamp(value)
+    return value
 
 
 class JsonlWriter:
@@ -61,16 +94,32 @@ class JsonlWriter:
 
     def __init__(self, out: IO[bytes], columns: Columns) -> None:
         self.out, self.names = out, [name for name, _, _ in columns]
+        self.timestamps = [name for name, kind, _ in columns if kind in TIMESTAMP_KINDS]
+        # Top-level floats are written as the database writes them; nested ones are JSON's.
+        self.floats = {name for name, kind, _ in columns if kind == "float"}
         self.rows = 0
 
     def write_rows(self, rows: Sequence[dict]) -> None:
         names = self.names
         keys = [json.dumps(name) for name in names]
-        # Top level in column order (sort_keys would reorder it), nested values canonical.
+        floats = self.floats
+
+        def cell(name: str, value: Any) -> str:
+            if value is not None and name in floats:
+                return float_text(value)
+            return canonical(value)
+
+        if self.timestamps:
+            rows = [
+                {**row, **{name: iso_timestamp(row[name]) for name in self.timestamps}}
+                for row in rows
+            ]
+        # Top level in column order (sort_keys would reorder it), values canonical, with the
+        # separators of the nested values.
         self.out.write(
             "".join(
                 "{"
-                + ",".join(f"{k}:{canonical(row[n])}" for k, n in zip(keys, names, strict=True))
+                + ", ".join(f"{k}: {cell(n, row[n])}" for k, n in zip(keys, names, strict=True))
                 + "}\n"
                 for row in rows
             ).encode()
@@ -106,8 +155,8 @@ class CsvWriter:
         if kind in ("json", "list"):
             return canonical(value)
         if kind == "float":
-            return repr(float(value))
-        return value
+            return float_text(value)
+        return text_cell(kind, value)
 
     def write_rows(self, rows: Iterable[dict]) -> None:
         columns = self.columns
@@ -146,6 +195,7 @@ class ParquetWriter:
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.rows = 0
+        self.closed = False
 
     def write_rows(self, rows: Sequence[dict]) -> None:
         data: dict[str, list] = {name: [] for name, _, _ in self.columns}
@@ -178,9 +228,16 @@ class ParquetWriter:
         # its high-water mark, and the worker's peak memory is part of the contract.
         self.pool.release_unused()
 
-    def close(self) -> None:
+    def close(self, metadata: dict[bytes, bytes] | None = None) -> None:
+        """Write the last row group and the footer, with ``metadata`` in the file's key-value
+        metadata. A second call does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         if self.pending_rows:
             self._flush(self.pending_rows)
+        if metadata:
+            self.writer.add_key_value_metadata(metadata)
         self.writer.close()
 
 

@@ -217,6 +217,11 @@ class GoldItem(models.Model):
     source_item_id = models.BigIntegerField(null=True, blank=True)
     source_label_ids = models.JSONField(default=list, blank=True)
     source_agreement = models.FloatField(null=True, blank=True)
+    source_agreeing_labels = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="How many of the item's labels agreed with the consensus it was promoted with.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = GoldItemQuerySet.as_manager()

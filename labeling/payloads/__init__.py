@@ -12,7 +12,7 @@ project's taxonomy, a queue of the project, a key taken).
 - ``labels``: a reviewer's label (``label_input``).
 - ``audits``: an audit request (``audit_request``).
 - ``queues``: a queue's configuration (``queue_input``).
-- Gold promotion's ``{"from_item", "key", "min_agreement"}`` is still declared in
+- Gold promotion's ``{"from_item", "key", "min_agreement", "min_labels"}`` is still declared in
   ``labeling.api.goldsets`` (``GoldPromoteSerializer``).
 - Exports keep theirs in ``labeling.exports.request`` (``export_request``).
 """

@@ -22,6 +22,7 @@ attempt can never overwrite a newer one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -36,9 +37,9 @@ from feedback.models import Project
 
 from ..enqueue import enqueue_after_commit
 from ..exports.engine import build_file
-from ..exports.manifest import export_manifest
+from ..exports.manifest import export_manifest, file_manifest
 from ..exports.request import DEFAULT_SPLIT, ExportRequest
-from ..exports.rows import ExportPlan
+from ..exports.rows import ExportPlan, segment_keys_of
 from ..exports.storage import export_file_delete, export_file_store
 from ..models import Export, Queue
 from ..selectors.exports import gold_group_keys
@@ -105,14 +106,23 @@ def _plan(export: Export) -> ExportPlan:
     spec = export.spec or {}
     split = SplitSpec(**{**DEFAULT_SPLIT, **(spec.get("split") or {})})
     exclude_gold = spec.get("exclude_gold_from_train", True)
-    return ExportPlan(
+    plan = ExportPlan(
         project=export.project,
         queue_id=export.queue_id,
         filter=spec.get("filter") or {},
         include_labels=bool(spec.get("include_labels")),
+        include_comments=bool(spec.get("include_comments")),
         split=split,
         gold_groups=gold_group_keys(project=export.project, spec=split) if exclude_gold else [],
     )
+    keys = spec.get("segment_columns")
+    # Unnamed: the project's keys, read in the build's snapshot (as the rows are).
+    segment_keys = (
+        tuple(keys)
+        if keys is not None
+        else segment_keys_of(project=export.project, filter=plan.filter)
+    )
+    return dataclasses.replace(plan, segment_keys=segment_keys)
 
 
 def export_build(
@@ -147,14 +157,23 @@ def export_build(
     result = None
     try:
         result = build_file(
-            export, plan=lambda: _plan(export), portable=portable, on_progress=on_progress
+            export,
+            plan=lambda: _plan(export),
+            portable=portable,
+            on_progress=on_progress,
+            manifest=lambda plan, rows, per_split, gold_versions: file_manifest(
+                export=export,
+                plan=plan,
+                rows=rows,
+                rows_per_split=per_split,
+                gold_versions=gold_versions,
+            ),
         )
         checksum, size = result.sha256, result.size
         name = export_file_store(export=export, path=result.path, checksum=checksum)
-        split = (export.spec or {}).get("split") or DEFAULT_SPLIT
         manifest = {
             **(export.manifest or {}),
-            **export_manifest(export=export, result=result, split=split),
+            **export_manifest(export=export, result=result),
             "sha256": checksum,
             "size_bytes": size,
             "file": name,

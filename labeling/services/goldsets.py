@@ -14,9 +14,12 @@ serialised: an edit that loses the race sees the version published and is refuse
 Promotion copies a completed queue item into a draft: the prediction's input, output and
 segment, the consensus as the expectation, and its lineage by value (prediction id,
 external_id, model_version, queue item id, label ids, agreement). Only a clear consensus is
-promoted: complete, not a tie, not settled by adjudication, with an agreement of at least
+promoted: complete, not a tie, not settled by adjudication, with at least
+``REDRESS_GOLD_MIN_LABELS`` labels agreeing with the consensus (default 2: one reviewer's word is
+not gold; a request may pass its own ``min_labels``) and an agreement of at least
 ``REDRESS_GOLD_MIN_AGREEMENT`` (default 0.66, so two reviewers of three; a request may pass its
-own ``min_agreement``). The agreement is the share of the item's labels that agree with its
+own ``min_agreement``). The gold item records how many labels agreed. The agreement is the
+share of the item's labels that agree with its
 consensus verdict and, when the consensus names a true label, the lower of that and the share
 agreeing with the true label (Dawid-Skene queues: the share agreeing with the estimate).
 """
@@ -49,6 +52,7 @@ from . import notifications
 
 __all__ = [
     "DEFAULT_MIN_AGREEMENT",
+    "DEFAULT_MIN_LABELS",
     "gold_item_add",
     "gold_item_promote",
     "gold_item_remove",
@@ -61,9 +65,12 @@ __all__ = [
     "goldset_version_publish",
     "goldset_versions_diff",
     "min_agreement_setting",
+    "min_labels_setting",
 ]
 
 DEFAULT_MIN_AGREEMENT = 0.66
+DEFAULT_MIN_LABELS = 2
+MIN_LABELS_MAX = 100
 # Fields a copy into a new draft carries over: the content and its lineage.
 COPIED_FIELDS = (
     *CONTENT_FIELDS,
@@ -73,12 +80,17 @@ COPIED_FIELDS = (
     "source_item_id",
     "source_label_ids",
     "source_agreement",
+    "source_agreeing_labels",
 )
 Verdict = Label.Verdict
 
 
 def min_agreement_setting() -> float:
     return float(getattr(settings, "REDRESS_GOLD_MIN_AGREEMENT", DEFAULT_MIN_AGREEMENT))
+
+
+def min_labels_setting() -> int:
+    return int(getattr(settings, "REDRESS_GOLD_MIN_LABELS", DEFAULT_MIN_LABELS))
 
 
 def _person(actor: Any) -> Any:
@@ -285,6 +297,16 @@ def _check_threshold(value: Any, errors: list[FieldError]) -> None:
         errors.append(FieldError("min_agreement", "invalid", "A share of labels, from 0 to 1."))
 
 
+def agreeing_labels(*, consensus: dict[str, Any], labels: list[Label]) -> int:
+    """How many labels agree with the consensus: its verdict and, when it names one, its true
+    label."""
+    return sum(
+        label.verdict == consensus.get("verdict")
+        and (not consensus.get("true_label") or label.true_label == consensus["true_label"])
+        for label in labels
+    )
+
+
 def promotion_agreement(*, consensus: dict[str, Any], labels: list[Label]) -> float:
     """The share of labels agreeing with the consensus (see the module docstring)."""
     if not labels:
@@ -304,21 +326,32 @@ def gold_item_promote(
     actor: Any = None,
     key: str | None = None,
     min_agreement: float | None = None,
+    min_labels: int | None = None,
 ) -> GoldItem:
     """Copy a completed queue item with a clear consensus into a draft (module docstring).
 
     404: no such item in the gold set's project. 409: a hidden gold check, an item that is not
-    complete, a tie or an adjudicated item, an agreement under the threshold, an item already
-    in the draft, a taken key, a published version.
+    complete, a tie or an adjudicated item, fewer agreeing labels than ``min_labels`` (default
+    ``REDRESS_GOLD_MIN_LABELS``), an agreement under the threshold, an item already in the
+    draft, a taken key, a published version.
     """
     errors: list[FieldError] = []
     if min_agreement is not None:
         _check_threshold(min_agreement, errors)
+    if min_labels is not None and (
+        isinstance(min_labels, bool)
+        or not isinstance(min_labels, int)
+        or not 1 <= min_labels <= MIN_LABELS_MAX
+    ):
+        errors.append(
+            FieldError("min_labels", "invalid", f"A whole number from 1 to {MIN_LABELS_MAX}.")
+        )
     if key is not None:
         check_string(key, "key", errors, max_chars=KEY_MAX_CHARS, allow_blank=False)
     if errors:
         raise InvalidInput(errors)
     threshold = min_agreement if min_agreement is not None else min_agreement_setting()
+    least_labels = min_labels if min_labels is not None else min_labels_setting()
     with transaction.atomic():
         version = _locked_draft(version)
         item = (
@@ -336,12 +369,21 @@ def gold_item_promote(
         consensus = item.consensus or {}
         labels = list(Label.objects.filter(item=item).order_by("id"))
         agreement = promotion_agreement(consensus=consensus, labels=labels)
+        agreeing = agreeing_labels(consensus=consensus, labels=labels)
         if agreement < threshold:
             raise Conflict.one(
                 "from_item",
                 "low_agreement",
                 f"Item {item.pk}: {agreement:.0%} of its {len(labels)} labels agree with the "
                 f"consensus, under the {threshold:.0%} a gold item needs.",
+            )
+        if agreeing < least_labels:
+            raise Conflict.one(
+                "from_item",
+                "too_few_labels",
+                f"Item {item.pk}: {agreeing} of its {len(labels)} labels agree with the "
+                f"consensus; a gold item needs at least {least_labels} agreeing labels "
+                "(min_labels).",
             )
         prediction = item.prediction
         key = key or prediction.external_id
@@ -368,6 +410,7 @@ def gold_item_promote(
             source_item_id=item.pk,
             source_label_ids=[label.pk for label in labels],
             source_agreement=round(agreement, 6),
+            source_agreeing_labels=agreeing,
         )
         GoldSetVersion.objects.filter(pk=version.pk).update(item_count=F("item_count") + 1)
         return gold

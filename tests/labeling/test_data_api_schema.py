@@ -117,7 +117,8 @@ def seed(project) -> dict[str, Any]:
     v1 = gold_set.versions.get()
     for key in GOLD_KEYS:
         gold_item_add(version=v1, item=gold_item_input(gold_item(key)))
-    gold_item_promote(version=v1, item_id=completed[0])  # labeled, agreement 1.0
+    # labeled by one reviewer, agreement 1.0: one label is enough only when asked
+    gold_item_promote(version=v1, item_id=completed[0], min_labels=1)
     goldset_version_publish(version=v1)
     v2 = goldset_version_create_draft(gold_set=gold_set)
     gold_item_add(version=v2, item=gold_item_input(gold_item("draft-c")))
@@ -429,9 +430,15 @@ def test_a_notes_body_that_is_not_an_object_is_400(data_world, operation_id, bod
 
 
 @pytest.mark.django_db
-def test_a_promotion_with_null_key_and_threshold_takes_the_defaults(data_world):
+def test_a_promotion_with_null_key_and_threshold_takes_the_defaults(data_world, settings):
     # Accepted, where the schema said a string and a number: now documented as nullable.
-    body = {"from_item": data_world["items"][7], "key": None, "min_agreement": None}
+    settings.REDRESS_GOLD_MIN_LABELS = 1  # the item has one reviewer's label
+    body = {
+        "from_item": data_world["items"][7],
+        "key": None,
+        "min_agreement": None,
+        "min_labels": None,
+    }
     created = call(
         "goldsets_items_add",
         data_world,

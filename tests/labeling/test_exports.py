@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from feedback.models import Feedback, Prediction
 from labeling.exports.request import export_request
-from labeling.exports.rows import arrow_schema, export_columns
+from labeling.exports.rows import arrow_schema, export_columns, iso_timestamp
 from labeling.models import Export, GoldItem, GoldSet, GoldSetVersion, Label, Queue, QueueItem
 from labeling.selectors.exports import export_items
 from labeling.services.exports import (
@@ -213,7 +213,12 @@ def test_jsonl_rows_hold_what_api_md_lists_and_weights_are_one_over_pi(project, 
         ).select_related("prediction")
     }
     assert len(rows) == 240 == len(items) == export.rows
-    assert list(rows[0]) == [name for name, _, _ in export_columns(include_labels=False)]
+    assert list(rows[0]) == [
+        name
+        for name, _, _ in export_columns(
+            include_labels=False, segment_keys=("device", "locale")
+        )
+    ]
     assert {r["external_id"] for r in rows} == set(items)  # the open item and gold check absent
     for row in rows:
         item = items[row["external_id"]]
@@ -244,7 +249,12 @@ def test_csv_round_trips_through_the_csv_module(project, labeled, gold):
     records = list(csv.DictReader(io.StringIO(content(export).decode(), newline="")))
 
     assert len(records) == len(from_jsonl) == 240
-    kinds = {name: kind for name, kind, _ in export_columns(include_labels=False)}
+    kinds = {
+        name: kind
+        for name, kind, _ in export_columns(
+            include_labels=False, segment_keys=("device", "locale")
+        )
+    }
     for record, row in zip(records, from_jsonl, strict=True):
         decoded = {}
         for name, text in record.items():
@@ -255,7 +265,7 @@ def test_csv_round_trips_through_the_csv_module(project, labeled, gold):
                 decoded[name] = json.loads(text)
             elif kind == "float":
                 decoded[name] = float(text)
-            elif kind == "int":
+            elif kind in ("int", "bigint"):
                 decoded[name] = int(text)
             else:
                 decoded[name] = text
@@ -270,7 +280,9 @@ def test_parquet_reads_back_with_the_typed_schema(project, labeled, gold):
     table = pq.read_table(io.BytesIO(content(export)))
 
     assert table.num_rows == 240 == export.rows
-    assert table.schema.equals(arrow_schema(export_columns(include_labels=True)))
+    assert table.schema.remove_metadata().equals(
+        arrow_schema(export_columns(include_labels=True, segment_keys=("device", "locale")))
+    )
     assert str(table.schema.field("feedback_categories").type) == "list<element: string>"
     assert str(table.schema.field("weight").type) == "double"
     assert str(table.schema.field("n_labels").type) == "int32"
@@ -279,6 +291,8 @@ def test_parquet_reads_back_with_the_typed_schema(project, labeled, gold):
     for record, row in zip(table.to_pylist(), from_jsonl, strict=True):
         for name in ("input", "output", "segment", "correction", "labels"):
             record[name] = None if record[name] is None else json.loads(record[name])
+        for name in ("occurred_at", "first_feedback_at", "completed_at"):
+            record[name] = iso_timestamp(record[name])
         assert record == row
     labeled_row = next(r for r in from_jsonl if r["external_id"] == "labeled-00007")
     assert labeled_row["labels"] == [
@@ -416,6 +430,7 @@ def test_manifest_records_the_request_and_the_gold_versions_touched(project, lab
     manifest = export.manifest
     assert manifest["filter"] == {"model_version": "v2", "segment": {"device": "web"}}
     assert manifest["split"] == {
+        "by": "hash",
         "train": 0.7,
         "validation": 0.2,
         "test": 0.1,

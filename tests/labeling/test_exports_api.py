@@ -257,6 +257,7 @@ def test_admin_lists_exports_with_a_download_link_and_creates_one(
     export = Export.objects.exclude(pk=done.pk).get()
     assert export.status == "pending" and export.format == "parquet"
     assert export.spec["split"] == {
+        "by": "hash",
         "train": 0.7,
         "validation": 0.15,
         "test": 0.15,
@@ -277,7 +278,7 @@ def test_admin_export_form_and_page_read_as_people_expect(
 
     # no literal "null" in the segment box; date pickers; queues tagged with their project
     assert 'name="segment"' in form and ">null<" not in form and 'value="null"' not in form
-    assert form.count('type="datetime-local"') == 2
+    assert form.count('type="datetime-local"') == 4  # completed after/before, the time split
     assert f'value="{labeled.pk}" data-project="{project.pk}"' in form
     assert f'value="{elsewhere.pk}" data-project="{other_project.pk}"' in form
     assert "labeling/export_form.js" in form

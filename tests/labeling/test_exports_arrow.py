@@ -158,3 +158,42 @@ def test_a_failure_mid_stream_cancels_every_stream_and_leaves_nothing(
     assert default_storage.listdir(f"exports/{project.slug}")[1] == [
         reference.file.name.rsplit("/", 1)[1]
     ]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_comments_and_a_time_split_read_the_same_both_ways(
+    project, committed, readers, settings, fmt
+):
+    from feedback.models import Feedback
+
+    # Comments hold commas, quotes and line breaks: JSON text on the COPY CSV path, a text
+    # array on the Arrow reader's.
+    for n, feedback in enumerate(Feedback.objects.filter(project=project).order_by("id")):
+        Feedback.objects.filter(pk=feedback.pk).update(comment=f'say "{n}", then\nstop' * (n % 2))
+    request = {
+        "include": ["comments"],
+        "split": {
+            "by": "time",
+            "validation_from": "2000-01-01T00:00:00Z",
+            "test_from": "2100-01-01T00:00:00Z",
+        },
+    }
+    settings.REDRESS_EXPORT_STREAMS = 2
+    settings.REDRESS_EXPORT_ARROW_READER = False
+    text = built(project, committed, fmt, **request)
+    settings.REDRESS_EXPORT_ARROW_READER = True
+    arrow = built(project, committed, fmt, **request)
+
+    assert len(readers) == 2
+    assert content(arrow) == content(text)
+    assert (
+        arrow.rows_per_split == text.rows_per_split == {"train": 0, "validation": 1200, "test": 0}
+    )
+    if fmt == "parquet":
+        comments = pq.read_table(io.BytesIO(content(arrow))).column("feedback_comments")
+    else:
+        lines = content(arrow).decode().split("\n")[:-1]
+        comments = [json.loads(line)["feedback_comments"] for line in lines]
+    comments = comments.to_pylist() if fmt == "parquet" else comments
+    assert sum(1 for c in comments if c) == 90  # 3 predictions of 4 with feedback have one
+    assert any('say "1", then\nstop' in c for c in comments)

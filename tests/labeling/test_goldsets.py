@@ -640,6 +640,42 @@ def test_promotion_threshold_from_settings_and_per_request(settings, draft, trio
     )
 
 
+def test_a_single_label_is_refused_for_promotion_by_default(
+    project, settings, draft, make_reviewer, make_items
+):
+    # given: one reviewer's label completes each item (overlap 1): agreement 1.0 over one label
+    solo = Queue.objects.create(project=project, name="solo", overlap=1)
+    alone = make_reviewer("alone", solo)
+    single = review(solo, make_items, [alone], ["correct"], "s")
+    assert single.status == "complete" and single.consensus["agreement"] == 1.0
+    trio_queue = Queue.objects.create(project=project, name="pair-of-three", overlap=3)
+    reviewers = [make_reviewer(name, trio_queue) for name in ("dee", "eve", "fay")]
+    two_agree = review(trio_queue, make_items, reviewers, ["correct", "correct", "unsure"], "t")
+
+    # when: promoted by default, with min_labels=1 asked, and with the setting raised
+    with pytest.raises(Conflict) as refused:
+        gold_item_promote(version=draft, item_id=single.pk)
+    with pytest.raises(InvalidInput) as bad:
+        gold_item_promote(version=draft, item_id=single.pk, min_labels=0)
+    settings.REDRESS_GOLD_MIN_LABELS = 3
+    with pytest.raises(Conflict) as three_needed:
+        gold_item_promote(version=draft, item_id=two_agree.pk, min_agreement=0.5)
+    del settings.REDRESS_GOLD_MIN_LABELS
+    two = gold_item_promote(version=draft, item_id=two_agree.pk, min_agreement=0.5)
+    one = gold_item_promote(version=draft, item_id=single.pk, min_labels=1)
+
+    # then: refused naming the rule; the gold rows record how many labels agreed
+    assert refused.value.errors[0].field == "from_item"
+    assert refused.value.errors[0].code == "too_few_labels"
+    assert "1 of its 1 labels" in refused.value.errors[0].detail
+    assert "at least 2" in refused.value.errors[0].detail
+    assert bad.value.errors[0].field == "min_labels"
+    assert three_needed.value.errors[0].code == "too_few_labels"
+    assert (two.source_agreeing_labels, len(two.source_label_ids)) == (2, 3)
+    assert (one.source_agreeing_labels, one.source_agreement) == (1, 1.0)
+    assert sorted(draft.items.values_list("source_agreeing_labels", flat=True)) == [1, 2]
+
+
 def test_promotion_refuses_what_is_not_a_clear_consensus(
     project, other_project, draft, queue, make_reviewer, make_items
 ):

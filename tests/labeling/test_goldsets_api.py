@@ -90,6 +90,7 @@ def test_create_add_publish_draft_and_diff_with_a_data_key(data_client, project)
             "item_id": None,
             "label_ids": [],
             "agreement": None,
+            "agreeing_labels": None,
         },
         "created_at": None,
     }
@@ -171,6 +172,7 @@ def test_promotion_through_the_api(data_client, project, make_reviewer, make_ite
     assert body["lineage"]["external_id"] == item.prediction.external_id
     assert len(body["lineage"]["label_ids"]) == 3
     assert round(body["lineage"]["agreement"], 4) == 0.6667
+    assert body["lineage"]["agreeing_labels"] == 2
     assert (again.status_code, codes(again)) == (409, ["already_promoted"])
     assert unknown.status_code == 404
     assert (mixed.status_code, codes(mixed)) == (400, ["unknown_field"])
