@@ -16,14 +16,16 @@ was counted), every completed review. Incremental step (``rollups_step``), in ON
    the lag (intake transactions last milliseconds) keeps such a row above the watermark. A row
    that still slipped through is counted the next time its hour is recounted, and
    ``rebuild_rollups`` recounts everything.
-3. New predictions and feedback (ids between the old and the new watermark; append-only rows)
-   are *added*: on PostgreSQL one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE``
-   per table (metric, category), read through the primary keys, so 1M new feedback rows cost
-   one pass over those rows and nothing over the old ones.
-4. Hours whose rows change in place (a dispute resolved: a ``DisputeEvent``; a review completed
-   or its label edited, by time) are *recounted* from the raw rows (delete, insert), bounded by
-   the new watermarks, after the additions: a recount overrides what step 3 added to its hour.
-   (SQLite, the test database: every touched hour is recounted, in Python.)
+3. New feedback (ids between the old and the new watermark; feedback rows are appended, their
+   later changes come as dispute events) is *added*: on PostgreSQL one
+   ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per rollup table, reading the
+   new rows through the primary key, so 1M new feedback rows cost one pass over those rows and
+   nothing over the old ones.
+4. Hours that changed otherwise are *recounted* from the raw rows (delete, insert), bounded by
+   the new watermarks, after the additions (a recount overrides what step 3 added to its
+   hour): the hours of new predictions (usually the current one), of dispute events (a
+   dispute resolved), of reviews completed or labels edited (by time). (SQLite, the test
+   database: the hours of new feedback are recounted too, in Python, instead of step 3.)
 5. Advance the watermarks. A crash rolls everything back; a double run finds nothing new.
 
 ``rollups_rebuild`` recounts every hour of every project with the function of step 4.
