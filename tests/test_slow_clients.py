@@ -42,6 +42,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_response(s: socket.socket) -> tuple[bytes, bytes]:
+    """(head, body) of one response, read up to its Content-Length: not to the end of the
+    connection, which nginx keeps open for a while after a refusal to drain the unread body
+    (lingering close, 5 s)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")[1:]
+            if line.lower().startswith(b"content-length:")
+        ),
+        None,
+    )
+    while length is None or len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head, body
+
+
 def get(port: int, path: str, timeout: float) -> tuple[int, bytes, float]:
     """One HTTP/1.1 request on a fresh connection: (status, body, seconds)."""
     started = time.monotonic()
@@ -180,7 +207,7 @@ def test_nginx_refusals_are_in_the_error_shape(served, tmp_path):
             b"POST /api/v1/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
             b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n"
         )
-        head, _, body = b"".join(iter(lambda: s.recv(65536), b"")).partition(b"\r\n\r\n")
+        head, body = read_response(s)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b'"code": "too_large"' in body
 
