@@ -45,8 +45,9 @@ def test_grouped_totals_equal_one_window_at_a_time(project):
     ):
         for version in ("v1", "v2", None, "v9"):
             for segment in (None, ("locale", "de-DE"), ("locale", "xx-XX")):
-                for hours in (1, 7, 48):
-                    start = T0 + dt.timedelta(hours=48 - hours)
+                # windows inside the 48 hours of the stream, so both ends have rows beside them
+                for first, hours in ((10, 1), (5, 7), (20, 24), (0, 48)):
+                    start = T0 + dt.timedelta(hours=first)
                     specs.append(
                         {
                             "project_id": project.pk,
@@ -59,7 +60,7 @@ def test_grouped_totals_equal_one_window_at_a_time(project):
                     )
     grouped = metric_totals(specs)
     one_by_one = [metric_total(**spec) for spec in specs]
-    assert any(t["denominator"] for t in one_by_one)  # the windows hold data
+    assert sum(bool(t["denominator"]) for t in one_by_one) > len(specs) // 3  # data
     assert any(not t["denominator"] for t in one_by_one)  # and some hold none
     for spec, a, b in zip(specs, grouped, one_by_one, strict=True):
         assert _close(a, b), spec
