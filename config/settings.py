@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from our static files, no CDN
+    "corsheaders",  # browser feedback tokens: per-project origins (feedback/api/cors.py)
     "feedback",
     "labeling",
     "monitoring",
@@ -107,6 +108,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # CORS for the feedback-token endpoints only, per project (feedback/api/cors.py). First, so
+    # that it answers preflights and sees every response, the intake lane's too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -329,11 +333,33 @@ REDRESS_INGEST_RATE = env_str("REDRESS_INGEST_RATE", "600/minute")
 # Most requests an intake process takes from a key's rate at once (feedback/api/throttling.py);
 # only keys allowed 1,000 or more per window take more than one. 1 turns leases off.
 REDRESS_INGEST_LEASE = env_int("REDRESS_INGEST_LEASE", 50)
+# Browser feedback tokens (feedback/api/token_grant.py): requests per token, and per end user
+# of a project whatever token they hold. 429 with Retry-After past either.
+REDRESS_FEEDBACK_TOKEN_RATE = env_str("REDRESS_FEEDBACK_TOKEN_RATE", "30/minute")
+REDRESS_FEEDBACK_END_USER_RATE = env_str("REDRESS_FEEDBACK_END_USER_RATE", "60/minute")
+
+# CORS (django-cors-headers): no origin is allowed globally. Only the token endpoints can
+# answer with CORS headers, and only to an origin a project lists (Project.allowed_origins,
+# checked by the signal handler in feedback/api/cors.py). Key-authenticated requests never do.
+CORS_ALLOWED_ORIGINS: list[str] = []
+CORS_ALLOW_ALL_ORIGINS = False
+CORS_ALLOW_CREDENTIALS = False  # tokens travel in a header, never with cookies
+# corsheaders turns itself on for a request when CORS_URLS_REGEX matches *or* its signal says so.
+# The signal alone decides here (the regex matches nothing), so that a request it refuses (a
+# key's, any other path) goes through untouched, without even a ``Vary: Origin``.
+CORS_URLS_REGEX = r"^(?!)"
+# The paths a feedback token may call from a browser: the only ones that may get CORS headers.
+REDRESS_TOKEN_CORS_PATHS = r"^/api/v1/(feedback|categories|disputes/[0-9]+)$"
+CORS_ALLOW_METHODS = ("GET", "POST", "OPTIONS")
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "idempotency-key")
+CORS_EXPOSE_HEADERS = ("Retry-After",)  # the widget backs off as told
+CORS_PREFLIGHT_MAX_AGE = 600
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "feedback.api.auth.ApiKeyAuthentication",
         "feedback.api.token_auth.PersonalTokenAuthentication",
+        "feedback.api.token_grant.FeedbackTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -46,6 +46,7 @@ from .models import (
 from .selectors import feedback_list, with_any_category
 from .services.categories import category_save
 from .services.disputes import dispute_resolve
+from .services.feedback_tokens import clean_origins, token_secret_rotate
 from .services.keys import apikey_create, apikey_revoke, project_cache_invalidate
 from .services.projects import (
     membership_grant,
@@ -135,21 +136,92 @@ class MembershipInline(ProjectInlineMixin, admin.TabularInline):
         return False
 
 
+class OriginsField(forms.CharField):
+    """A project's allowed origins, one per line (stored as a list, checked by the service's
+    ``clean_origins``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "cols": 60}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(value)
+        if isinstance(value, str) and value.startswith("["):  # the model field's JSON text
+            try:
+                return "\n".join(json.loads(value))
+            except ValueError:
+                return value
+        return value
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value) or ""
+        origins = [line.strip() for line in text.splitlines() if line.strip()]
+        try:
+            return clean_origins(origins)
+        except ServiceError as exc:
+            raise forms.ValidationError([error.detail for error in exc.errors]) from exc
+
+
+class ProjectForm(forms.ModelForm):
+    allowed_origins = OriginsField(
+        required=False,
+        help_text="One origin per line (https://app.example.com): pages there may embed the "
+        "feedback widget. CORS applies to the feedback-token endpoints only.",
+    )
+
+    class Meta:
+        model = Project
+        fields = ["slug", "name", "description", "scrub_pii", "allowed_origins"]
+
+
 @admin.register(Project)
 class ProjectAdmin(ProjectScopedMixin, admin.ModelAdmin):
     project_lookup = "pk"
+    form = ProjectForm
     list_display = ("slug", "name", "scrub_pii", "created_at")
     search_fields = ("slug", "name")
     inlines = [FeedbackCategoryInline, MembershipInline]
+    actions = ["rotate_token_secret"]
+    token_fields = ["token_secret_rotated_at", "token_secret_previous_until"]
 
     def get_fields(self, request: HttpRequest, obj: Project | None = None) -> list[str]:
         if obj is None:
             return ["slug", "name", "description"]  # what project_create takes
-        return ["slug", "name", "description", "scrub_pii", "created_at"]
+        return [
+            "slug", "name", "description", "scrub_pii", "allowed_origins", *self.token_fields,
+            "created_at",
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None) -> list[str]:
-        # The slug names the project in API calls, commands and export manifests.
-        return ["slug", "created_at"] if obj is not None else []
+        # The slug names the project in API calls, commands and export manifests. The token
+        # secret is never shown here: the rotate action shows a new one, once.
+        return ["slug", *self.token_fields, "created_at"] if obj is not None else []
+
+    @admin.action(
+        description="Rotate the browser token secret (old tokens stop working)",
+        permissions=["change"],
+    )
+    def rotate_token_secret(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        writable = set(
+            projects_where(request, permission_name(self.opts, "change")).values_list(
+                "pk", flat=True
+            )
+        )
+        for project in queryset.order_by("pk"):
+            if project.pk not in writable:
+                self.message_user(
+                    request, f"Refused: you may not change {project.slug}.", messages.WARNING
+                )
+                continue
+            secret = token_secret_rotate(project=project)
+            # The secret exists in clear only in this message (and the app's server).
+            self.message_user(
+                request,
+                f"New token secret for {project.slug}; copy it now, it will not be shown "
+                f"again. Tokens signed with the previous one are refused: {secret}",
+                messages.WARNING,
+            )
 
     def get_inlines(self, request: HttpRequest, obj: Project | None) -> list[type]:
         # project_create brings the default taxonomy; taxonomy and members are edited after.
@@ -565,6 +637,7 @@ class FeedbackAdmin(ProjectScopedMixin, admin.ModelAdmin):
     list_filter = (
         "kind",
         "status",
+        "origin",  # the app's server (key) or the end user's browser (token)
         CategoryFilter,
         "prediction__model_version",
         ("project", admin.RelatedOnlyFieldListFilter),

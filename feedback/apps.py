@@ -7,4 +7,5 @@ class FeedbackConfig(AppConfig):
 
     def ready(self) -> None:
         # the lane's system check (redress.E001); the OpenAPI auth extension
-        from .api import middleware, schema  # noqa: F401
+        # and CORS per project for the feedback-token endpoints (django-cors-headers' signal)
+        from .api import cors, middleware, schema  # noqa: F401

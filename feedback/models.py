@@ -31,6 +31,23 @@ class Project(models.Model):
     scrub_pii = models.BooleanField(
         default=True, help_text="Replace emails, phones, cards and IPs in comments and corrections."
     )
+    # Browser feedback tokens (feedback/services/feedback_tokens.py). The secret signs tokens
+    # (HMAC-SHA256): the server must read it back to verify one, so it is stored as it is, like
+    # ``secret`` above (a hash could not verify an HMAC). It is shown once, when made or
+    # rotated (manage.py rotate_token_secret, the admin's action); blank: no tokens yet.
+    token_secret = models.CharField(max_length=64, blank=True, editable=False)
+    # The secret before the last rotation, accepted until ``token_secret_previous_until`` when
+    # the rotation asked for a grace period (null: rotated without one, old tokens refused).
+    token_secret_previous = models.CharField(max_length=64, blank=True, editable=False)
+    token_secret_previous_until = models.DateTimeField(null=True, blank=True, editable=False)
+    token_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Origins (scheme://host[:port]) whose pages may call the token endpoints (CORS).
+    allowed_origins = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Origins whose pages embed the feedback widget, e.g. https://app.example.com "
+        "(CORS on the token-authenticated endpoints only).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="projects", blank=True
@@ -199,6 +216,10 @@ class Feedback(models.Model):
         REPORT = "report", "Report"
         DISPUTE = "dispute", "Dispute"
 
+    class Origin(models.TextChoices):
+        KEY = "key", "API key"  # the app's server (or a person, or a seed)
+        TOKEN = "token", "Feedback token"  # the end user's browser
+
     class DisputeStatus(models.TextChoices):
         OPEN = "open", "Open"
         IN_REVIEW = "in_review", "In review"
@@ -243,6 +264,11 @@ class Feedback(models.Model):
         related_name="+",
         db_index=False,
     )
+    # Who sent it. Token feedback is one end user speaking for themselves: one rating per
+    # (prediction, end user), updated in place when they change their mind, and one dispute.
+    origin = models.CharField(
+        max_length=8, choices=Origin.choices, default=Origin.KEY, db_default=Origin.KEY
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -262,6 +288,18 @@ class Feedback(models.Model):
             models.CheckConstraint(
                 condition=Q(rating__isnull=True) | Q(rating__in=[1, -1]),
                 name="feedback_rating_plus_minus_one",
+            ),
+            # Browser feedback: one rating (updated in place) and one dispute per end user and
+            # prediction. Feedback from keys is the app's to deduplicate (idempotency keys).
+            models.UniqueConstraint(
+                fields=["prediction", "end_user"],
+                condition=Q(origin="token", kind="rating"),
+                name="feedback_token_one_rating",
+            ),
+            models.UniqueConstraint(
+                fields=["prediction", "end_user"],
+                condition=Q(origin="token", kind="dispute"),
+                name="feedback_token_one_dispute",
             ),
         ]
         indexes = [

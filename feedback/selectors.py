@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -177,6 +178,133 @@ def dispute_get(*, project_ids: list[int] | QuerySet, dispute_id: int) -> Feedba
     return (
         Feedback.objects.filter(
             project_id__in=project_ids, kind=Feedback.Kind.DISPUTE, pk=dispute_id
+        )
+        .only("id", "status", "resolution_note", "resolved_at")
+        .first()
+    )
+
+
+# --- browser feedback tokens -----------------------------------------------------------------
+
+# A token request needs its project's secrets, origins and intake context: cached like a key's
+# context, under the slug the token names. Each process also keeps what it read for
+# TOKEN_PROJECT_LOCAL_SECONDS, so the request's one Redis round trip is its rate-limit counters
+# (bench: a second round trip cost more than the token check itself). A rotation or an edit
+# drops both at once in the process that made it, and reaches the others within that second.
+TOKEN_PROJECT_CACHE_PREFIX = "ftproject:"
+TOKEN_ORIGINS_CACHE_KEY = "ftorigins"
+TOKEN_PROJECT_LOCAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenProject:
+    """What a request with a feedback token needs of the token's project."""
+
+    intake: KeyContext  # intake's context, as for a key (key_id 0, no scopes)
+    secret: str  # "" while the project has none
+    previous_secret: str  # accepted until previous_until (epoch seconds), after a rotation
+    previous_until: float
+    allowed_origins: frozenset[str]
+
+    def secrets(self, now: float) -> list[str]:
+        found = [self.secret] if self.secret else []
+        if self.previous_secret and now < self.previous_until:
+            found.append(self.previous_secret)
+        return found
+
+
+class _LocalMemo:
+    """Values kept by this process for a short time (``TOKEN_PROJECT_LOCAL_SECONDS``)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[object, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[bool, object]:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, key: str, value: object) -> None:
+        with self._lock:
+            if len(self._entries) >= 10_000:
+                self._entries.clear()
+            self._entries[key] = (value, time.monotonic() + TOKEN_PROJECT_LOCAL_SECONDS)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+token_memo = _LocalMemo()
+
+
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+
+
+def token_project(slug: str) -> TokenProject | None:
+    """The token context of the project ``slug``, or None when there is no such project."""
+    if not SLUG.fullmatch(slug):
+        return None  # what a token says is unchecked here: no lookup for what is not a slug
+    cache_key = TOKEN_PROJECT_CACHE_PREFIX + slug
+    found, value = token_memo.get(cache_key)
+    if found:
+        return value  # type: ignore[return-value]
+    cached = cache.get(cache_key)
+    if cached is None:
+        cached = _token_project_load(slug)
+        cache.set(cache_key, cached if cached is not None else False, KEY_CACHE_SECONDS)
+    context = cached or None
+    token_memo.put(cache_key, context)
+    return context
+
+
+def _token_project_load(slug: str) -> TokenProject | None:
+    project = Project.objects.filter(slug=slug).first()
+    if project is None:
+        return None
+    until = project.token_secret_previous_until
+    return TokenProject(
+        intake=project_context(project=project),
+        secret=project.token_secret,
+        previous_secret=project.token_secret_previous if until is not None else "",
+        previous_until=until.timestamp() if until is not None else 0.0,
+        allowed_origins=frozenset(project.allowed_origins or ()),
+    )
+
+
+def token_origins() -> frozenset[str]:
+    """Every origin some project allows: what a CORS preflight (which carries no token) is
+    checked against."""
+    found, value = token_memo.get(TOKEN_ORIGINS_CACHE_KEY)
+    if found:
+        return value  # type: ignore[return-value]
+    origins = cache.get(TOKEN_ORIGINS_CACHE_KEY)
+    if origins is None:
+        origins = frozenset(
+            origin
+            for listed in Project.objects.exclude(allowed_origins=[]).values_list(
+                "allowed_origins", flat=True
+            )
+            for origin in (listed or ())
+        )
+        cache.set(TOKEN_ORIGINS_CACHE_KEY, origins, KEY_CACHE_SECONDS)
+    token_memo.put(TOKEN_ORIGINS_CACHE_KEY, origins)
+    return origins
+
+
+def token_dispute_get(*, project_id: int, dispute_id: int, prediction: str, end_user: str):
+    """A dispute filed from a browser for this prediction by this end user (pseudonymised),
+    or None: what a feedback token may read."""
+    return (
+        Feedback.objects.filter(
+            project_id=project_id,
+            kind=Feedback.Kind.DISPUTE,
+            origin=Feedback.Origin.TOKEN,
+            pk=dispute_id,
+            prediction__external_id=prediction,
+            end_user=end_user,
         )
         .only("id", "status", "resolution_note", "resolved_at")
         .first()

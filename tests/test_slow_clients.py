@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -126,11 +127,21 @@ def served(tmp_path) -> Iterator[tuple[int, int]]:
         "REDRESS_VAR_DIR": str(tmp_path / "var"),
     }
     env.pop("DATABASE_URL", None)  # /healthz reads no database; nothing here writes one
+    # What production does before serving: nginx serves the copies (the widget test below). In
+    # a directory nginx's workers may read: as root they drop to another user, and this run's
+    # TMPDIR (tests/conftest.py) and tmp_path are 0700.
+    public = Path(tempfile.mkdtemp(prefix="redress-static-", dir="/tmp"))
+    public.chmod(0o755)
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+        cwd=BASE_DIR, env={**env, "REDRESS_VAR_DIR": str(public)}, check=True,
+    )
     process = subprocess.Popen(
         [
             *(sys.executable, "config/serve.py", "--workers", "1"),
             *("--run-dir", str(tmp_path / "serve")),
             *("--listen", f"127.0.0.1:{listen}", "--app", f"127.0.0.1:{app}"),
+            *("--static-root", str(public / "static")),
         ],
         cwd=BASE_DIR,
         env=env,
@@ -155,6 +166,7 @@ def served(tmp_path) -> Iterator[tuple[int, int]]:
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+            shutil.rmtree(public, ignore_errors=True)
 
 
 def test_other_requests_answer_within_a_second_while_20_uploads_trickle_in(served):
@@ -247,3 +259,18 @@ def test_nginx_refusals_are_in_the_error_shape(served, tmp_path):
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(timeout=10)
+
+
+def test_nginx_serves_the_feedback_widget_to_other_origins(served):
+    listen, _ = served
+    widget = (BASE_DIR / "feedback" / "static" / "redress" / "widget.js").read_bytes()
+    with socket.create_connection(("127.0.0.1", listen), timeout=5) as s:
+        s.sendall(
+            b"GET /static/redress/widget.js HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Origin: https://shop.example\r\nConnection: close\r\n\r\n"
+        )
+        head, _, body = b"".join(iter(lambda: s.recv(65536), b"")).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert body == widget
+    assert b"\r\nAccess-Control-Allow-Origin: *" in head
+    assert b"javascript" in head.lower()

@@ -38,6 +38,7 @@ from rest_framework.permissions import BasePermission
 from ..errors import FieldError, InvalidInput, NotFound
 from ..models import Membership, Project
 from ..selectors import KeyContext, projects_for_user
+from .token_grant import TokenGrant
 
 Role = Membership.Role
 ALL_ROLES = (Role.ADMIN, Role.DATA_SCIENTIST, Role.REVIEWER)
@@ -253,6 +254,24 @@ class KeyCaller(ProjectBoundCaller):
         return f"<KeyCaller key={self.key.key_id} project={self.project_id}>"
 
 
+class TokenCaller(ProjectBoundCaller):
+    """An end user's browser with a feedback token (``feedback/api/token_grant.py``): its own
+    project, no scopes, and of the accesses only ``MEMBER`` (categories, its disputes). What
+    it may reach at all is decided first by ``FeedbackTokenAuthentication``'s list."""
+
+    def __init__(self, grant: TokenGrant) -> None:
+        self.grant = grant
+        self.project_id = grant.project_id
+        self.project_slug = grant.claims.project
+        self.scopes = ()
+
+    def __repr__(self) -> str:
+        return f"<TokenCaller project={self.project_id} prediction={self.grant.claims.prediction}>"
+
+    def allows(self, access: Access) -> bool:
+        return access is MEMBER
+
+
 class PersonCaller(Caller):
     def __init__(self, user: AbstractBaseUser) -> None:
         self.user = user
@@ -337,6 +356,8 @@ def caller_of(request) -> Caller:
     user = getattr(request, "user", None)
     if isinstance(auth, KeyContext):
         made: Caller = KeyCaller(auth)
+    elif isinstance(auth, TokenGrant):
+        made = TokenCaller(auth)
     elif user is not None and user.is_authenticated:
         made = PersonCaller(user)
     else:

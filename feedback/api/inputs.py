@@ -72,15 +72,15 @@ def _is_number(value: Any) -> bool:
 
 def _text_errors(field: serializers.Field, value: Any) -> list | dict | None:
     """Why ``value`` is refused for ``field`` before DRF sees it: a value DRF would coerce
-    rather than refuse (``123`` as ``"123"``: ``invalid_type``; ``"12"`` as 12, ``"yes"`` as
-    true: ``invalid``, DRF's own code for a value of the wrong type there), or a NUL character in
+    rather than refuse (``123`` as ``"123"``, ``"yes"`` as true: ``invalid_type``; ``"12"`` as
+    12: ``invalid``, DRF's own code for a value of the wrong type there), or a NUL character in
     text. Lists and dicts are checked item by item; DRF refuses the rest itself."""
     if value is None:
         return None
     if isinstance(field, serializers.ChoiceField):
         return None  # a choice is checked against its choices
     if isinstance(field, serializers.BooleanField):
-        return None if isinstance(value, bool) else _error("true or false.", "invalid")
+        return None if isinstance(value, bool) else _error("true or false.", "invalid_type")
     if isinstance(field, serializers.IntegerField):
         ok = isinstance(value, int) and not isinstance(value, bool)
         return None if ok else _error("An integer.", "invalid")
@@ -106,11 +106,13 @@ def _text_errors(field: serializers.Field, value: Any) -> list | dict | None:
 class StrictSerializer(serializers.Serializer):
     """Refuses unknown fields, non-strings for text fields, and NUL in text (400 naming each)."""
 
+    unknown_detail = "Unknown field."  # a subclass may list what is allowed
+
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             return super().to_internal_value(data)  # DRF's "expected a dictionary"
         errors: dict[str, Any] = {
-            name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]
+            name: [serializers.ErrorDetail(self.unknown_detail, code="unknown_field")]
             for name in sorted(set(data) - set(self.fields))
         }
         for name, field in self.fields.items():
@@ -118,9 +120,19 @@ class StrictSerializer(serializers.Serializer):
                 error = _text_errors(field, data[name])
                 if error:
                     errors[name] = error
-        if errors:
-            raise serializers.ValidationError(errors)
-        return super().to_internal_value(data)
+        if not errors:
+            return super().to_internal_value(data)
+        # The other fields' refusals too, in one answer (DRF would coerce the ones above).
+        try:
+            super().to_internal_value({k: v for k, v in data.items() if k not in errors})
+        except serializers.ValidationError as exc:
+            found = exc.detail if isinstance(exc.detail, dict) else {}
+            for name, detail in found.items():
+                errors.setdefault(name, detail)
+        ordered = [name for name in self.fields if name in errors]
+        raise serializers.ValidationError(
+            {name: errors[name] for name in [*sorted(set(errors) - set(ordered)), *ordered]}
+        )
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> Any:
@@ -132,3 +144,18 @@ def validated(serializer_class: type[serializers.Serializer], data: Any, **kwarg
     if not incoming.is_valid():
         raise InvalidInput(flatten(incoming.errors))
     return incoming.validated_data
+
+
+def as_field_errors(errors: list[FieldError], *, under: str) -> serializers.ValidationError:
+    """``FieldError``s of a shared checker (``feedback.validation``), with paths under the field
+    ``under`` (``segment.locale``), as the ``ValidationError`` a ``validate_<field>`` raises."""
+    detail: dict[str, list] = {}
+    own: list = []
+    for error in errors:
+        rest = (error.field or "")[len(under) :].lstrip(".")
+        item = serializers.ErrorDetail(error.detail, code=error.code)
+        if rest:
+            detail.setdefault(rest, []).append(item)
+        else:
+            own.append(item)
+    return serializers.ValidationError(own or detail)

@@ -36,6 +36,7 @@ from ..services.intake import (
     CREATED,
     INVALID,
     REPLAYED,
+    UPDATED,
     ItemResult,
     Outcome,
     feedback_submit,
@@ -47,8 +48,9 @@ from .inputs import json_object
 from .parsers import BodyRefused, parse_json_body, read_body
 from .serializers import PredictionSerializer, prediction_external_id
 from .throttling import ingest_key_checked
+from .token_grant import feedback_token_of, token_grant_checked
 
-STATUS = {CREATED: 201, REPLAYED: 200, INVALID: 400, CONFLICT: 409}
+STATUS = {CREATED: 201, REPLAYED: 200, INVALID: 400, CONFLICT: 409, UPDATED: 200}
 ACCEPTED_MEDIA = frozenset({"*/*", "application/*", "application/json"})
 _render = JSONRenderer().render  # DRF's bytes exactly (compact, UTF-8, U+2028/9 escaped)
 
@@ -294,56 +296,93 @@ def _skip_health_check_if_idle() -> None:
         connection.health_check_done = True
 
 
-class KeyIntake:
-    """The URL's view: Bearer-key POSTs served by ``serve`` (the one implementation), the
-    rest by the DRF view."""
+def read_json(request: HttpRequest) -> tuple[Any, Refused]:
+    """The body of an intake POST: (data, what the parser refused), or the error (406, 413,
+    415). Shared by the key and the feedback-token paths."""
+    if not _acceptable(request.META.get("HTTP_ACCEPT", "")):
+        raise exceptions.NotAcceptable()
+    raw = read_body(request)
+    if not raw:
+        return {}, []  # as DRF takes a body without a length
+    if request.content_type != "application/json":
+        raise exceptions.UnsupportedMediaType(request.content_type)
+    try:
+        return parse_json_body(raw, request.content_params.get("charset")), []
+    except BodyRefused as exc:
+        return exc.data, exc.errors
 
-    def __init__(self, drf_view: Callable[..., HttpResponse], handle: Handler) -> None:
+
+def serving(allow: str, work: Callable[[], tuple[Any, int]]) -> HttpResponse:
+    """``work()``'s body and status as JSON, its refusals in the project's error shape."""
+    try:
+        if connection.vendor == "postgresql":
+            _skip_health_check_if_idle()
+        body, status = work()
+    except (ServiceError, exceptions.APIException, RequestDataTooBig) as exc:
+        return _error_response(exc, allow)
+    except DatabaseError as exc:
+        # The database turning the request away for now (no connection, a timeout): 503
+        # with Retry-After from the one handler; anything else is a bug, and raises.
+        if database_refusal(exc) is None:
+            raise
+        return _error_response(exc, allow)
+    return _response(body, status, allow)
+
+
+class KeyIntake:
+    """The URL's view: Bearer-key POSTs served by ``serve`` (the one implementation), a
+    browser's feedback-token POSTs by ``serve_token`` (``token_handle``: the feedback URL only),
+    the rest by the DRF view."""
+
+    def __init__(
+        self,
+        drf_view: Callable[..., HttpResponse],
+        handle: Handler,
+        token_handle: Callable[[HttpRequest, Any, Any, Refused], tuple[Any, int]] | None = None,
+    ) -> None:
         self.drf_view = drf_view
         self.handle = handle
+        self.token_handle = token_handle
         template = drf_view.cls(**drf_view.initkwargs)
         template.setup(HttpRequest())  # as as_view() does per request: HEAD where there is GET
         self.allow = ", ".join(template.allowed_methods)
         # cls, initkwargs (read by drf-spectacular) and csrf_exempt (keys carry no cookie)
         update_wrapper(self, drf_view)
         self.serve_key_request = self.serve
+        if token_handle is not None:
+            self.serve_token_request = self.serve_token
 
     def __call__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.method == "POST" and bearer_key(request) is not None:
-            return self.serve(request)
+        if request.method == "POST":
+            if bearer_key(request) is not None:
+                return self.serve(request)
+            if self.token_handle is not None and feedback_token_of(request) is not None:
+                return self.serve_token(request)
         return self.drf_view(request, *args, **kwargs)
+
+    def serve_token(self, request: HttpRequest) -> HttpResponse:
+        """A POST with ``Authorization: FeedbackToken …`` (feedback/api/token_intake.py)."""
+        handle = self.token_handle
+        assert handle is not None
+
+        def work() -> tuple[Any, int]:
+            grant = token_grant_checked(request)  # 401, 429
+            data, refused = read_json(request)
+            return handle(request, grant, data, refused)
+
+        return serving(self.allow, work)
 
     def serve(self, request: HttpRequest) -> HttpResponse:
         """A POST with a Bearer key, whatever else it carries."""
-        try:
+
+        def work() -> tuple[Any, int]:
             context, wait = _check_key(bearer_key(request) or "")
             if wait is not None:
                 raise exceptions.Throttled(wait)
-            if not _acceptable(request.META.get("HTTP_ACCEPT", "")):
-                raise exceptions.NotAcceptable()
-            raw = read_body(request)
-            refused: Refused = []
-            if not raw:
-                data: Any = {}  # as DRF takes a body without a length
-            elif request.content_type != "application/json":
-                raise exceptions.UnsupportedMediaType(request.content_type)
-            else:
-                try:
-                    data = parse_json_body(raw, request.content_params.get("charset"))
-                except BodyRefused as exc:
-                    data, refused = exc.data, exc.errors
-            if connection.vendor == "postgresql":
-                _skip_health_check_if_idle()
-            body, status = self.handle(request, context, data, refused)
-        except (ServiceError, exceptions.APIException, RequestDataTooBig) as exc:
-            return _error_response(exc, self.allow)
-        except DatabaseError as exc:
-            # The database turning the request away for now (no connection, a timeout): 503
-            # with Retry-After from the one handler; anything else is a bug, and raises.
-            if database_refusal(exc) is None:
-                raise
-            return _error_response(exc, self.allow)
-        return _response(body, status, self.allow)
+            data, refused = read_json(request)
+            return self.handle(request, context, data, refused)
+
+        return serving(self.allow, work)
 
 
 __all__ = ["KeyIntake", "Outcome", "feedback_batch_post", "feedback_post", "predictions_post"]

@@ -93,10 +93,18 @@ def _json(data: Any) -> bytes:
     return JSONRenderer().render(data)
 
 
-def key_request_routes(resolver: URLResolver) -> dict[str, Serve]:
-    """path → ``serve_key_request`` for the static routes of views that have one."""
+KEY_ATTRIBUTE = "serve_key_request"
+# A browser's feedback-token POST (``Authorization: FeedbackToken``) takes the lane too: it
+# needs no session, CSRF or login either. CORS headers are added above the lane
+# (corsheaders' middleware comes first).
+TOKEN_ATTRIBUTE = "serve_token_request"
+
+
+def key_request_routes(resolver: URLResolver, attribute: str = KEY_ATTRIBUTE) -> dict[str, Serve]:
+    """path → ``serve_key_request`` (or ``attribute``) for the static routes of views that
+    have one."""
     routes = {}
-    for path, serve, callback in _static_routes(resolver, "/"):
+    for path, serve, callback in _static_routes(resolver, "/", attribute):
         try:
             match = resolver.resolve(path)
         except Resolver404:  # e.g. shadowed by an include that matches but has no such route
@@ -106,15 +114,17 @@ def key_request_routes(resolver: URLResolver) -> dict[str, Serve]:
     return routes
 
 
-def _static_routes(resolver: URLResolver, prefix: str) -> Iterator[tuple[str, Serve, Any]]:
+def _static_routes(
+    resolver: URLResolver, prefix: str, attribute: str = KEY_ATTRIBUTE
+) -> Iterator[tuple[str, Serve, Any]]:
     for entry in resolver.url_patterns:
         pattern = entry.pattern
         if not isinstance(pattern, RoutePattern) or pattern.converters:
             continue  # regex or converters: not a fixed path
         if isinstance(entry, URLResolver):
-            yield from _static_routes(entry, prefix + str(pattern))
+            yield from _static_routes(entry, prefix + str(pattern), attribute)
         elif isinstance(entry, URLPattern):
-            serve = getattr(entry.callback, "serve_key_request", None)
+            serve = getattr(entry.callback, attribute, None)
             if serve is not None:
                 yield prefix + str(pattern), serve, entry.callback
 
@@ -124,21 +134,26 @@ class KeyRequestFastLane:
         self.get_response = get_response
         self._resolver: URLResolver | None = None
         self._routes: dict[str, Serve] = {}
+        self._token_routes: dict[str, Serve] = {}
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if (
-            request.method == "POST"
-            and request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer "
-        ):
-            serve = self.routes().get(request.path_info)
-            if serve is not None:
-                return serve(request)
+        if request.method == "POST":
+            scheme = request.META.get("HTTP_AUTHORIZATION", "")[:14].lower()
+            if scheme[:7] == "bearer ":
+                serve = self.routes().get(request.path_info)
+                if serve is not None:
+                    return serve(request)
+            elif scheme == "feedbacktoken ":
+                serve = self.routes(TOKEN_ATTRIBUTE).get(request.path_info)
+                if serve is not None:
+                    return serve(request)
         return self.get_response(request)
 
-    def routes(self) -> dict[str, Serve]:
+    def routes(self, attribute: str = KEY_ATTRIBUTE) -> dict[str, Serve]:
         # get_resolver() is cached per URLconf and rebuilt when ROOT_URLCONF changes (tests).
         resolver = get_resolver()
         if resolver is not self._resolver:
             self._routes = key_request_routes(resolver)
+            self._token_routes = key_request_routes(resolver, TOKEN_ATTRIBUTE)
             self._resolver = resolver
-        return self._routes
+        return self._routes if attribute == KEY_ATTRIBUTE else self._token_routes

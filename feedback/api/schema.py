@@ -38,14 +38,18 @@ API_KEY_ONLY: list[dict[str, list[str]]] = [{"ApiKey": []}]
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid input; each error names its field (`items[3].kind`, `segment.locale`).",
-    401: "Missing or invalid credentials.",
-    403: "Authenticated, but not allowed (the key lacks the scope, or the person the role).",
+    401: "Missing or invalid credentials (a feedback token: `invalid_token` or "
+    "`token_expired`).",
+    403: "Authenticated, but not allowed (the key lacks the scope, the person the role, or a "
+    "feedback token is outside its prediction, kinds or endpoints: `token_scope`).",
     404: "Not found (or another project's).",
     409: "Conflict with stored state: an idempotency key or an external_id reused with other "
-    "content.",
+    "content (a feedback token's second dispute: `dispute_exists`).",
     413: "Body larger than 1 MiB.",
     415: "Not JSON (send `Content-Type: application/json`).",
-    429: "Rate limited per API key (`REDRESS_INGEST_RATE`); retry after `Retry-After` seconds.",
+    429: "Rate limited per API key (`REDRESS_INGEST_RATE`), or per feedback token and end user "
+    "(`REDRESS_FEEDBACK_TOKEN_RATE`, `REDRESS_FEEDBACK_END_USER_RATE`); retry after "
+    "`Retry-After` seconds.",
 }
 
 
@@ -62,7 +66,8 @@ def errors_for(*codes: int) -> dict[int, OpenApiResponse]:
 ERROR_HEADERS = [
     OpenApiParameter(
         "WWW-Authenticate", str, OpenApiParameter.HEADER, response=[401],
-        description='`Bearer realm="api"`.',
+        description='`Bearer realm="api"`; for a feedback token, `FeedbackToken '
+        'error="invalid_token"` or `error="token_expired"`.',
     ),
     OpenApiParameter(
         "Retry-After", int, OpenApiParameter.HEADER, response=[429],
@@ -86,6 +91,7 @@ CLOSED_REQUEST_COMPONENTS = (
     "PredictionInRequest",
     "FeedbackInRequest",
     "FeedbackBatchItemRequest",
+    "FeedbackTokenInRequest",
 )
 
 
@@ -95,8 +101,15 @@ EMPTY_QUERY_VALUE_OPERATIONS = frozenset({"feedback_list"})
 # Operations refusing a request without a body (400); drf-spectacular cannot tell for a
 # PolymorphicProxySerializer.
 BODY_REQUIRED_OPERATIONS = frozenset(
-    {"predictions_log", "feedback_submit", "feedback_submit_batch"}
+    {"predictions_log", "feedback_submit", "feedback_submit_batch", "feedback_tokens_create"}
 )
+
+
+# Operations a browser's feedback token may call (feedback/api/token_grant.py): the only ones
+# whose security lists the FeedbackToken scheme (it is a default authenticator, so
+# drf-spectacular would list it everywhere; everywhere else a token gets 403 token_scope).
+TOKEN_OPERATIONS = frozenset({"feedback_submit", "categories_list", "disputes_retrieve"})
+TOKEN_SCHEME = "FeedbackToken"
 
 
 def intake_postprocess(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
@@ -112,6 +125,12 @@ def intake_postprocess(result: dict[str, Any], generator, request, public) -> di
     for item in result.get("paths", {}).values():
         for operation in item.values():
             operation_id = operation.get("operationId")
+            security = operation.get("security")
+            if security is not None:
+                security = [s for s in security if TOKEN_SCHEME not in s]
+                if operation_id in TOKEN_OPERATIONS:
+                    security.append({TOKEN_SCHEME: []})
+                operation["security"] = security
             if operation_id in BODY_REQUIRED_OPERATIONS and "requestBody" in operation:
                 operation["requestBody"]["required"] = True
             if operation_id in EMPTY_QUERY_VALUE_OPERATIONS:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -18,10 +20,12 @@ from rest_framework.views import APIView
 
 from ..errors import Conflict, FieldError, InvalidInput, NotFound
 from ..models import Feedback, FeedbackCategory
-from ..selectors import category_list, dispute_get, feedback_list
+from ..selectors import category_list, dispute_get, feedback_list, token_dispute_get
 from ..services.disputes import dispute_resolve
-from .caller import FEEDBACK_READ, MEMBER, RESOLVE, Needs, caller_of
+from ..services.feedback_tokens import feedback_token_create, project_origins_set
+from .caller import FEEDBACK_READ, MANAGE, MEMBER, RESOLVE, Needs, TokenCaller, caller_of
 from .filters import FeedbackFilterSet, StrictFilterBackend
+from .inputs import json_object
 from .permissions import AnyProjectCaller, HasIngestScope
 from .schema import API_KEY_ONLY, ERROR_HEADERS, IDEMPOTENCY_KEY_HEADER, errors_for
 from .serializers import (
@@ -158,7 +162,14 @@ class FeedbackView(generics.ListAPIView):
         operation_id="feedback_submit",
         summary="Submit feedback: a rating, a report or a dispute",
         description="Scope `ingest`. `prediction` names a logged prediction by external_id, or "
-        "carries one inline (logged if new). Disputes start `open`.",
+        "carries one inline (logged if new). Disputes start `open`.\n\n"
+        "From an end user's browser with `Authorization: FeedbackToken <token>`: the token's "
+        "prediction and end user are used (send them only to repeat them: another value is "
+        "403 `token_scope`), and only the token's kinds (403 `token_scope`). One rating per "
+        "end user and prediction: a second one changes it in place (200, same id). One "
+        "dispute: a second is 409 `dispute_exists` naming the first. Rate limited per token "
+        "and per end user (429). 401 `invalid_token` (forged, altered, rotated secret) or "
+        "`token_expired`. The answer leaves out `segment`.",
         auth=API_KEY_ONLY,
         request=FeedbackInSerializer,
         parameters=[IDEMPOTENCY_KEY_HEADER, *ERROR_HEADERS],
@@ -166,7 +177,8 @@ class FeedbackView(generics.ListAPIView):
             201: OpenApiResponse(FeedbackSerializer, description="Stored."),
             200: OpenApiResponse(
                 FeedbackSerializer,
-                description="Replay of an Idempotency-Key with the same body: the stored feedback.",
+                description="Replay of an Idempotency-Key with the same body: the stored "
+                "feedback. With a feedback token, also an end user's rating changed in place.",
             ),
             **errors_for(400, 401, 403, 409, 413, 415, 429),
         },
@@ -206,7 +218,8 @@ class CategoryListView(APIView):
     @extend_schema(
         operation_id="categories_list",
         summary="The project's active feedback taxonomy",
-        description="Any API key of the project, or a member of it. In taxonomy order.",
+        description="Any API key of the project, or a member of it, or a feedback token "
+        "(its project's). In taxonomy order.",
         parameters=[
             OpenApiParameter(
                 "project", str,
@@ -234,7 +247,9 @@ class DisputeDetailView(APIView):
         operation_id="disputes_retrieve",
         summary="How a dispute stands",
         description="Any API key of the project (apps follow up on their users' disputes), or "
-        "a member of it. Another project's dispute, or feedback that is not a dispute: 404.",
+        "a member of it. Another project's dispute, or feedback that is not a dispute: 404. "
+        "With a feedback token: only a dispute filed from a browser about the token's "
+        "prediction by its end user (404 otherwise).",
         parameters=[
             OpenApiParameter("id", int, OpenApiParameter.PATH, description="The dispute's id."),
             *ERROR_HEADERS,
@@ -242,8 +257,17 @@ class DisputeDetailView(APIView):
         responses={200: DisputeSerializer, **errors_for(401, 404, 429)},
     )
     def get(self, request: Request, pk: int) -> Response:
-        project_ids = caller_of(request).project_ids(MEMBER)
-        dispute = dispute_get(project_ids=project_ids, dispute_id=pk)
+        caller = caller_of(request)
+        if isinstance(caller, TokenCaller):  # a browser reads the disputes it filed
+            grant = caller.grant
+            dispute = token_dispute_get(
+                project_id=grant.project_id,
+                dispute_id=pk,
+                prediction=grant.claims.prediction,
+                end_user=grant.end_user_hash,
+            )
+        else:
+            dispute = dispute_get(project_ids=caller.project_ids(MEMBER), dispute_id=pk)
         if dispute is None:
             raise NotFound(FieldError("id", "not_found", f"No dispute {pk} in this project."))
         return Response(DisputeSerializer(dispute).data)
@@ -299,3 +323,111 @@ class DisputeResolveView(APIView):
         resolved = dispute_resolve(dispute_id=pk, upheld=wanted == "upheld", note=note,
                                    actor=request.user)
         return Response(DisputeSerializer(resolved).data)
+
+
+class FeedbackTokenInSerializer(serializers.Serializer):
+    """Documents the body; ``feedback_token_create`` checks it (unknown fields: 400)."""
+
+    prediction = serializers.CharField(
+        max_length=255, help_text="The external_id of a prediction logged in the key's project."
+    )
+    end_user = serializers.CharField(
+        max_length=255,
+        help_text="The app's id of the end user; stored pseudonymised (HMAC), like a key's.",
+    )
+    kinds = serializers.ListField(
+        child=serializers.ChoiceField(choices=["rating", "report", "dispute"]),
+        min_length=1,
+        max_length=3,
+        required=False,
+        help_text="What the token may send; default all three.",
+    )
+    ttl_seconds = serializers.IntegerField(
+        min_value=60, max_value=7 * 86400, required=False,
+        help_text="Lifetime, 60 s to 7 days; default 86,400 (a day).",
+    )
+
+
+class FeedbackTokenOutSerializer(serializers.Serializer):
+    token = serializers.CharField(
+        help_text="`<payload>.<signature>`, base64url without padding (README: the format)."
+    )
+    expires_at = serializers.DateTimeField()
+
+
+class FeedbackTokenView(APIView):
+    permission_classes = [HasIngestScope]
+
+    @extend_schema(
+        operation_id="feedback_tokens_create",
+        summary="Mint a feedback token for an end user's browser",
+        description="Scope `ingest`. A short-lived token for one prediction of the key's "
+        "project and one end user, limited to `kinds`; the browser sends it as "
+        "`Authorization: FeedbackToken <token>`. The same token can be minted offline with "
+        "the project's token secret (README). Unknown fields: 400; a prediction not logged in "
+        "the key's project: 404.",
+        auth=API_KEY_ONLY,
+        request=FeedbackTokenInSerializer,
+        parameters=ERROR_HEADERS,
+        responses={
+            201: OpenApiResponse(FeedbackTokenOutSerializer, description="Minted."),
+            **errors_for(400, 401, 403, 404, 413, 415, 429),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        context = caller_of(request).key
+        assert context is not None  # HasIngestScope: a key
+        token, expires_at = feedback_token_create(context=context, data=request.data)
+        when = dt.datetime.fromtimestamp(expires_at, tz=dt.UTC)
+        return Response(FeedbackTokenOutSerializer({"token": token, "expires_at": when}).data,
+                        status=201)
+
+
+class AllowedOriginsSerializer(serializers.Serializer):
+    allowed_origins = serializers.ListField(
+        child=serializers.CharField(),
+        max_length=50,
+        help_text="Origins (scheme://host[:port]) whose pages may call the feedback-token "
+        "endpoints from a browser (CORS). No path, no trailing slash, no wildcard.",
+    )
+
+
+class ProjectOriginsView(APIView):
+    """A project's allowed origins (CORS for the feedback-token endpoints): its admins."""
+
+    permission_classes = [Needs.of(MANAGE)]
+
+    @extend_schema(
+        operation_id="project_allowed_origins_retrieve",
+        summary="The origins whose pages may send browser feedback",
+        description="Project admins. Another project (or one where the person is not an "
+        "admin): 404.",
+        parameters=ERROR_HEADERS,
+        responses={200: AllowedOriginsSerializer, **errors_for(401, 403, 404, 429)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = caller_of(request).project(MANAGE, slug=slug)
+        return Response({"allowed_origins": project.allowed_origins})
+
+    @extend_schema(
+        operation_id="project_allowed_origins_update",
+        summary="Set the origins whose pages may send browser feedback",
+        description="Project admins. Replaces the list; an origin that is not "
+        "`scheme://host[:port]` (https, or http for development) is a 400 naming it. Takes "
+        "effect at once for this process, within a second for the others.",
+        request=AllowedOriginsSerializer,
+        parameters=ERROR_HEADERS,
+        responses={200: AllowedOriginsSerializer, **errors_for(400, 401, 403, 404, 429)},
+    )
+    def put(self, request: Request, slug: str) -> Response:
+        project = caller_of(request).project(MANAGE, slug=slug)
+        data = json_object(request.data)
+        unknown = sorted(set(data) - {"allowed_origins"})
+        if unknown:
+            raise InvalidInput([
+                FieldError(name, "unknown_field", "Only allowed_origins.") for name in unknown
+            ])
+        if "allowed_origins" not in data:
+            raise InvalidInput.one("allowed_origins", "required", "A list of origins.")
+        project = project_origins_set(project=project, origins=data["allowed_origins"])
+        return Response({"allowed_origins": project.allowed_origins})

@@ -85,9 +85,13 @@ class Outcome(enum.StrEnum):
     REPLAYED = "replayed"  # stored before with the same content: the stored row
     INVALID = "invalid"  # refused (validation, an unknown prediction, the database)
     CONFLICT = "conflict"  # the external_id or idempotency key is taken by other content
+    UPDATED = "updated"  # a browser end user's rating, changed in place (origin token)
 
 
-CREATED, REPLAYED, INVALID, CONFLICT = Outcome
+CREATED, REPLAYED, INVALID, CONFLICT, UPDATED = (
+    Outcome.CREATED, Outcome.REPLAYED, Outcome.INVALID, Outcome.CONFLICT, Outcome.UPDATED
+)
+TOKEN, RATING = Feedback.Origin.TOKEN.value, Feedback.Kind.RATING.value
 
 
 @dataclass(slots=True)
@@ -100,7 +104,7 @@ class ItemResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome is CREATED or self.outcome is REPLAYED
+        return self.outcome is CREATED or self.outcome is REPLAYED or self.outcome is UPDATED
 
 
 Resolved = dict[int, tuple[Outcome, Any, list[FieldError]]]
@@ -400,6 +404,7 @@ def feedback_submit(
     context: KeyContext,
     items: list[Any],
     idempotency_keys: list[Any] | None = None,
+    origin: str = Feedback.Origin.KEY.value,
 ) -> list[ItemResult]:
     """Store feedback items; returns one result per item, in order.
 
@@ -407,6 +412,11 @@ def feedback_submit(
     header); without it each item may carry its own ``idempotency_key``. A replay of a key with
     the same body is REPLAYED with the stored feedback; with another body, CONFLICT. Refused
     items never stop valid ones from being stored.
+
+    ``origin`` "token" (an end user's browser, ``feedback.api.token_intake``): one rating per
+    (prediction, end user), a later one UPDATED in place (the same row and id: a user who
+    changes their mind), and one dispute (a second is a CONFLICT naming the first). The
+    database backs both (constraints ``feedback_token_one_rating`` / ``_one_dispute``).
     """
     extra = ITEM_KEY_FIELD if idempotency_keys is None else frozenset()
     categories = context.categories
@@ -433,21 +443,25 @@ def feedback_submit(
     if len(cleans) == 1 and connection.vendor == "postgresql":
         index, clean = cleans[0]
         if clean.prediction_ref is not None:
-            stored = _store_one_postgres(context, clean)
+            stored = _store_one_postgres(context, clean, origin)
             if stored is not None:
+                if stored.__dict__.pop("was_updated", False):
+                    results[index].outcome = UPDATED
                 results[index].obj = stored
                 return results
             # Nothing stored: the key was used before or the prediction is unknown (or a race
             # lost, or a refusal): the general path below finds out which and answers.
 
-    outcome = _store_items(lambda batch: _store_feedback(context, batch), cleans)
+    outcome = _store_items(lambda batch: _store_feedback(context, batch, origin), cleans)
     for index, (state, obj, errors) in outcome.items():
         result = results[index]
         result.outcome, result.obj, result.errors = state, obj, errors
     return results
 
 
-def _store_feedback(context: KeyContext, cleans: list[tuple[int, CleanFeedback]]) -> Resolved:
+def _store_feedback(
+    context: KeyContext, cleans: list[tuple[int, CleanFeedback]], origin: str
+) -> Resolved:
     now = timezone.now()
     project_id = context.project_id
     outcome: Resolved = {}
@@ -521,6 +535,8 @@ def _store_feedback(context: KeyContext, cleans: list[tuple[int, CleanFeedback]]
 
     # 3. Write everything in one transaction.
     with transaction.atomic():
+        if origin == TOKEN and to_insert:
+            to_insert = _token_earlier(context, to_insert, stored_predictions, outcome, now)
         if to_create:
             stored_predictions.update(
                 (p.external_id, p) for p in _insert_predictions(list(to_create.values()))
@@ -528,7 +544,7 @@ def _store_feedback(context: KeyContext, cleans: list[tuple[int, CleanFeedback]]
         rows = []
         for index, clean in to_insert:
             prediction = stored_predictions[clean.external_id]
-            rows.append((index, clean, _feedback_values(context, clean, prediction, now)))
+            rows.append((index, clean, _feedback_values(context, clean, prediction, now, origin)))
         if connection.vendor == "postgresql" and len(rows) >= COPY_MIN_ROWS:
             stored = _copy_feedback(rows, stored_predictions)
         else:
@@ -547,6 +563,77 @@ def _store_feedback(context: KeyContext, cleans: list[tuple[int, CleanFeedback]]
     return outcome
 
 
+def _token_earlier(
+    context: KeyContext,
+    to_insert: list[tuple[int, CleanFeedback]],
+    predictions: dict[str, Prediction],
+    outcome: Resolved,
+    now,
+) -> list[tuple[int, CleanFeedback]]:
+    """Browser feedback (origin token) against what the same end users already said about the
+    same predictions: a rating given before is changed in place (UPDATED), a dispute filed
+    before makes a second one a CONFLICT naming it. Returns the items still to insert.
+    Inside the write transaction; a concurrent first rating or dispute is settled by the
+    constraints (the caller's retry finds it here)."""
+    wanted = {}
+    for index, clean in to_insert:
+        if clean.kind in (RATING, DISPUTE):
+            values = _feedback_values(
+                context, clean, predictions[clean.external_id], now, TOKEN
+            )
+            wanted[index] = (clean, values)
+    if not wanted:
+        return to_insert
+    earlier = {
+        (f.prediction_id, f.end_user, f.kind): f
+        for f in Feedback.objects.select_for_update()
+        .filter(
+            project_id=context.project_id,
+            origin=TOKEN,
+            kind__in=[RATING, DISPUTE],
+            prediction_id__in={v["prediction_id"] for _, v in wanted.values()},
+            end_user__in={v["end_user"] for _, v in wanted.values()},
+        )
+        .select_related("prediction")
+        .order_by("pk")
+    }
+    remaining = []
+    for index, clean in to_insert:
+        found = None
+        if index in wanted:
+            values = wanted[index][1]
+            found = earlier.get((values["prediction_id"], values["end_user"], clean.kind))
+        if found is None:
+            remaining.append((index, clean))
+        elif clean.kind == DISPUTE:
+            outcome[index] = (
+                CONFLICT,
+                None,
+                [
+                    FieldError(
+                        "kind",
+                        "dispute_exists",
+                        f"This end user already disputed this prediction: dispute {found.pk} "
+                        f"({found.status}). Follow it with GET /api/v1/disputes/{found.pk}.",
+                    )
+                ],
+            )
+        elif (
+            clean.idempotency_key is not None
+            and found.idempotency_key == clean.idempotency_key
+            and found.request_hash != clean.request_hash
+        ):
+            outcome[index] = (CONFLICT, None, _key_conflict(clean.idempotency_key))
+        else:
+            for name in ("rating", "categories", "comment", "correction", "segment",
+                         "idempotency_key", "request_hash"):
+                setattr(found, name, values[name])
+            found.save(update_fields=["rating", "categories", "comment", "correction", "segment",
+                                      "idempotency_key", "request_hash"])
+            outcome[index] = (UPDATED, found, [])
+    return remaining
+
+
 def _key_conflict(key: str) -> list[FieldError]:
     return _conflict(
         "idempotency_key", f"Idempotency key {key!r} was already used with a different body."
@@ -554,7 +641,11 @@ def _key_conflict(key: str) -> list[FieldError]:
 
 
 def _feedback_values(
-    context: KeyContext, clean: CleanFeedback, prediction: Prediction, now
+    context: KeyContext,
+    clean: CleanFeedback,
+    prediction: Prediction,
+    now,
+    origin: str = Feedback.Origin.KEY.value,
 ) -> dict[str, Any]:
     """A new feedback row's fields (but its id): the one place that says what a row holds."""
     comment, correction, end_user = _scrubbed(context, clean)
@@ -575,6 +666,7 @@ def _feedback_values(
         "resolution_note": "",
         "resolved_at": None,
         "resolved_by_id": None,
+        "origin": origin,
         "created_at": now,
     }
 
@@ -608,19 +700,45 @@ WITH p AS (
 ), f AS (
     INSERT INTO feedback_feedback (
         project_id, prediction_id, kind, rating, categories, comment, correction, end_user,
-        segment, idempotency_key, request_hash, status, resolution_note, created_at
+        segment, idempotency_key, request_hash, status, resolution_note, origin, created_at
     )
     SELECT %(project_id)s, p.id, %(kind)s, %(rating)s, %(categories)s::jsonb, %(comment)s,
            %(correction)s::jsonb, %(end_user)s,
            CASE WHEN jsonb_typeof(p.segment) = 'object' THEN p.segment ELSE '{}'::jsonb END
                || %(segment)s::jsonb,
-           %(idempotency_key)s, %(request_hash)s, %(status)s, '', %(created_at)s
+           %(idempotency_key)s, %(request_hash)s, %(status)s, '', %(origin)s, %(created_at)s
     FROM p
     ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, prediction_id, segment
+    RETURNING id, prediction_id, segment, false, created_at
 )
-SELECT id, prediction_id, segment::text FROM f
+SELECT id, prediction_id, segment::text, false, created_at FROM f
 """
+
+# A browser end user's rating (origin token): the same statement, but a rating they gave this
+# prediction before is changed in place (one row per prediction and end user). Not when the
+# request reuses that row's idempotency key with another body: nothing is returned, and the
+# general path answers 409. A clash with another row's idempotency key, or a second dispute
+# (constraint ``feedback_token_one_dispute``), raises: the general path answers too.
+TOKEN_RATING_SQL = SINGLE_INSERT_SQL.replace(
+    """    ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, prediction_id, segment, false, created_at
+)
+SELECT id, prediction_id, segment::text, false, created_at FROM f""",
+    """    ON CONFLICT (prediction_id, end_user) WHERE origin = 'token' AND kind = 'rating'
+    DO UPDATE SET rating = EXCLUDED.rating, categories = EXCLUDED.categories,
+        comment = EXCLUDED.comment, correction = EXCLUDED.correction,
+        segment = EXCLUDED.segment, idempotency_key = EXCLUDED.idempotency_key,
+        request_hash = EXCLUDED.request_hash
+    WHERE EXCLUDED.idempotency_key IS NULL
+        OR feedback_feedback.idempotency_key IS DISTINCT FROM EXCLUDED.idempotency_key
+        OR feedback_feedback.request_hash = EXCLUDED.request_hash
+    RETURNING id, prediction_id, segment, xmax <> 0, created_at
+)
+SELECT id, prediction_id, segment::text, updated, created_at FROM f""".replace(
+        "xmax <> 0, created_at\n)", "xmax <> 0 AS updated, created_at\n)"
+    ),
+)
+assert "DO UPDATE" in TOKEN_RATING_SQL
 
 
 def _scrubbed(context: KeyContext, clean: CleanFeedback) -> tuple[str, Any, str]:
@@ -641,12 +759,14 @@ class _Unresolved:
     segment: dict[str, str] = {}
 
 
-def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback | None:
+def _store_one_postgres(
+    context: KeyContext, clean: CleanFeedback, origin: str = Feedback.Origin.KEY.value
+) -> Feedback | None:
     """Store one item referring to a logged prediction in one prepared statement; None when
     nothing was stored (key used before, unknown prediction, a lost race or a refusal), for
     the general path to resolve and answer."""
     now = timezone.now()
-    values = _feedback_values(context, clean, _Unresolved, now)
+    values = _feedback_values(context, clean, _Unresolved, now, origin)
     correction = values["correction"]
     params = {
         **values,
@@ -675,7 +795,10 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
             if cursor is None or cursor.closed:
                 cursor = conn._redress_cursor = psycopg.Cursor(conn)
             prepare = None if conn.prepare_threshold is None else True
-            cursor.execute(SINGLE_INSERT_SQL, params, prepare=prepare)
+            token_rating = origin == TOKEN and clean.kind == RATING
+            cursor.execute(
+                TOKEN_RATING_SQL if token_rating else SINGLE_INSERT_SQL, params, prepare=prepare
+            )
             row = cursor.fetchone()
     except REFUSALS:
         return None  # e.g. the prediction was deleted meanwhile: the general path answers
@@ -688,9 +811,11 @@ def _store_one_postgres(context: KeyContext, clean: CleanFeedback) -> Feedback |
         return None
     if row is None:
         return None
-    values["id"], values["prediction_id"], segment = row
+    values["id"], values["prediction_id"], segment, updated, values["created_at"] = row
     values["segment"] = json.loads(segment)
     feedback = stored_instance(Feedback, values, db.alias)
+    if updated:
+        feedback.__dict__["was_updated"] = True  # read (and dropped) by feedback_submit
     feedback.prediction_external_id = clean.prediction_ref  # rendered without a query
     return feedback
 
@@ -704,7 +829,7 @@ def _encoded_categories(slugs: tuple[str, ...]) -> str:
 FEEDBACK_COPY_COLUMNS = (
     "id", "project_id", "prediction_id", "kind", "rating", "categories", "comment", "correction",
     "end_user", "segment", "idempotency_key", "request_hash", "status", "resolution_note",
-    "created_at",
+    "origin", "created_at",
 )
 
 

@@ -68,18 +68,24 @@ def apikey_revoke(*, key: ApiKey) -> ApiKey:
 def cached_lookups_drop(keys: list[str]) -> None:
     """Drop cached key lookups: from Redis, and from this process's own copies (kept while
     Redis is unavailable; other processes drop theirs within ``KEY_FALLBACK_SECONDS``)."""
-    from ..selectors import fallback_contexts  # selectors import this module
+    from ..selectors import fallback_contexts, token_memo  # selectors import this module
 
     # While Redis is down this drops nothing there: the entries were cached before the change
     # and expire within KEY_CACHE_SECONDS of it.
     cache.delete_many(keys)
     for key in keys:
         fallback_contexts.drop(cache.make_key(key))
+    token_memo.clear()  # this process's copies of token contexts (the others' expire in 1 s)
 
 
 def project_cache_invalidate(*, project_id: int) -> None:
     """Drop the cached lookups of every key of a project (its settings or taxonomy changed)."""
+    from ..selectors import TOKEN_ORIGINS_CACHE_KEY, TOKEN_PROJECT_CACHE_PREFIX
+
     hashes = ApiKey.objects.filter(project_id=project_id).values_list("key_hash", flat=True)
     keys = [cache_key_for_hash(key_hash) for key_hash in hashes]
-    if keys:
-        transaction.on_commit(lambda: cached_lookups_drop(keys))
+    # The browser-token context of the project (secrets, origins, taxonomy), and the origins
+    # of all projects (preflights).
+    slugs = Project.objects.filter(pk=project_id).values_list("slug", flat=True)
+    keys += [TOKEN_PROJECT_CACHE_PREFIX + slug for slug in slugs] + [TOKEN_ORIGINS_CACHE_KEY]
+    transaction.on_commit(lambda: cached_lookups_drop(keys))

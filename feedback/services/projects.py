@@ -99,6 +99,7 @@ def project_create(*, slug: str, name: str = "", description: str = "") -> Proje
         FeedbackCategory(project=project, slug=c_slug, name=c_name, description=desc, position=i)
         for i, (c_slug, c_name, desc) in enumerate(DEFAULT_CATEGORIES)
     )
+    project_cache_invalidate(project_id=project.pk)  # a token lookup may have cached "unknown"
     return project
 
 

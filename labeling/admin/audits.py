@@ -44,6 +44,7 @@ from ..audit_reports import (
     points,
 )
 from ..models import Audit, Export, GoldSetVersion, Queue
+from ..payloads.audits import audit_request
 from ..selectors import READ_ROLES
 from ..selectors.audits import audit_projects_for_user
 from ..services.audits import audit_create
@@ -155,7 +156,8 @@ class AuditAdmin(admin.ModelAdmin):
         return custom + super().get_urls()
 
     def create_view(self, request: HttpRequest) -> HttpResponse:
-        """Run an audit: the API's request as a form, checked and run by ``audit_create``."""
+        """Run an audit: the API's request as a form, checked by the API's declaration
+        (``audit_request``) and run by ``audit_create``."""
         projects = projects_for_user(user=request.user, roles=READ_ROLES)
         if request.user.is_superuser:
             from feedback.models import Project
@@ -165,7 +167,8 @@ class AuditAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             project, data = form.request_data()
             try:
-                audit = audit_create(project=project, data=data, actor=request.user)
+                sent = audit_request({"project": project.slug, **data})
+                audit = audit_create(project=project, request=sent, actor=request.user)
             except ServiceError as exc:
                 for error in exc.errors:
                     form.add_error(AUDIT_FORM_FIELDS.get(_root(error.field)), error.detail)

@@ -32,6 +32,7 @@ from feedback.errors import ServiceError
 from feedback.models import Project
 
 from ..models import GoldItem, GoldPurge, GoldSet, GoldSetVersion, QueueItem
+from ..payloads.gold import gold_item_input, gold_set_input
 from ..selectors.gold import GOLD_ROLES, goldset_list, goldset_versions_diff_detail
 from ..services.goldsets import (
     gold_item_add,
@@ -97,11 +98,39 @@ class GoldScopedMixin:
 # --- gold sets -------------------------------------------------------------------------------
 
 
+def add_payload_errors(form: forms.BaseForm, exc: ServiceError, fields: dict[str, str]) -> None:
+    """The payload's refusals beside the form's fields (``fields``: payload path → form field;
+    a path not listed shows above the form, naming its path)."""
+    for error in exc.errors:
+        path = error.field or ""
+        name = fields.get(path) or fields.get(path.split("[")[0]) or fields.get(path.split(".")[0])
+        if name in form.fields and name not in form.errors:
+            form.add_error(name, error.detail)
+        elif name not in form.errors:
+            form.add_error(None, f"{path}: {error.detail}" if path else error.detail)
+
+
 class GoldSetForm(forms.ModelForm):
+    """Checked by the API's declaration (``gold_set_input``) on creation; the slug and project
+    are read-only once created."""
+
     class Meta:
         model = GoldSet
         fields = ("project", "slug", "name", "description")
         widgets = {"description": forms.Textarea(attrs={"rows": 3, "cols": 80})}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        sent = {
+            "slug": data.get("slug", self.instance.slug),
+            "name": data.get("name") or "",
+            "description": data.get("description") or "",
+        }
+        try:
+            self.sent = gold_set_input(sent)
+        except ServiceError as exc:
+            add_payload_errors(self, exc, {name: name for name in sent})
+        return data
 
 
 class GoldSetVersionInline(admin.TabularInline):
@@ -223,19 +252,19 @@ class GoldSetAdmin(GoldScopedMixin, admin.ModelAdmin):
         return [*fields, "created_by", "created_at"] if obj is not None else fields
 
     def save_model(self, request: HttpRequest, obj: GoldSet, form: Any, change: bool) -> None:
-        data = form.cleaned_data
+        sent = form.sent
         if change:
             goldset_update(
-                gold_set=obj, name=data["name"], description=data["description"], actor=request.user
+                gold_set=obj, name=sent.name, description=sent.description, actor=request.user
             )
         else:
             adopt(
                 obj,
                 goldset_create(
-                    project=data["project"],
-                    slug=data["slug"],
-                    name=data["name"],
-                    description=data["description"],
+                    project=form.cleaned_data["project"],
+                    slug=sent.slug,
+                    name=sent.name,
+                    description=sent.description,
                     actor=request.user,
                 ),
             )
@@ -406,6 +435,19 @@ def _publish_each(model_admin: Any, request: HttpRequest, drafts: list[GoldSetVe
 # --- versions and their items ----------------------------------------------------------------
 
 
+# Where a refusal of the item's payload shows on the inline's form.
+ITEM_FORM_FIELDS = {
+    "key": "key",
+    "input": "input",
+    "output": "output",
+    "segment": "segment",
+    "expected": "expected_verdict",
+    "expected.verdict": "expected_verdict",
+    "expected.label": "expected_label",
+    "expected.categories": "expected_categories",
+}
+
+
 class GoldItemForm(forms.ModelForm):
     expected_categories = CommaListField(
         required=False, help_text="Category slugs, comma-separated."
@@ -426,11 +468,14 @@ class GoldItemForm(forms.ModelForm):
             "segment",
         )
 
-    def payload(self) -> dict[str, Any]:
-        """The item as ``gold_item_add`` / ``gold_item_update`` take it."""
-        data = self.cleaned_data
-        return {
-            "key": data["key"],
+    def clean(self) -> dict[str, Any]:
+        """The item as the API sends it, checked by the same declaration (``gold_item_input``);
+        its categories are checked against the taxonomy by the service, on save."""
+        data = super().clean()
+        if self.errors:
+            return data
+        sent = {
+            "key": data.get("key"),
             "input": data.get("input"),
             "output": data.get("output"),
             "segment": data.get("segment") or {},
@@ -440,6 +485,11 @@ class GoldItemForm(forms.ModelForm):
                 "categories": data.get("expected_categories") or [],
             },
         }
+        try:
+            self.item = gold_item_input(sent)
+        except ServiceError as exc:
+            add_payload_errors(self, exc, ITEM_FORM_FIELDS)
+        return data
 
 
 class GoldItemInline(admin.StackedInline):
@@ -641,13 +691,13 @@ class GoldSetVersionAdmin(GoldScopedMixin, admin.ModelAdmin):
             if item_form in formset.deleted_forms or not item_form.has_changed():
                 continue
             if item_form.instance.pk is None:
-                item = gold_item_add(version=version, data=item_form.payload(), actor=request.user)
+                item = gold_item_add(version=version, item=item_form.item, actor=request.user)
                 formset.new_objects.append(item)
             else:
                 item = gold_item_update(
                     version=version,
                     key=item_form.initial["key"],
-                    data=item_form.payload(),
+                    item=item_form.item,
                     actor=request.user,
                 )
                 formset.changed_objects.append((item, item_form.changed_data))

@@ -17,7 +17,6 @@ The reviewer workspace (``labeling.admin.workspace``) is mounted under the queue
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from django import forms
@@ -25,7 +24,6 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import (
     BooleanField,
     Case,
@@ -51,12 +49,12 @@ from feedback.selectors import projects_for_user
 from feedback.services.projects import ROLE_GROUPS
 
 from ..models import GoldSet, Label, LabelRevision, Queue, QueueItem, SamplingRun
+from ..payloads.queues import GOLD_RATE_MAX, queue_input
 from ..selectors import MANAGE_ROLES, can_manage, queue_stats
 from ..services.labels import item_adjudicate
 from ..services.queues import (
     CONFIG_FIELDS,
     GOLD_FIELDS,
-    GOLD_RATE_MAX,
     queue_create,
     queue_update,
 )
@@ -187,7 +185,6 @@ class QueueForm(forms.ModelForm):
                 project_id=self.instance.project_id
             ).order_by("slug")
             rate = self.fields["gold_rate"]
-            rate.validators += [MinValueValidator(0), MaxValueValidator(GOLD_RATE_MAX)]
             rate.widget.attrs.update(min=0, max=GOLD_RATE_MAX, step="any")
         if "reviewer_group" in self.fields:
             # A role group spans every project: choosing it would open the queue to every
@@ -196,17 +193,12 @@ class QueueForm(forms.ModelForm):
                 name__in=ROLE_GROUPS.values()
             ).order_by("name")
 
-    def clean_label_choices(self) -> list[str]:
-        choices = self.cleaned_data["label_choices"]
-        duplicates = sorted(c for c, n in Counter(choices).items() if n > 1)
-        if duplicates:
-            raise forms.ValidationError(f"Label choices must be distinct: {', '.join(duplicates)}.")
-        return choices
-
     def clean_filter(self) -> dict[str, Any]:
         return self.cleaned_data["filter"] or {}
 
     def clean(self) -> dict[str, Any]:
+        """The form's values as the API's payload, checked by the same declaration
+        (``queue_input``), then the policy as a whole (``validate_policy``)."""
         data = super().clean()
         if self.instance.pk is not None and "name" in data:
             # The project is read-only on the change page, so the model's (project, name)
@@ -214,17 +206,25 @@ class QueueForm(forms.ModelForm):
             clash = Queue.objects.filter(project_id=self.instance.project_id, name=data["name"])
             if clash.exclude(pk=self.instance.pk).exists():
                 self.add_error("name", "Another queue of this project has this name.")
-        if all(name in data for name in POLICY_FIELDS):  # else a field is invalid already
-            try:
-                validate_policy({name: data[name] for name in POLICY_FIELDS})
-            except ServiceError as exc:
-                for error in exc.errors:
-                    # "sampling.filter.kinds" belongs to the filter field, and so on.
-                    name = (error.field or "").removeprefix("sampling.").split(".")[0]
-                    if name in self.fields and name in self.cleaned_data:
-                        self.add_error(name, error.detail)
-                    else:
-                        self.add_error(None, f"{error.field}: {error.detail}")
+        if self.errors:
+            return data
+        sent: dict[str, Any] = {name: data[name] for name in CONFIG_FIELDS if name in data}
+        if "gold_set" in sent:
+            sent["gold_set"] = sent["gold_set"].slug if sent["gold_set"] else None
+        sent["sampling"] = {name: data[name] for name in SAMPLING_FIELDS if name in data}
+        if "reviewers" in data:
+            sent["reviewers"] = [user.get_username() for user in data["reviewers"]]
+        try:
+            self.sent = queue_input(sent, partial=True)
+            validate_policy({name: data[name] for name in POLICY_FIELDS})
+        except ServiceError as exc:
+            for error in exc.errors:
+                # "sampling.filter.kinds" belongs to the filter field, and so on.
+                name = (error.field or "").removeprefix("sampling.").split(".")[0].split("[")[0]
+                if name in self.fields and name not in self.errors:
+                    self.add_error(name, error.detail)
+                elif name not in self.errors:
+                    self.add_error(None, f"{error.field}: {error.detail}")
         return data
 
 
@@ -327,11 +327,7 @@ class QueueAdmin(ProjectScopedMixin, admin.ModelAdmin):
     # -- saving through the services --
 
     def save_model(self, request: HttpRequest, obj: Queue, form: Any, change: bool) -> None:
-        cleaned = form.cleaned_data
-        data: dict[str, Any] = {name: cleaned[name] for name in CONFIG_FIELDS if name in cleaned}
-        data["sampling"] = {name: cleaned[name] for name in SAMPLING_FIELDS if name in cleaned}
-        if "reviewers" in cleaned:
-            data["reviewers"] = [user.get_username() for user in cleaned["reviewers"]]
+        cleaned, data = form.cleaned_data, form.sent
         if change:
             # ``obj`` carries the form's values, reviewer_group included (the service takes no
             # group and saves the whole row).

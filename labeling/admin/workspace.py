@@ -40,10 +40,11 @@ from feedback.errors import ServiceError
 from feedback.selectors import category_list
 
 from ..models import Assignment, Label, Queue, QueueItem
+from ..payloads.labels import CONFIRM_FIELD, label_input
 from ..selectors import can_review, claim_payload, queues_for_reviewer
 from ..selectors.reviewing import last_label, recent_labels, reviewer_progress
 from ..services.claims import item_release, queue_claim_next
-from ..services.labels import CONFIRM_FIELD, CONTRADICTION_CODE, item_label_submit, label_edit_own
+from ..services.labels import CONTRADICTION_CODE, item_label_submit, label_edit_own
 
 TEMPLATES = "admin/labeling/workspace"
 # Keys of an input/output object that plainly hold the text a person reads.
@@ -122,12 +123,9 @@ def workspace_submit(request: HttpRequest, queue_id: int) -> HttpResponse:
     """
     queue = _reviewable_queue(request, queue_id)
     item = _posted_item(request, queue)
-    data = _label_data(request, item)
     try:
         label = item_label_submit(
-            item_id=item.pk,
-            reviewer=request.user,
-            data=data,
+            item_id=item.pk, reviewer=request.user, answer=label_input(_label_data(request, item))
         )
     except ServiceError as exc:
         if exc.status_code != 400:
@@ -203,7 +201,7 @@ def workspace_edit(request: HttpRequest, queue_id: int, label_id: int) -> HttpRe
     data = _label_data(request, label.item)
     data["seconds_spent"] = label.seconds_spent  # time spent is the first answer's
     try:
-        label = label_edit_own(label_id=label.pk, reviewer=request.user, data=data)
+        label = label_edit_own(label_id=label.pk, reviewer=request.user, answer=label_input(data))
     except ServiceError as exc:
         if exc.status_code != 400:
             messages.warning(request, " ".join(e.detail for e in exc.errors))
@@ -303,7 +301,8 @@ def _held_lease(*, item: QueueItem, reviewer: AbstractBaseUser) -> Assignment | 
 
 
 def _label_data(request: HttpRequest, item: QueueItem) -> dict[str, Any]:
-    """The form, as the label payload the service checks (what is missing is its to refuse)."""
+    """The form, as the API's label payload (``label_input`` checks it: what is missing is its
+    to refuse)."""
     post = request.POST
     verdict = post.get("verdict")
     data: dict[str, Any] = {

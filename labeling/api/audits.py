@@ -2,13 +2,12 @@
 
 Who: a project API key with the ``data`` scope (its own project only), or a person who is a
 data scientist or admin of the project. An ``ingest`` key, or a reviewer of the project, gets
-403; another project's audit is 404. Validation is the service's (``audit_create``), so every
+403; another project's audit is 404. The request is declared once
+(``labeling.payloads.audits``), for this view, the admin form and ``manage.py audit``, so every
 refusal names its field the same way everywhere (``segments[0]``, ``source.queue``).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -16,7 +15,6 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
-    extend_schema_field,
 )
 from rest_framework import serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -25,13 +23,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.api.caller import DATA, Needs, caller_of
-from feedback.api.inputs import json_object, query_params
+from feedback.api.inputs import query_params
 from feedback.api.schema import ERROR_HEADERS, errors_for
 from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
-from feedback.validation import SEGMENT_KEY_MAX_CHARS, SEGMENT_KEY_RE
 
 from ..audit_reports import audit_document, audits_compare, render_csv, render_json, render_markdown
 from ..models import Audit
+from ..payloads.audits import AuditCreateSerializer, audit_request
 from ..selectors.audits import audits_for_project
 from ..services.audits import audit_create
 
@@ -42,73 +40,6 @@ REPORT_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "md": "text/markdown; charset=utf-8",
 }
-
-
-# --- documentation serializers (the service validates) ----------------------------------------
-
-
-_MODEL_VERSION = {"type": "string", "minLength": 1, "maxLength": 100}
-
-
-def _source(kind: dict[str, Any], required: list[str], model_version: dict[str, Any]) -> dict:
-    return {
-        "type": "object",
-        "properties": {**kind, "model_version": model_version},
-        "required": required,
-        "additionalProperties": False,
-    }
-
-
-# Exactly one kind of source, each closed: the service refuses a mix and unknown fields.
-AUDIT_SOURCE_SCHEMA = {
-    "oneOf": [
-        _source(
-            {"queue": {"type": "integer", "minimum": 1, "description": "Its completed items."}},
-            ["queue"],
-            {**_MODEL_VERSION, "nullable": True, "description": "Optional filter."},
-        ),
-        _source(
-            {"export": {"type": "integer", "minimum": 1, "description": "The export's items."}},
-            ["export"],
-            {**_MODEL_VERSION, "nullable": True, "description": "Optional filter."},
-        ),
-        _source(
-            {
-                "goldset": {"type": "string", "minLength": 1, "description": "A gold set's slug."},
-                "version": {"type": "integer", "minimum": 1, "description": "A published one."},
-            },
-            ["goldset", "version", "model_version"],
-            {**_MODEL_VERSION, "description": "Whose predictions are scored."},
-        ),
-    ],
-}
-
-
-@extend_schema_field(AUDIT_SOURCE_SCHEMA)
-class AuditSourceField(serializers.JSONField):
-    """``{"queue": id}``, ``{"export": id}`` or ``{"goldset", "version", "model_version"}``."""
-
-
-class AuditCreateSerializer(serializers.Serializer):
-    project = serializers.SlugField()
-    source = AuditSourceField(help_text="Exactly one of queue, export or goldset.")
-    segments = serializers.ListField(
-        child=serializers.RegexField(SEGMENT_KEY_RE.pattern, max_length=SEGMENT_KEY_MAX_CHARS),
-        min_length=1,
-        max_length=5,
-        help_text="Distinct segment keys.",
-    )
-    intersectional = serializers.BooleanField(default=False)
-    positive_label = serializers.CharField(required=False, allow_null=True, default=None)
-    reference = serializers.JSONField(
-        required=False,
-        default="overall",
-        help_text='"overall" (every audited row) or a segment, e.g. {"locale": "en-US"}.',
-    )
-    min_n = serializers.IntegerField(default=30, min_value=1)
-    tolerance = serializers.FloatField(default=0.05, min_value=0, max_value=1)
-    confidence = serializers.FloatField(default=0.95, min_value=0.5, max_value=0.999)
-    weighted = serializers.BooleanField(default=True)
 
 
 class AuditAcceptedSerializer(serializers.Serializer):
@@ -205,12 +136,10 @@ class AuditListView(APIView):
         'a worker (202 {"id", "status"}: poll GET /audits/{id}).',
     )
     def post(self, request: Request) -> Response:
-        data = json_object(request.data)
-        if data.get("project") is None:  # required of keys too: the request names its project
-            raise InvalidInput.one("project", "required", "The project's slug.")
+        sent = audit_request(request.data)  # "project" is required of keys too
         caller = caller_of(request)
-        project = caller.project(DATA, slug=data.get("project"))
-        audit = audit_create(project=project, data=data, actor=caller.user)
+        project = caller.project(DATA, slug=sent.project)
+        audit = audit_create(project=project, request=sent, actor=caller.user)
         if audit.status == Audit.Status.PENDING:
             return Response(
                 {"id": audit.pk, "status": audit.status}, status=status.HTTP_202_ACCEPTED

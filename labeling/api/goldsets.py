@@ -36,6 +36,15 @@ from feedback.api.serializers import AnyJSONField, SegmentField
 from feedback.errors import InvalidInput, NotFound
 
 from ..models import GoldItem, GoldSet, GoldSetVersion, Label
+from ..payloads.gold import (
+    GoldItemInSerializer,
+    GoldItemPatchSerializer,
+    GoldSetInSerializer,
+    VersionNotesSerializer,
+    gold_item_input,
+    gold_set_input,
+    version_notes,
+)
 from ..selectors.gold import (
     gold_items,
     goldset_list,
@@ -96,12 +105,6 @@ def get_version(request: Request, slug: str, number: int) -> GoldSetVersion:
     return version
 
 
-def _notes(request: Request) -> str:
-    """The optional ``{"notes": "..."}`` body of version creation and publication (no body is
-    ``{}``; a JSON null, list or string is not an object)."""
-    return validated(VersionNotesSerializer, request.data).get("notes", "")
-
-
 # --- serializers -----------------------------------------------------------------------------
 
 
@@ -120,17 +123,6 @@ class GoldSetSerializer(serializers.Serializer):
         source="created_by.username", read_only=True, allow_null=True, default=None
     )
     created_at = serializers.DateTimeField(read_only=True)
-
-
-class GoldSetInSerializer(StrictSerializer):
-    slug = serializers.RegexField(r"^[-a-zA-Z0-9_]+$", max_length=100)
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
-    project = serializers.CharField(
-        required=False,
-        help_text="The project's slug: needed by a person in several projects (an API key "
-        "creates in its own).",
-    )
 
 
 class GoldSetVersionSerializer(serializers.Serializer):
@@ -153,16 +145,6 @@ class GoldSetVersionSerializer(serializers.Serializer):
     )
     notes = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
-
-
-class VersionNotesSerializer(StrictSerializer):
-    notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-
-
-class ExpectedSerializer(serializers.Serializer):
-    verdict = serializers.ChoiceField(Label.Verdict.choices, allow_null=True, required=False)
-    label = serializers.CharField(allow_null=True, required=False, max_length=200)
-    categories = serializers.ListField(child=serializers.CharField(), required=False)
 
 
 class LineageSerializer(serializers.Serializer):
@@ -198,24 +180,6 @@ class GoldItemSerializer(serializers.Serializer):
     segment = SegmentField(read_only=True)
     lineage = LineageSerializer(source="*", read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
-
-
-class GoldItemInSerializer(serializers.Serializer):
-    """Documents an item as sent; ``labeling.services.goldsets.clean_gold_item`` checks it."""
-
-    key = serializers.CharField(max_length=255)
-    input = AnyJSONField(required=False)
-    output = AnyJSONField(required=False)
-    expected = ExpectedSerializer()
-    segment = SegmentField(required=False, allow_null=True)
-
-
-class GoldItemPatchSerializer(serializers.Serializer):
-    key = serializers.CharField(max_length=255, required=False, help_text="Renames the item.")
-    input = AnyJSONField(required=False)
-    output = AnyJSONField(required=False)
-    expected = ExpectedSerializer(required=False, help_text="Replaced as a whole.")
-    segment = SegmentField(required=False, allow_null=True)
 
 
 class GoldPromoteSerializer(StrictSerializer):
@@ -308,14 +272,14 @@ class GoldSetListView(APIView):
     )
     def post(self, request: Request) -> Response:
         query_params(request, set())
-        data = validated(GoldSetInSerializer, request.data)
+        sent = gold_set_input(request.data)
         # A person who curates gold in one project only may leave the project out.
-        project = caller_of(request).project(GOLD, slug=data.get("project"), sole=True)
+        project = caller_of(request).project(GOLD, slug=sent.project, sole=True)
         gold_set = goldset_create(
             project=project,
-            slug=data["slug"],
-            name=data.get("name", ""),
-            description=data.get("description", ""),
+            slug=sent.slug,
+            name=sent.name,
+            description=sent.description,
             actor=request.user,
         )
         created = goldset_list(project_ids=[project.pk]).get(pk=gold_set.pk)
@@ -353,7 +317,7 @@ class GoldSetVersionListView(APIView):
         query_params(request, {"project"})
         gold_set = get_goldset(request, slug)
         version = goldset_version_create_draft(
-            gold_set=gold_set, actor=request.user, notes=_notes(request)
+            gold_set=gold_set, actor=request.user, notes=version_notes(request.data)
         )
         version = goldset_versions(gold_set=gold_set).get(pk=version.pk)
         return Response(GoldSetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
@@ -407,7 +371,7 @@ class GoldItemListView(APIView):
                 actor=request.user,
             )
         else:
-            item = gold_item_add(version=version, data=data, actor=request.user)
+            item = gold_item_add(version=version, item=gold_item_input(data), actor=request.user)
         return Response(GoldItemSerializer(item).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -426,7 +390,10 @@ class GoldItemListView(APIView):
             raise InvalidInput.one("key", "required", "Name one item: ?key=<key>.")
         version = get_version(request, slug, number)
         item = gold_item_update(
-            version=version, key=keys[0], data=json_object(request.data), actor=request.user
+            version=version,
+            key=keys[0],
+            item=gold_item_input(request.data, partial=True),
+            actor=request.user,
         )
         return Response(GoldItemSerializer(item).data)
 
@@ -464,7 +431,7 @@ class GoldVersionPublishView(APIView):
     def post(self, request: Request, slug: str, number: int) -> Response:
         query_params(request, {"project"})
         version = get_version(request, slug, number)
-        notes = _notes(request)
+        notes = version_notes(request.data)
         version = goldset_version_publish(version=version, actor=request.user, notes=notes)
         version = goldset_versions(gold_set=version.gold_set).get(pk=version.pk)
         return Response(GoldSetVersionSerializer(version).data)

@@ -8,8 +8,6 @@ project's admins and data scientists (and ``data`` keys).
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
@@ -17,12 +15,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.api.caller import DATA, MANAGE, PEOPLE, Caller, Needs, caller_of
-from feedback.api.inputs import StrictSerializer, validated
 from feedback.api.schema import ERROR_HEADERS, errors_for
-from feedback.api.serializers import SegmentField
 from feedback.errors import FieldError, InvalidInput, NotFound
 
 from ..models import Queue
+from ..payloads.queues import QueueWriteSerializer, queue_input
 from ..selectors import queue_stats
 from ..selectors.queues import queues_visible
 from ..services.queues import queue_create, queue_update
@@ -47,30 +44,6 @@ def get_queue(caller: Caller, pk: int) -> Queue:
 
 
 # --- serializers -----------------------------------------------------------------------------
-
-
-class SamplingFilterSerializer(StrictSerializer):
-    model_version = serializers.CharField(required=False)
-    kinds = serializers.ListField(
-        child=serializers.ChoiceField(["rating", "report", "dispute"]), required=False
-    )
-    categories = serializers.ListField(child=serializers.CharField(), required=False)
-    created_after = serializers.DateTimeField(required=False)
-    created_before = serializers.DateTimeField(required=False)
-    segment = SegmentField(required=False)
-
-
-class SamplingSerializer(StrictSerializer):
-    source = serializers.ChoiceField(Queue.Source.choices, required=False)
-    filter = SamplingFilterSerializer(required=False)
-    strategy = serializers.ChoiceField(Queue.Strategy.choices, required=False)
-    size = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    rate = serializers.FloatField(min_value=0, max_value=1, required=False, allow_null=True)
-    strata = serializers.ListField(child=serializers.CharField(), required=False)
-    allocation = serializers.ChoiceField(Queue.Allocation.choices, required=False)
-    min_per_stratum = serializers.IntegerField(min_value=0, required=False)
-    seed = serializers.IntegerField(required=False, allow_null=True)
-    schedule_minutes = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 
 
 class QueueSerializer(serializers.ModelSerializer):
@@ -120,43 +93,6 @@ class QueueSerializer(serializers.ModelSerializer):
         }
 
 
-class QueueWriteSerializer(StrictSerializer):
-    """What a client may send to create (POST) or change (PATCH) a queue."""
-
-    name = serializers.CharField(max_length=200)
-    project = serializers.SlugField(help_text="The project's slug (create only).")
-    instructions = serializers.CharField(required=False, allow_blank=True)
-    label_choices = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False
-    )
-    overlap = serializers.IntegerField(min_value=1, max_value=20, required=False)
-    lease_seconds = serializers.IntegerField(min_value=10, max_value=86400, required=False)
-    show_segments = serializers.BooleanField(required=False)
-    consensus = serializers.ChoiceField(Queue.Consensus.choices, required=False)
-    active = serializers.BooleanField(required=False)
-    gold_set = serializers.CharField(
-        required=False,
-        allow_null=True,
-        allow_blank=True,
-        max_length=100,
-        help_text="Slug of a gold set of the queue's project whose latest published version "
-        "serves hidden gold checks; null turns them off.",
-    )
-    gold_rate = serializers.FloatField(
-        required=False,
-        min_value=0,
-        max_value=0.5,
-        help_text="Share of served items that are hidden gold checks, 0 to 0.5.",
-    )
-    notify_every = serializers.IntegerField(
-        required=False, min_value=0, max_value=10_000_000,
-        help_text="Send labels.ready each time this many items completed since the last one; "
-        "0: off.",
-    )
-    reviewers = serializers.ListField(child=serializers.CharField(), required=False)
-    sampling = SamplingSerializer(required=False)
-
-
 class ReviewerStatsSerializer(serializers.Serializer):
     """One reviewer's figures in a queue. Production labels only, but for the gold figures."""
 
@@ -183,23 +119,6 @@ class QueueStatsSerializer(serializers.Serializer):
     gold_checks = serializers.IntegerField(help_text="Hidden gold checks answered.")
     agreement = serializers.DictField(child=serializers.FloatField(allow_null=True))
     reviewers = ReviewerStatsSerializer(many=True)
-
-
-def queue_data(data: dict[str, Any]) -> dict[str, Any]:
-    """Validated data as the queue services take it: date-times back as ISO strings (the policy
-    is stored as JSON), without the project."""
-    data = dict(data)
-    sampling = dict(data.get("sampling") or {})
-    spec = dict(sampling.get("filter") or {})
-    for key in ("created_after", "created_before"):
-        if key in spec:
-            spec[key] = spec[key].isoformat()
-    if "filter" in sampling:
-        sampling["filter"] = spec
-    if "sampling" in data:
-        data["sampling"] = sampling
-    data.pop("project", None)
-    return data
 
 
 # --- views -----------------------------------------------------------------------------------
@@ -239,9 +158,9 @@ class QueueListView(generics.ListAPIView):
         responses={201: QueueSerializer, **errors_for(400, 401, 403, 404, 429)},
     )
     def post(self, request: Request) -> Response:
-        data = validated(QueueWriteSerializer, request.data)
-        project = caller_of(request).project(MANAGE, slug=data["project"])
-        queue = queue_create(project=project, data=queue_data(data))
+        data = queue_input(request.data)
+        project = caller_of(request).project(MANAGE, slug=data.pop("project"))
+        queue = queue_create(project=project, data=data)
         return Response(QueueSerializer(queue).data, status=status.HTTP_201_CREATED)
 
 
@@ -271,12 +190,12 @@ class QueueDetailView(APIView):
         caller = caller_of(request)
         queue = get_queue(caller, pk)
         caller.require(MANAGE, project_id=queue.project_id)
-        data = validated(QueueWriteSerializer, request.data, partial=True)
+        data = queue_input(request.data, partial=True)
         if "project" in data:
             raise InvalidInput.one(
                 "project", "read_only", "A queue cannot move to another project."
             )
-        queue = queue_update(queue=queue, data=queue_data(data))
+        queue = queue_update(queue=queue, data=data)
         return Response(QueueSerializer(queue).data)
 
 

@@ -13,12 +13,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.api.caller import Caller, caller_of
-from feedback.api.inputs import json_object
 from feedback.api.schema import ERROR_HEADERS, errors_for
 from feedback.api.serializers import AnyJSONField, CorrectionField
 from feedback.errors import FieldError, NotFound
 
 from ..models import Label, Queue, QueueItem
+from ..payloads.labels import LabelInSerializer, label_input
 from ..selectors import can_review, claim_payload
 from ..services.claims import item_release, queue_claim_next
 from ..services.labels import item_label_submit
@@ -37,39 +37,6 @@ class ClaimSerializer(serializers.Serializer):
     feedback = serializers.ListField(child=AnyJSONField())
     label_choices = serializers.ListField(child=serializers.CharField())
     categories = serializers.ListField(child=serializers.CharField())
-
-
-class LabelInSerializer(serializers.Serializer):
-    """Documents the label payload; ``labeling.services.labels.clean_label`` checks it, for the
-    API and the workspace alike, against the item's queue (its label choices) and the project's
-    active categories."""
-
-    verdict = serializers.ChoiceField(Label.Verdict.choices)
-    categories = serializers.ListField(
-        child=serializers.CharField(), required=False, allow_null=True
-    )
-    true_label = serializers.CharField(
-        required=False,
-        allow_null=True,
-        allow_blank=True,
-        help_text="One of the queue's label choices (required by a queue that has them, for a "
-        "correct or incorrect verdict).",
-    )
-    correction = CorrectionField(required=False)
-    notes = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, max_length=5000
-    )
-    seconds_spent = serializers.FloatField(
-        required=False, allow_null=True, min_value=0, max_value=86400
-    )
-    confirm_contradiction = serializers.BooleanField(
-        required=False,
-        default=False,
-        help_text="A verdict that contradicts the true label (`correct` with a label other than "
-        "the predicted one, `incorrect` with the predicted label) is refused: 400 naming "
-        "`true_label` with code `contradicts_verdict`. Send `true` to store it anyway. Not "
-        "stored with the label.",
-    )
 
 
 class LabelSerializer(serializers.ModelSerializer):
@@ -159,7 +126,7 @@ class LabelCreateView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         item = reviewable_item(caller_of(request), pk)
         label = item_label_submit(
-            item_id=item.pk, reviewer=request.user, data=json_object(request.data)
+            item_id=item.pk, reviewer=request.user, answer=label_input(request.data)
         )
         return Response(LabelSerializer(label).data, status=status.HTTP_201_CREATED)
 

@@ -19,13 +19,24 @@ MANAGE_ROLES = [Membership.Role.ADMIN]
 READ_ROLES = [Membership.Role.ADMIN, Membership.Role.DATA_SCIENTIST]
 
 
+def reviews_in(user: AbstractBaseUser) -> Q:
+    """Queues the person reviews in: named among its reviewers or in its reviewer group, and a
+    current member of its project (any role). A revoked membership ends the reviewing at once,
+    though the queue still lists them (``feedback`` cannot reach labeling's queues; the list
+    is where an admin sees whom a re-granted member would review for again)."""
+    named = Q(reviewers=user) | Q(reviewer_group__in=user.groups.all())
+    if user.is_superuser:
+        return named
+    return named & Q(project_id__in=Membership.objects.filter(user=user).values("project_id"))
+
+
 def queues_visible(
     *, project_ids: Any, reviewer: AbstractBaseUser | None = None
 ) -> QuerySet[Queue]:
     """Queues of these projects, and (for a person) the queues they review in."""
     where = Q(project_id__in=project_ids)
     if reviewer is not None:
-        where |= Q(reviewers=reviewer) | Q(reviewer_group__in=reviewer.groups.all())
+        where |= reviews_in(reviewer)
     return (
         Queue.objects.filter(where)
         .distinct()
@@ -45,19 +56,13 @@ def queues_visible_to(*, user: AbstractBaseUser) -> QuerySet[Queue]:
 def segment_reviewer_projects(user: AbstractBaseUser) -> QuerySet:
     """Ids of projects where the person reviews a queue that shows segments: there, blind review
     is off and they may read the project's feedback (``feedback.api.caller.FEEDBACK_READ``)."""
-    return (
-        Queue.objects.filter(show_segments=True)
-        .filter(Q(reviewers=user) | Q(reviewer_group__in=user.groups.all()))
-        .values("project_id")
-    )
+    return Queue.objects.filter(show_segments=True).filter(reviews_in(user)).values("project_id")
 
 
 def queues_for_reviewer(*, user: AbstractBaseUser) -> QuerySet[Queue]:
     """Queues a person labels in, with the number of open items."""
     return (
-        Queue.objects.filter(
-            Q(reviewers=user) | Q(reviewer_group__in=user.groups.all()), active=True
-        )
+        Queue.objects.filter(reviews_in(user), active=True)
         .distinct()
         .select_related("project")
         .annotate(
@@ -76,10 +81,7 @@ def queues_for_reviewer(*, user: AbstractBaseUser) -> QuerySet[Queue]:
 def can_review(*, queue: Queue, user: AbstractBaseUser) -> bool:
     if not user.is_authenticated:
         return False
-    return queue.reviewers.filter(pk=user.pk).exists() or (
-        queue.reviewer_group_id is not None
-        and user.groups.filter(pk=queue.reviewer_group_id).exists()
-    )
+    return Queue.objects.filter(reviews_in(user), pk=queue.pk).exists()
 
 
 def can_manage(*, queue: Queue, user: AbstractBaseUser) -> bool:

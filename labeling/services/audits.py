@@ -1,7 +1,8 @@
 """Segment audits: validate a request, store it, compute it in SQL, keep the result.
 
-``audit_create`` validates the request (every refusal names its field: ``segments[0]``,
-``min_n``, ``source.queue``…), stores the audit with its inputs and either computes it at
+``audit_create`` takes a request checked by ``labeling.payloads.audits.audit_request`` (every
+refusal names its field: ``segments[0]``, ``min_n``, ``source.queue``…), resolves its source in
+the project, stores the audit with its inputs and either computes it at
 once (a source of at most ``REDRESS_AUDIT_INLINE_ROWS`` rows: the caller gets the result) or
 enqueues ``audit_run_task`` after commit. ``audit_run`` claims a pending audit with a
 conditional update (a duplicate delivery does nothing), aggregates in the database
@@ -24,7 +25,6 @@ Method, for the reader of a result (also written into every result's ``method``)
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,13 +35,13 @@ from django.db import OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from feedback.errors import FieldError, InvalidInput, NotFound
+from feedback.errors import InvalidInput, NotFound
 from feedback.models import Project
-from feedback.validation import SEGMENT_KEY_MAX_CHARS, SEGMENT_KEY_RE, SEGMENT_VALUE_MAX_CHARS
 
 from .. import fairness
 from ..enqueue import enqueue_after_commit
 from ..models import Audit, Export, GoldSet, Queue, QueueItem
+from ..payloads.audits import AuditRequest
 from ..selectors.audits import (
     AuditSource,
     GroupSums,
@@ -58,19 +58,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 
-DEFAULTS: dict[str, Any] = {
-    "intersectional": False,
-    "positive_label": None,
-    "reference": "overall",
-    "min_n": 30,
-    "tolerance": 0.05,
-    "confidence": 0.95,
-    "weighted": True,
-}
-REQUEST_FIELDS = {"project", "source", "segments", *DEFAULTS}
-MAX_SEGMENT_KEYS = 5  # 5 keys and their intersections are 26 grouping sets
 MAX_CLASSES = 50
-LABEL_MAX_CHARS = 200
 # Figures where a higher value is the worse outcome; for the others (accuracy, precision,
 # recall, selection rate with the positive label as the favourable outcome) lower is worse.
 HIGHER_IS_WORSE = {"error_rate", "dispute_rate", "negative_feedback_rate", "fpr", "fnr"}
@@ -78,193 +66,6 @@ HIGHER_IS_WORSE = {"error_rate", "dispute_rate", "negative_feedback_rate", "fpr"
 
 def inline_rows_limit() -> int:
     return int(getattr(settings, "REDRESS_AUDIT_INLINE_ROWS", 20_000))
-
-
-# --- validation ------------------------------------------------------------------------------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def audit_params_validate(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check a request body; return (source request, params with defaults filled in).
-
-    Raises ``InvalidInput`` listing every problem found, each naming its field.
-    """
-    if not isinstance(data, dict):
-        raise InvalidInput.one(None, "invalid_type", "The body must be a JSON object.")
-    errors: list[FieldError] = [
-        FieldError(
-            str(name),
-            "unknown_field",
-            f"Unknown field; valid: {', '.join(sorted(REQUEST_FIELDS))}.",
-        )
-        for name in data
-        if name not in REQUEST_FIELDS
-    ]
-    source = _validate_source(data.get("source"), errors)
-    params = {**DEFAULTS, **{k: v for k, v in data.items() if k in DEFAULTS}}
-
-    segments = data.get("segments")
-    if segments is None:
-        errors.append(FieldError("segments", "required", "Name one or more segment keys."))
-        segments = []
-    elif not isinstance(segments, list) or not segments:
-        errors.append(FieldError("segments", "invalid_type", "A non-empty list of segment keys."))
-        segments = []
-    elif len(segments) > MAX_SEGMENT_KEYS:
-        errors.append(
-            FieldError("segments", "too_many", f"At most {MAX_SEGMENT_KEYS} segment keys.")
-        )
-    for position, key in enumerate(segments):
-        field = f"segments[{position}]"
-        if not isinstance(key, str) or not key:
-            errors.append(FieldError(field, "invalid_type", "A segment key (a string)."))
-        elif len(key) > SEGMENT_KEY_MAX_CHARS or not SEGMENT_KEY_RE.match(key):
-            errors.append(
-                FieldError(
-                    field,
-                    "invalid",
-                    f"Segment keys are 1-{SEGMENT_KEY_MAX_CHARS} letters, digits, '_' or '-'.",
-                )
-            )
-        elif key in segments[:position]:
-            errors.append(FieldError(field, "duplicate", f"{key!r} is listed twice."))
-    params["segments"] = [key for key in segments if isinstance(key, str)]
-
-    for name in ("intersectional", "weighted"):
-        if not isinstance(params[name], bool):
-            errors.append(FieldError(name, "invalid_type", "true or false."))
-    label = params["positive_label"]
-    if label is not None and (not isinstance(label, str) or not label):
-        errors.append(FieldError("positive_label", "invalid_type", "A class label, or null."))
-    elif isinstance(label, str) and len(label) > LABEL_MAX_CHARS:
-        errors.append(FieldError("positive_label", "too_long", f"At most {LABEL_MAX_CHARS}."))
-    min_n = params["min_n"]
-    if not isinstance(min_n, int) or isinstance(min_n, bool):
-        errors.append(FieldError("min_n", "invalid_type", "A whole number of rows."))
-    elif not 1 <= min_n <= 1_000_000:
-        errors.append(FieldError("min_n", "out_of_range", "Between 1 and 1,000,000."))
-    tolerance = params["tolerance"]
-    if not _is_number(tolerance):
-        errors.append(FieldError("tolerance", "invalid_type", "A number (a difference in share)."))
-    elif not 0 <= tolerance < 1:
-        errors.append(FieldError("tolerance", "out_of_range", "At least 0 and under 1."))
-    confidence = params["confidence"]
-    if not _is_number(confidence):
-        errors.append(FieldError("confidence", "invalid_type", "A number such as 0.95."))
-    elif not 0.5 <= confidence <= 0.999:
-        errors.append(FieldError("confidence", "out_of_range", "Between 0.5 and 0.999."))
-    _validate_reference(params, errors)
-    errors += _nul_errors(source, params)
-    if errors:
-        raise InvalidInput(errors)
-    params["tolerance"], params["confidence"] = float(tolerance), float(confidence)
-    return source, params
-
-
-def _nul_errors(source: dict[str, Any], params: dict[str, Any]) -> list[FieldError]:
-    """Text that reaches a query or a stored document may not hold NUL: PostgreSQL can neither
-    compare it nor store it in jsonb (a 500 otherwise)."""
-    texts = [(f"source.{name}", source.get(name)) for name in ("goldset", "model_version")]
-    texts.append(("positive_label", params.get("positive_label")))
-    reference = params.get("reference")
-    if isinstance(reference, dict):
-        texts += [(f"reference.{key}", value) for key, value in reference.items()]
-    return [
-        FieldError(field, "invalid", "NUL characters (\\u0000) are not allowed.")
-        for field, value in texts
-        if isinstance(value, str) and "\x00" in value
-    ]
-
-
-def _validate_source(source: Any, errors: list[FieldError]) -> dict[str, Any]:
-    if source is None:
-        errors.append(FieldError("source", "required", "A queue, an export or a gold set."))
-        return {}
-    if not isinstance(source, dict):
-        errors.append(FieldError("source", "invalid_type", "An object."))
-        return {}
-    kinds = [kind for kind in ("queue", "export", "goldset") if kind in source]
-    if len(kinds) != 1:
-        errors.append(
-            FieldError(
-                "source",
-                "invalid",
-                'Exactly one of {"queue": id}, {"export": id} or '
-                '{"goldset": slug, "version": n, "model_version": "..."}.',
-            )
-        )
-        return {}
-    kind = kinds[0]
-    allowed = (
-        {"goldset", "version", "model_version"} if kind == "goldset" else {kind, "model_version"}
-    )
-    for name in source:
-        if name not in allowed:
-            errors.append(
-                FieldError(
-                    f"source.{name}", "unknown_field", f"Valid here: {', '.join(sorted(allowed))}."
-                )
-            )
-    if kind == "goldset":
-        if not isinstance(source["goldset"], str) or not source["goldset"]:
-            errors.append(FieldError("source.goldset", "invalid_type", "A gold set's slug."))
-        version = source.get("version")
-        if version is None:
-            errors.append(FieldError("source.version", "required", "The version number."))
-        elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            errors.append(FieldError("source.version", "invalid_type", "A version number (1, 2…)."))
-        if "model_version" not in source:
-            errors.append(
-                FieldError(
-                    "source.model_version",
-                    "required",
-                    "The model version whose predictions are scored against the gold set.",
-                )
-            )
-    else:
-        ident = source[kind]
-        if not isinstance(ident, int) or isinstance(ident, bool) or ident < 1:
-            errors.append(FieldError(f"source.{kind}", "invalid_type", f"The {kind}'s id."))
-    model_version = source.get("model_version")
-    if model_version is not None and (
-        not isinstance(model_version, str) or not model_version or len(model_version) > 100
-    ):
-        errors.append(
-            FieldError("source.model_version", "invalid_type", "A model version (≤ 100 chars).")
-        )
-    return {"kind": kind, **source}
-
-
-def _validate_reference(params: dict[str, Any], errors: list[FieldError]) -> None:
-    reference = params["reference"]
-    if reference == "overall":
-        return
-    if not isinstance(reference, dict) or not reference:
-        errors.append(
-            FieldError(
-                "reference", "invalid", '"overall", or a segment such as {"locale": "en-US"}.'
-            )
-        )
-        return
-    segments = params["segments"]
-    for key, value in reference.items():
-        if key not in segments:
-            errors.append(
-                FieldError(f"reference.{key}", "unknown_key", "Not one of the audit's segments.")
-            )
-        elif not isinstance(value, str) or not value or len(value) > SEGMENT_VALUE_MAX_CHARS:
-            errors.append(FieldError(f"reference.{key}", "invalid_type", "A segment value."))
-    if len(reference) > 1 and params["intersectional"] is not True:
-        errors.append(
-            FieldError(
-                "reference",
-                "needs_intersectional",
-                "A reference over several keys is an intersection: set intersectional to true.",
-            )
-        )
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -373,11 +174,13 @@ def _source_of(audit: Audit) -> AuditSource:
 def audit_create(
     *,
     project: Project,
-    data: Any,
+    request: AuditRequest,
     actor: AbstractBaseUser | None = None,
     run: str = "auto",
 ) -> Audit:
-    """Validate and store an audit, and see that it is computed.
+    """Store an audit (``request``: checked by ``labeling.payloads.audits.audit_request``) and
+    see that it is computed. 404 naming ``source.<kind>`` for a source not in the project; 400
+    for a positive label that is not one of the source's classes.
 
     ``run``: ``"auto"`` computes it here when the source has at most
     ``REDRESS_AUDIT_INLINE_ROWS`` rows and hands it to a worker otherwise; ``"now"`` and
@@ -388,8 +191,8 @@ def audit_create(
     """
     if run not in ("auto", "now", "worker", "caller"):
         raise ValueError(f"run must be auto, now, worker or caller, not {run!r}")
-    request, params = audit_params_validate(data)
-    links, source, classes = _resolve_source(project=project, request=request)
+    params = dict(request.params)
+    links, source, classes = _resolve_source(project=project, request=request.source)
     if classes is None:
         classes = audit_observed_labels(source=source)
     label = params["positive_label"]
@@ -406,7 +209,7 @@ def audit_create(
     params["classes"] = classes[:MAX_CLASSES]
     if run == "auto":
         run = "now" if audit_rows_count(source=source) <= inline_rows_limit() else "worker"
-    stored_source = {k: v for k, v in request.items() if k != "kind"}
+    stored_source = {k: v for k, v in request.source.items() if k != "kind"}
     with transaction.atomic():
         audit = Audit.objects.create(
             project=project,

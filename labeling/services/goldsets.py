@@ -24,7 +24,6 @@ agreeing with the true label (Dawid-Skene queues: the share agreeing with the es
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 from django.conf import settings
@@ -35,16 +34,11 @@ from django.utils import timezone
 
 from feedback.errors import Conflict, FieldError, InvalidInput, NotFound
 from feedback.models import FeedbackCategory, Project
-from feedback.validation import (
-    CATEGORIES_MAX,
-    canonical_json,
-    check_segment,
-    check_string,
-    has_nul,
-)
+from feedback.validation import check_string
 
 from ..models import Export, GoldItem, GoldPurge, GoldSet, GoldSetVersion, Label, QueueItem
 from ..models.gold import PublishedGoldError, allow_gold_purge
+from ..payloads.gold import KEY_MAX_CHARS, GoldItemInput
 from ..selectors.gold import (
     CONTENT_FIELDS,
     gold_canonical_bytes,
@@ -70,14 +64,6 @@ __all__ = [
 ]
 
 DEFAULT_MIN_AGREEMENT = 0.66
-SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
-SLUG_MAX_CHARS = 100
-NAME_MAX_CHARS = 200
-TEXT_MAX_CHARS = 5000
-KEY_MAX_CHARS = 255
-LABEL_MAX_CHARS = 200
-ITEM_FIELDS = frozenset({"key", "input", "output", "expected", "segment"})
-EXPECTED_FIELDS = frozenset({"verdict", "label", "categories"})
 # Fields a copy into a new draft carries over: the content and its lineage.
 COPIED_FIELDS = (
     *CONTENT_FIELDS,
@@ -101,128 +87,23 @@ def _person(actor: Any) -> Any:
     return actor if isinstance(actor, user_model) and actor.pk is not None else None
 
 
-# --- validation ------------------------------------------------------------------------------
+# --- what needs the database ---------------------------------------------------------------
 
 
-def _check_json(value: Any, path: str, errors: list[FieldError]) -> Any:
-    if has_nul(canonical_json(value)):
-        errors.append(FieldError(path, "invalid", "NUL characters (\\u0000) are not allowed."))
-    return value
-
-
-def _check_categories(
-    value: Any, path: str, errors: list[FieldError], *, taxonomy: set[str]
-) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(slug, str) for slug in value):
-        errors.append(FieldError(path, "invalid_type", "A list of category slugs."))
-        return []
-    if len(value) > CATEGORIES_MAX:
-        errors.append(FieldError(path, "too_many", f"At most {CATEGORIES_MAX} categories."))
-        return []
-    for position, slug in enumerate(value):
-        if slug not in taxonomy:
-            errors.append(
-                FieldError(
-                    f"{path}[{position}]",
-                    "unknown_category",
-                    f"{slug!r} is not a category of this project; valid: "
-                    f"{', '.join(sorted(taxonomy))}.",
-                )
-            )
-    # Stored sorted and distinct: the canonical content never depends on the order given.
-    return sorted(set(value))
-
-
-def clean_gold_item(data: Any, *, taxonomy: set[str], partial: bool = False) -> dict[str, Any]:
-    """Check an item payload (``{"key", "input", "output", "expected": {"verdict", "label",
-    "categories"}, "segment"}``) and return model field values; refuse naming each field.
-
-    ``partial``: only the fields given are checked and returned (an update).
-    """
-    if not isinstance(data, dict):
-        raise InvalidInput.one(None, "invalid_type", "The item must be a JSON object.")
-    errors: list[FieldError] = []
-    for name in sorted(set(data) - ITEM_FIELDS):
-        errors.append(
-            FieldError(
-                name, "unknown_field", f"Unknown field; allowed: {', '.join(sorted(ITEM_FIELDS))}."
-            )
+def _check_taxonomy(categories: Any, *, project_id: int) -> None:
+    """Every category of an item is one of the project's (400 naming each that is not)."""
+    taxonomy = _taxonomy(project_id)
+    errors = [
+        FieldError(
+            f"expected.categories[{position}]",
+            "unknown_category",
+            f"{slug!r} is not a category of this project; valid: {', '.join(sorted(taxonomy))}.",
         )
-    clean: dict[str, Any] = {}
-    if "key" in data or not partial:
-        if "key" not in data:
-            errors.append(FieldError("key", "required", "Name the item: a key unique in the set."))
-        else:
-            key = check_string(
-                data["key"], "key", errors, max_chars=KEY_MAX_CHARS, allow_blank=False
-            )
-            if key is not None:
-                clean["key"] = key
-    for name in ("input", "output"):
-        if name in data:
-            clean[name] = _check_json(data[name], name, errors)
-        elif not partial:
-            clean[name] = None
-    if "segment" in data or not partial:
-        segment = check_segment(data.get("segment"), "segment", errors)
-        if segment is not None:
-            clean["segment"] = segment
-    if "expected" in data or not partial:
-        clean.update(_clean_expected(data.get("expected"), errors, taxonomy=taxonomy))
+        for position, slug in enumerate(categories)
+        if slug not in taxonomy
+    ]
     if errors:
         raise InvalidInput(errors)
-    return clean
-
-
-def _clean_expected(value: Any, errors: list[FieldError], *, taxonomy: set[str]) -> dict:
-    if not isinstance(value, dict):
-        errors.append(
-            FieldError(
-                "expected",
-                "required" if value is None else "invalid_type",
-                'What the item expects: {"verdict", "label", "categories"}.',
-            )
-        )
-        return {}
-    for name in sorted(set(value) - EXPECTED_FIELDS):
-        errors.append(
-            FieldError(
-                f"expected.{name}",
-                "unknown_field",
-                f"Unknown field; allowed: {', '.join(sorted(EXPECTED_FIELDS))}.",
-            )
-        )
-    clean: dict[str, Any] = {}
-    verdict = value.get("verdict")
-    if verdict in (None, ""):
-        clean["expected_verdict"] = ""
-    elif verdict not in Verdict.values:
-        errors.append(
-            FieldError("expected.verdict", "invalid_choice", "One of correct, incorrect, unsure.")
-        )
-    else:
-        clean["expected_verdict"] = verdict
-    label = value.get("label")
-    if label in (None, ""):
-        clean["expected_label"] = ""
-    else:
-        label = check_string(label, "expected.label", errors, max_chars=LABEL_MAX_CHARS)
-        if label is not None:
-            clean["expected_label"] = label
-    clean["expected_categories"] = _check_categories(
-        value.get("categories"), "expected.categories", errors, taxonomy=taxonomy
-    )
-    if (
-        not clean.get("expected_verdict")
-        and not clean.get("expected_label")
-        and ("expected_verdict" in clean and "expected_label" in clean)
-    ):
-        errors.append(
-            FieldError("expected", "required", "A gold item expects a verdict, a label, or both.")
-        )
-    return clean
 
 
 def _taxonomy(project_id: int) -> set[str]:
@@ -240,20 +121,7 @@ def goldset_create(
     *, project: Project, slug: str, name: str = "", description: str = "", actor: Any = None
 ) -> GoldSet:
     """Create a gold set and its first draft (v1, empty). 409 when the slug is taken in the
-    project."""
-    errors: list[FieldError] = []
-    if not isinstance(slug, str) or not SLUG_RE.match(slug) or len(slug) > SLUG_MAX_CHARS:
-        errors.append(
-            FieldError(
-                "slug",
-                "invalid",
-                f"1-{SLUG_MAX_CHARS} letters, digits, '-' and '_'.",
-            )
-        )
-    check_string(name, "name", errors, max_chars=NAME_MAX_CHARS)
-    check_string(description, "description", errors, max_chars=TEXT_MAX_CHARS)
-    if errors:
-        raise InvalidInput(errors)
+    project. The values are checked (``labeling.payloads.gold.gold_set_input``)."""
     person = _person(actor)
     with transaction.atomic():
         if GoldSet.objects.filter(project=project, slug=slug).exists():
@@ -278,12 +146,9 @@ def goldset_create(
 
 
 def goldset_update(*, gold_set: GoldSet, name: str, description: str, actor: Any = None) -> GoldSet:
-    """Rename or redescribe a gold set (its slug and project never change: clients know them)."""
-    errors: list[FieldError] = []
-    check_string(name, "name", errors, max_chars=NAME_MAX_CHARS, allow_blank=False)
-    check_string(description, "description", errors, max_chars=TEXT_MAX_CHARS)
-    if errors:
-        raise InvalidInput(errors)
+    """Rename or redescribe a gold set (its slug and project never change: clients know them).
+    The values are checked (``gold_set_input``); a blank name keeps the slug as the name."""
+    name = name or gold_set.slug
     with transaction.atomic():
         GoldSet.objects.filter(pk=gold_set.pk).update(name=name, description=description)
         gold_set.name, gold_set.description = name, description
@@ -294,11 +159,8 @@ def goldset_version_create_draft(
     *, gold_set: GoldSet, actor: Any = None, notes: str = ""
 ) -> GoldSetVersion:
     """A new draft numbered after the last version, holding a copy of the latest published
-    version's items (lineage included). 409 when the gold set has a draft already."""
-    errors: list[FieldError] = []
-    check_string(notes, "notes", errors, max_chars=TEXT_MAX_CHARS)
-    if errors:
-        raise InvalidInput(errors)
+    version's items (lineage included). 409 when the gold set has a draft already. ``notes``
+    is checked (``labeling.payloads.gold.version_notes``)."""
     with transaction.atomic():
         # The gold set's row serialises numbering and the one-draft rule (a constraint backs
         # the latter).
@@ -357,10 +219,11 @@ def _key_taken(version: GoldSetVersion, key: str) -> Conflict:
     )
 
 
-def gold_item_add(*, version: GoldSetVersion, data: dict[str, Any], actor: Any = None) -> GoldItem:
-    """Add an item to a draft. 400 naming the field, 409 for a taken key or a published
-    version."""
-    clean = clean_gold_item(data, taxonomy=_taxonomy(version.gold_set.project_id))
+def gold_item_add(*, version: GoldSetVersion, item: GoldItemInput, actor: Any = None) -> GoldItem:
+    """Add a checked item (``gold_item_input``) to a draft. 400 naming a category the project
+    does not have, 409 for a taken key or a published version."""
+    clean = item.values()
+    _check_taxonomy(clean["expected_categories"], project_id=version.gold_set.project_id)
     with transaction.atomic():
         version = _locked_draft(version)
         if GoldItem.objects.filter(version=version, key=clean["key"]).exists():
@@ -371,23 +234,26 @@ def gold_item_add(*, version: GoldSetVersion, data: dict[str, Any], actor: Any =
 
 
 def gold_item_update(
-    *, version: GoldSetVersion, key: str, data: dict[str, Any], actor: Any = None
+    *, version: GoldSetVersion, key: str, item: GoldItemInput, actor: Any = None
 ) -> GoldItem:
-    """Change the given fields of a draft's item (``expected`` is replaced as a whole; a new
-    ``key`` renames it). The lineage is kept: it says where the item came from."""
-    clean = clean_gold_item(data, taxonomy=_taxonomy(version.gold_set.project_id), partial=True)
+    """Change the fields sent of a draft's item (``gold_item_input(partial=True)``;
+    ``expected`` is replaced as a whole; a new ``key`` renames it). The lineage is kept: it
+    says where the item came from."""
+    clean = item.values()
+    if "expected_categories" in clean:
+        _check_taxonomy(clean["expected_categories"], project_id=version.gold_set.project_id)
     with transaction.atomic():
         version = _locked_draft(version)
-        item = GoldItem.objects.filter(version=version, key=key).first()
-        if item is None:
+        stored = GoldItem.objects.filter(version=version, key=key).first()
+        if stored is None:
             raise NotFound.one("key", "not_found", f"v{version.number} has no item {key!r}.")
         new_key = clean.get("key", key)
         if new_key != key and GoldItem.objects.filter(version=version, key=new_key).exists():
             raise _key_taken(version, new_key)
         for name, value in clean.items():
-            setattr(item, name, value)
-        item.save()
-        return item
+            setattr(stored, name, value)
+        stored.save()
+        return stored
 
 
 def gold_item_remove(*, version: GoldSetVersion, keys: list[str], actor: Any = None) -> list[str]:
@@ -530,13 +396,9 @@ def goldset_version_publish(
     *, version: GoldSetVersion, actor: Any = None, notes: str | None = None
 ) -> GoldSetVersion:
     """Freeze a draft for good: checksum, item count, who and when (and ``notes`` if given),
-    in one transaction. 409 when it is published already or empty.
+    in one transaction. 409 when it is published already or empty. ``notes`` is checked
+    (``version_notes``).
     """
-    errors: list[FieldError] = []
-    if notes is not None:
-        check_string(notes, "notes", errors, max_chars=TEXT_MAX_CHARS)
-    if errors:
-        raise InvalidInput(errors)
     with transaction.atomic():
         version = _locked_draft(version)
         rows = list(GoldItem.objects.filter(version=version).values(*CONTENT_FIELDS))

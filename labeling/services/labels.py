@@ -26,61 +26,42 @@ from feedback.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFo
 from feedback.models import Prediction
 from feedback.selectors import active_categories
 from feedback.services.disputes import disputes_resolve_for_prediction
-from feedback.validation import CORRECTION_MAX_CHARS, canonical_json, has_nul
 
 from ..consensus import dawid_skene, majority_vote
 from ..enqueue import enqueue_after_commit
 from ..models import Assignment, GoldItem, Label, LabelRevision, QueueItem
+from ..payloads.labels import CONFIRM_FIELD, LabelInput
 
 Verdict = Label.Verdict
-NUL_DETAIL = "NUL characters are not allowed."
 LABEL_FIELDS = ("verdict", "categories", "true_label", "correction", "notes", "seconds_spent")
-# Accepted with a label but not stored: the caller's "yes, I mean this contradiction".
-CONFIRM_FIELD = "confirm_contradiction"
+# CONFIRM_FIELD ("confirm_contradiction"): accepted with a label but not stored, the caller's
+# "yes, I mean this contradiction".
 CONTRADICTION_CODE = "contradicts_verdict"
 
 
-def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) -> dict[str, Any]:
-    """Check a label payload against the item's queue; refuse naming the field."""
-    errors: list[FieldError] = []
-    unknown = sorted(set(data) - {*LABEL_FIELDS, CONFIRM_FIELD})
-    for name in unknown:
-        errors.append(
-            FieldError(
-                name, "unknown_field", f"Allowed: {', '.join((*LABEL_FIELDS, CONFIRM_FIELD))}."
-            )
+def clean_label(answer: LabelInput, *, item: QueueItem, categories: set[str]) -> dict[str, Any]:
+    """The label's model fields, once what depends on the item holds: the categories are the
+    project's (``categories``), the true label one of the queue's choices (required for a
+    correct or incorrect verdict when it has some), no contradiction unless confirmed. The rest
+    was checked by ``label_input``. Refuses naming the field."""
+    errors: list[FieldError] = [
+        FieldError(
+            f"categories[{position}]",
+            "unknown_category",
+            f"{slug!r} is not an active category; valid: {', '.join(sorted(categories))}.",
         )
-    confirmed = data.get(CONFIRM_FIELD, False)
-    if not isinstance(confirmed, bool):
-        errors.append(FieldError(CONFIRM_FIELD, "invalid_type", "true or false."))
-    verdict = data.get("verdict")
-    if verdict not in Verdict.values:
-        errors.append(FieldError("verdict", "invalid_choice", "One of correct, incorrect, unsure."))
-    chosen = data.get("categories") or []
-    if not isinstance(chosen, list):
-        errors.append(FieldError("categories", "invalid_type", "A list of category slugs."))
-        chosen = []
-    for position, slug in enumerate(chosen):
-        if slug not in categories:
-            errors.append(
-                FieldError(
-                    f"categories[{position}]",
-                    "unknown_category",
-                    f"{slug!r} is not an active category; valid: {', '.join(sorted(categories))}.",
-                )
-            )
+        for position, slug in enumerate(answer.categories)
+        if slug not in categories
+    ]
     choices = item.queue.label_choices or []
-    true_label = data.get("true_label")
-    if true_label in (None, ""):
-        true_label = ""
+    verdict, true_label = answer.verdict, answer.true_label
+    if not true_label:
         if choices and verdict in (Verdict.CORRECT, Verdict.INCORRECT):
             errors.append(
                 FieldError(
                     "true_label", "required", f"This queue asks for a label: {', '.join(choices)}."
                 )
             )
-    elif not isinstance(true_label, str):
-        errors.append(FieldError("true_label", "invalid_type", "One of the queue's labels."))
     elif not choices:
         errors.append(FieldError("true_label", "not_allowed", "This queue has no label choices."))
     elif true_label not in choices:
@@ -91,36 +72,17 @@ def clean_label(data: dict[str, Any], *, item: QueueItem, categories: set[str]) 
                 f"{true_label!r} is not one of {', '.join(choices)}.",
             )
         )
-    correction = data.get("correction")
-    if correction is not None and not isinstance(correction, (str, dict, list)):
-        errors.append(FieldError("correction", "invalid_type", "A string, an object or null."))
-    elif correction is not None and len(canonical_json(correction)) > CORRECTION_MAX_CHARS * 4:
-        errors.append(FieldError("correction", "too_long", "The correction is too long."))
-    elif correction is not None and has_nul(canonical_json(correction)):
-        errors.append(FieldError("correction", "invalid", NUL_DETAIL))  # PostgreSQL refuses it
-    notes = data.get("notes") or ""
-    if not isinstance(notes, str) or len(notes) > 5000:
-        errors.append(FieldError("notes", "invalid", "Text of at most 5,000 characters."))
-    elif "\x00" in notes:
-        errors.append(FieldError("notes", "invalid", NUL_DETAIL))
-    seconds = data.get("seconds_spent")
-    if seconds is not None and (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, (int, float))
-        or not 0 <= seconds < 86400
-    ):
-        errors.append(FieldError("seconds_spent", "invalid", "Seconds, between 0 and 86,400."))
     if errors:
         raise InvalidInput(errors)
-    if confirmed is not True:
+    if not answer.confirm_contradiction:
         _refuse_contradiction(item=item, verdict=verdict, true_label=true_label)
     return {
         "verdict": verdict,
-        "categories": list(dict.fromkeys(chosen)),
+        "categories": list(dict.fromkeys(answer.categories)),
         "true_label": true_label,
-        "correction": correction,
-        "notes": notes,
-        "seconds_spent": float(seconds) if seconds is not None else None,
+        "correction": answer.correction,
+        "notes": answer.notes,
+        "seconds_spent": answer.seconds_spent,
     }
 
 
@@ -216,10 +178,11 @@ def item_label_submit(
     *,
     item_id: int,
     reviewer: AbstractBaseUser,
-    data: dict[str, Any],
+    answer: LabelInput,
     categories: set[str] | None = None,
 ) -> Label:
-    """Store a reviewer's label. Needs a live lease (409 otherwise); one label per reviewer.
+    """Store a reviewer's label (``answer``: checked by ``label_input``). Needs a live lease
+    (409 otherwise); one label per reviewer.
     ``categories``: the slugs a label may name; by default the project's active categories."""
     now = timezone.now()
     with transaction.atomic():
@@ -236,7 +199,7 @@ def item_label_submit(
             raise NotFound.one("item", "not_found", f"No item {item_id}.")
         if categories is None:
             categories = set(active_categories(project_id=item.queue.project_id))
-        clean = clean_label(data, item=item, categories=categories)
+        clean = clean_label(answer, item=item, categories=categories)
         if Label.objects.filter(item=item, reviewer=reviewer).exists():
             raise Conflict.one("item", "already_labeled", "You labeled this item already.")
         lease = Assignment.objects.filter(
@@ -266,7 +229,7 @@ def label_update(
     *,
     label: Label,
     actor: AbstractBaseUser,
-    data: dict[str, Any],
+    answer: LabelInput,
     categories: set[str] | None = None,
 ) -> Label:
     """Edit a label, keeping what it said before as a revision; consensus follows the edit."""
@@ -278,7 +241,7 @@ def label_update(
         )
         if categories is None:
             categories = set(active_categories(project_id=item.queue.project_id))
-        clean = clean_label(data, item=item, categories=categories)
+        clean = clean_label(answer, item=item, categories=categories)
         LabelRevision.objects.create(
             label=label,
             changed_by=actor,
@@ -293,7 +256,7 @@ def label_update(
         return label
 
 
-def label_edit_own(*, label_id: int, reviewer: AbstractBaseUser, data: dict[str, Any]) -> Label:
+def label_edit_own(*, label_id: int, reviewer: AbstractBaseUser, answer: LabelInput) -> Label:
     """A reviewer changes one of their own labels (the workspace's undo and "edit" pages).
 
     The old answer is kept as a ``LabelRevision`` (``label_update``). Someone else's label, or
@@ -316,7 +279,7 @@ def label_edit_own(*, label_id: int, reviewer: AbstractBaseUser, data: dict[str,
     categories = set(active_categories(project_id=label.item.queue.project_id))
     # Categories chosen before one was retired stay valid on the label they are on.
     categories |= set(label.categories)
-    return label_update(label=label, actor=reviewer, data=data, categories=categories)
+    return label_update(label=label, actor=reviewer, answer=answer, categories=categories)
 
 
 def consensus_of(labels: list[Label], *, with_true_label: bool) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""Queues: creation and configuration, and who may review in them."""
+"""Queues: creation and configuration, and who may review in them.
+
+``queue_create`` and ``queue_update`` take a configuration checked by
+``labeling.payloads.queues.queue_input`` (the API's, the admin form's, the demo's) and check
+what needs the database or the stored queue: a name taken, reviewers who are members, a gold
+set of the project, the sampling policy as a whole.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +36,6 @@ CONFIG_FIELDS = (
 # Hidden gold checks (labeling/services/claims.py): the share of served items that are checks is
 # at most one half, so most of a reviewer's work is always production work.
 GOLD_FIELDS = ("gold_set", "gold_rate")
-GOLD_RATE_MAX = 0.5
 POLICY_DEFAULTS = {
     "source": Queue.Source.PREDICTIONS,
     "filter": {},
@@ -92,18 +97,6 @@ def _gold_set(project: Project, value: Any) -> GoldSet | None:
     return found
 
 
-def _gold_rate(value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value <= GOLD_RATE_MAX
-    ):
-        raise InvalidInput.one(
-            "gold_rate", "invalid", f"A share of served items from 0 to {GOLD_RATE_MAX}."
-        )
-    return float(value)
-
-
 def _apply(queue: Queue, data: dict[str, Any]) -> None:
     for name in CONFIG_FIELDS:
         if name in data and name not in GOLD_FIELDS:
@@ -111,18 +104,13 @@ def _apply(queue: Queue, data: dict[str, Any]) -> None:
     if "gold_set" in data:
         queue.gold_set = _gold_set(queue.project, data["gold_set"])
     if "gold_rate" in data:
-        queue.gold_rate = _gold_rate(data["gold_rate"])
+        queue.gold_rate = float(data["gold_rate"])
     sampling = data.get("sampling") or {}
     for name in (*POLICY_FIELDS, "seed", "schedule_minutes"):
         if name in sampling:
             setattr(queue, name, sampling[name])
     policy = {name: getattr(queue, name) for name in POLICY_FIELDS}
-    validate_policy(policy)
-    choices = queue.label_choices
-    if not isinstance(choices, list) or not all(isinstance(c, str) and c for c in choices):
-        raise InvalidInput.one("label_choices", "invalid", "A list of non-empty strings.")
-    if len(set(choices)) != len(choices):
-        raise InvalidInput.one("label_choices", "duplicate", "Label choices must be distinct.")
+    validate_policy(policy)  # the policy as a whole: the fields sent with the stored others
 
 
 @transaction.atomic

@@ -152,6 +152,7 @@ def bench_audits(rows: int = 1_000_000, repeats: int = 3) -> dict[str, Any]:
     from django.db import connection
 
     from feedback.models import Project
+    from labeling.payloads.audits import audit_request
     from labeling.services.audits import audit_create
     from tests.bench.labeled_data import ensure_labeled_rows
 
@@ -167,13 +168,19 @@ def bench_audits(rows: int = 1_000_000, repeats: int = 3) -> dict[str, Any]:
     for attempt in range(repeats):
         begun = time.perf_counter()
         request = _request(data["queue"], weighted=True)
-        audit = audit_create(project=project, data=request, run="now")
+        audit = audit_create(
+            project=project, request=audit_request({"project": project.slug, **request}), run="now"
+        )
         timings.append(time.perf_counter() - begun)
         assert audit.status == "done", audit.error
         log(f"weighted audit {attempt + 1}: {timings[-1]:.2f} s")
     result = audit.result
     begun = time.perf_counter()
-    plain = audit_create(project=project, data=_request(data["queue"], weighted=False), run="now")
+    plain = audit_create(
+        project=project,
+        request=audit_request({"project": project.slug, **_request(data["queue"], weighted=False)}),
+        run="now",
+    )
     unweighted_seconds = time.perf_counter() - begun
     log(f"unweighted audit: {unweighted_seconds:.2f} s")
 

@@ -125,6 +125,7 @@ def _reviewer_loop(args: tuple[Any, ...]) -> dict[str, Any]:
 
     from feedback.errors import Conflict
     from labeling.models import Queue
+    from labeling.payloads.labels import label_input
     from labeling.services.claims import queue_claim_next
     from labeling.services.labels import item_label_submit
 
@@ -149,7 +150,7 @@ def _reviewer_loop(args: tuple[Any, ...]) -> dict[str, Any]:
             item_label_submit(
                 item_id=lease.item_id,
                 reviewer=reviewer,
-                data={"verdict": "correct", "seconds_spent": 5},
+                answer=label_input({"verdict": "correct", "seconds_spent": 5}),
                 categories=set(),
             )
         except Conflict:

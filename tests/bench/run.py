@@ -13,6 +13,11 @@ add new ones to ``SECTIONS``):
   (one item, Bearer key, Idempotency-Key, two categories, a comment, an end user). Rows stored
   are checked against the 201s. The worker class with the best single/bare ratio (among those
   within the p99 target) serves the later sections.
+- ``token_intake``: single-item POST ``/api/v1/feedback`` from an end user's browser
+  (``Authorization: FeedbackToken``, one token per end user and prediction, minted offline with
+  the project's token secret, a report with two categories and a comment) against the same
+  request with the Bearer key, rounds alternating in one gunicorn (the worker class chosen by
+  ``http``, else the first of ``--worker-classes``); the ratio token ÷ key, rows checked.
 - ``batch_intake``: POST ``/api/v1/feedback/batch`` with 1,000 items per request from a few
   keep-alive ``http.client`` threads; items/s and rows stored.
 - ``prediction_batch``: POST ``/api/v1/predictions`` with 1,000 new predictions per request,
@@ -68,6 +73,8 @@ BENCH_ENV = {
     "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production",
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
     "REDRESS_INGEST_RATE": "100000000/minute",  # counted on every request, never refused
+    "REDRESS_FEEDBACK_TOKEN_RATE": "100000000/minute",  # likewise for browser tokens
+    "REDRESS_FEEDBACK_END_USER_RATE": "100000000/minute",
     "CACHE_KEY_PREFIX": "redress-bench",
     "DJANGO_LOG_LEVEL": "WARNING",
 }
@@ -83,6 +90,7 @@ TARGETS = {
     "sampling_seconds_max": 2.0,
     "audit_seconds_max": 5.0,
     "webhook_deliveries_per_s_min": 300.0,
+    "token_to_key_single_min": 0.8,
 }
 
 PROJECT_SLUG = "bench"
@@ -109,6 +117,7 @@ class Bench:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="redress-bench-")))
     api_key: str = ""
+    tokens_file: str = ""  # browser feedback tokens, one per line (token_intake)
     project_id: int = 0
     project_secret: str = ""
     predictions: int = 0
@@ -440,6 +449,7 @@ def wrk(bench: Bench, base: str, mode: str, seconds: float) -> dict[str, Any]:
         bench.api_key,
         str(bench.predictions),
         f"{bench.run_id}-{uuid.uuid4().hex[:6]}",  # Idempotency-Key prefix of this run
+        bench.tokens_file,
     ]
     wait_for_quiet(bench)
     with CpuMeter(bench) as meter:
@@ -623,6 +633,91 @@ def bench_http(bench: Bench) -> dict[str, Any]:
         "bare_view": chosen["bare_view"],
         "ratio_single_to_bare": chosen["ratio_single_to_bare"],
         "worker_classes": by_class,
+    }
+
+
+def mint_tokens(bench: Bench, count: int) -> str:
+    """Browser feedback tokens for ``count`` end users, each about one seeded prediction,
+    minted offline as an app's server would (README); returns the file holding them."""
+    from feedback.feedback_tokens import token_mint
+    from feedback.models import Project
+    from feedback.services.feedback_tokens import token_secret_rotate
+
+    secret = token_secret_rotate(project=Project.objects.get(pk=bench.project_id))
+    now = int(time.time())
+    path = bench.workdir / "tokens.txt"
+    with path.open("w") as out:
+        for i in range(count):
+            token, _ = token_mint(
+                secret=secret, project=PROJECT_SLUG,
+                prediction=f"bench-{i % bench.predictions:05d}",
+                end_user=f"browser-user-{i}", kinds=["rating", "report", "dispute"],
+                issued_at=now, ttl_seconds=86400,
+            )
+            out.write(token + "\n")
+    return str(path)
+
+
+def bench_token_intake(bench: Bench) -> dict[str, Any]:
+    """Single feedback with a browser token against the same with the key, in one server."""
+    args = bench.args
+    bench.tokens_file = mint_tokens(bench, 5000)
+    worker_class = bench.worker_class or args.worker_classes[0]
+
+    def leg(mode: str, label: str) -> Callable[[int], dict[str, Any]]:
+        def attempt(number: int) -> dict[str, Any]:
+            rows_before, tagged_before = feedback_rows(), rows_with_bench_categories()
+            log.info("[%s] %s POST /api/v1/feedback for %ss", worker_class, label, args.duration)
+            raw = wrk(bench, base, mode, args.duration)
+            result = wrk_summary(raw, 201)
+            rows = wait_until_stable(feedback_rows) - rows_before
+            tagged = rows_with_bench_categories() - tagged_before
+            in_flight = raw["requests_sent"] - raw["responses"]
+            result.update(
+                rows_stored=rows,
+                rows_match_201s=rows == result["ok"],
+                rows_verified=rows == result["ok"] + in_flight and tagged == rows,
+                first_error=raw["first_bad"] or None,
+            )
+            return result
+
+        return attempt
+
+    with gunicorn(bench, worker_class) as base:
+        log.info("[%s] warm-up %ss each", worker_class, args.warmup)
+        wrk(bench, base, "feedback", args.warmup)
+        wrk(bench, base, "token", args.warmup)
+        keys, tokens = [], []
+        for _ in range(args.rounds):
+            keys.append(quietest(bench, "key single", leg("feedback", "key")))
+            tokens.append(quietest(bench, "token single", leg("token", "token")))
+    key, token = median_round(keys), median_round(tokens)
+    ratio = token["rps"] / key["rps"] if key["rps"] else 0.0
+    # CPU of the bench's processes (gunicorn, PostgreSQL, Redis, wrk) per stored row, each
+    # leg's median over its rounds: on a machine shared with other work the rates swing with
+    # the background, the cost per request much less.
+    for leg_result, rounds in ((key, keys), (token, tokens)):
+        costs = sorted(
+            r["cpu"]["bench_cores"] * 1e6 / r["rps"] for r in rounds if r["rps"]
+        )
+        leg_result["cpu_us_per_request"] = round(costs[(len(costs) - 1) // 2]) if costs else None
+    log.info(
+        "[%s] key %.0f req/s; token %.0f req/s (p50 %.1f, p99 %.1f ms): ratio %.3f",
+        worker_class, key["rps"], token["rps"], token["p50_ms"], token["p99_ms"], ratio,
+    )
+    return {
+        "token_intake": {
+            "worker_class": worker_class,
+            "key_single": key,
+            "token_single": token,
+            "ratio_token_to_key": round(ratio, 3),
+            "cpu_ratio_key_to_token": round(
+                key["cpu_us_per_request"] / token["cpu_us_per_request"], 3
+            )
+            if key.get("cpu_us_per_request") and token.get("cpu_us_per_request")
+            else None,
+            "comparable": key["quiet"] and token["quiet"],
+        }
     }
 
 
@@ -1048,6 +1143,7 @@ def bench_webhooks_section(bench: Bench) -> dict[str, Any]:
 
 SECTIONS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "http": bench_http,
+    "token_intake": bench_token_intake,
     "batch_intake": bench_batch_intake,
     "prediction_batch": bench_prediction_batch,
     "copy_ceiling": bench_copy_ceiling,
@@ -1109,6 +1205,14 @@ def judge(report: dict[str, Any]) -> dict[str, Any]:
         single = report["intake_single"]
         meets["single_p99_ms"] = single["p99_ms"] <= TARGETS["single_p99_ms_max"]
         meets["single_rows_verified"] = single["rows_match_201s"] and single["non_2xx"] == 0
+    if "token_intake" in report:
+        tokens = report["token_intake"]
+        meets["token_to_key_single"] = (
+            tokens["ratio_token_to_key"] >= TARGETS["token_to_key_single_min"]
+        )
+        meets["token_rows_verified"] = (
+            tokens["token_single"]["rows_match_201s"] and tokens["token_single"]["non_2xx"] == 0
+        )
     if "batch_intake" in report:
         batch = report["batch_intake"]
         meets["batch_items_per_s"] = batch["items_per_s"] >= TARGETS["batch_items_per_s_min"]
@@ -1231,7 +1335,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
     args = parse_args(argv)
-    if shutil.which("wrk") is None and "http" in args.sections:
+    if shutil.which("wrk") is None and {"http", "token_intake"} & set(args.sections):
         raise SystemExit("wrk is not installed (apt-get install wrk).")
     database_url = setup_environment()
     bench = Bench(args=args, database_url=database_url)

@@ -15,9 +15,13 @@ os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-not-for-production")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
 os.environ.setdefault("REDRESS_INGEST_RATE", "100000000/minute")
+os.environ.setdefault("REDRESS_FEEDBACK_TOKEN_RATE", "100000000/minute")
+os.environ.setdefault("REDRESS_FEEDBACK_END_USER_RATE", "100000000/minute")
 
 from config.settings import *  # noqa: F403
 
 DEBUG = False
 ROOT_URLCONF = "tests.bench.urls"
 REDRESS_INGEST_RATE = os.environ["REDRESS_INGEST_RATE"]
+REDRESS_FEEDBACK_TOKEN_RATE = os.environ["REDRESS_FEEDBACK_TOKEN_RATE"]
+REDRESS_FEEDBACK_END_USER_RATE = os.environ["REDRESS_FEEDBACK_END_USER_RATE"]

@@ -1,11 +1,14 @@
 -- wrk script of the Redress bench (tests/bench/run.py runs it; see the README's Benchmark).
 --
---   wrk -t2 -c16 -d<window+tail>s --timeout 10s -s wrk.lua URL -- MODE WINDOW [KEY NPRED NONCE]
+--   wrk -t2 -c16 -d<window+tail>s --timeout 10s -s wrk.lua URL -- MODE WINDOW [KEY NPRED NONCE TOKENS]
 --
 -- MODE "bare":     GET /bench/bare.
 -- MODE "feedback": POST /api/v1/feedback with a Bearer key, a fresh Idempotency-Key and a body
 --                  that varies per request (prediction bench-NNNNN out of NPRED, a comment
 --                  with numbers, an end user).
+-- MODE "token":    the same from an end user's browser: Authorization: FeedbackToken, one of
+--                  the tokens in the file TOKENS (one per line, each for its own end user and
+--                  prediction), the same body without prediction and end user.
 --
 -- Requests are sent during WINDOW seconds only; wrk's -d adds a tail so that every request
 -- sent gets its response before wrk stops. So the 201s counted here are every row the server
@@ -35,6 +38,7 @@ end
 
 -- thread state ---------------------------------------------------------------------------------
 local mode, window, key, npred, nonce
+local tokens = {}
 local stopped = false
 n = 0 -- requests sent (a global: done() reads it through thread:get)
 local comments = {
@@ -48,6 +52,11 @@ function init(args)
   mode = args[1]
   window = tonumber(args[2])
   key, npred, nonce = args[3], tonumber(args[4] or "1"), args[5] or "x"
+  if mode == "token" then
+    for line in io.lines(args[6]) do
+      if line ~= "" then table.insert(tokens, line) end
+    end
+  end
   counts = {}     -- status -> count (read by done() through thread:get)
   first_bad = ""  -- the first non-2xx response, for diagnosis
   t_first, t_last = 0, 0
@@ -74,6 +83,17 @@ function request()
   n = n + 1
   if mode == "bare" then
     return wrk.format("GET", "/bench/bare", {})
+  end
+  if mode == "token" then
+    local body = string.format(
+      '{"kind":"report","categories":["incorrect","incomplete"],"comment":"%s"}',
+      string.format(comments[n % #comments + 1], 10000 + n)
+    )
+    return wrk.format("POST", "/api/v1/feedback", {
+      ["Authorization"] = "FeedbackToken " .. tokens[(n * 7 + tid * 131) % #tokens + 1],
+      ["Content-Type"] = "application/json",
+      ["Idempotency-Key"] = string.format("%s-t%d-%d", nonce, tid, n),
+    }, body)
   end
   local body = string.format(
     '{"prediction":"bench-%05d","kind":"report","categories":["incorrect","incomplete"],' ..

@@ -359,7 +359,8 @@ def test_schema_is_openapi_3_and_lists_every_intake_operation():
         "description": document["components"]["securitySchemes"]["ApiKey"]["description"],
     }
     submit = document["paths"]["/api/v1/feedback"]["post"]
-    assert submit["security"] == [{"ApiKey": []}]
+    # ... and an end user's browser with a feedback token (tests/feedback/test_feedback_tokens.py)
+    assert submit["security"] == [{"ApiKey": []}, {"FeedbackToken": []}]
     assert [p["name"] for p in submit["parameters"] if p["in"] == "header"] == ["Idempotency-Key"]
     for name, (method, path) in INTAKE_OPERATIONS.items():
         responses = document["paths"][path][method.lower()]["responses"]

@@ -20,6 +20,7 @@ from feedback.selectors import active_categories, project_context
 from feedback.services.intake import feedback_submit
 from feedback.services.projects import membership_grant
 from labeling.models import Label, Queue, QueueItem, SamplingRun
+from labeling.payloads.labels import label_input
 from labeling.services.claims import queue_claim_next
 from labeling.services.labels import item_label_submit, label_update
 from labeling.services.sampling import sampling_run_execute
@@ -70,7 +71,7 @@ def label_in_order(queue: Queue, reviewer, verdicts: list[str], **extra: Any) ->
         item_label_submit(
             item_id=lease.item_id,
             reviewer=reviewer,
-            data={"verdict": verdict, "seconds_spent": 10 + position, **extra},
+            answer=label_input({"verdict": verdict, "seconds_spent": 10 + position, **extra}),
             categories=categories,
         )
 
@@ -515,7 +516,7 @@ def test_item_page_shows_labels_with_their_history(project, queue, tied_item):
     label_update(
         label=label,
         actor=label.reviewer,
-        data={"verdict": "unsure", "notes": "not sure after all"},
+        answer=label_input({"verdict": "unsure", "notes": "not sure after all"}),
         categories=set(),
     )
 

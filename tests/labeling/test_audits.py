@@ -34,6 +34,7 @@ from feedback.errors import InvalidInput
 from feedback.models import Feedback, Prediction
 from labeling import fairness
 from labeling.models import Audit, GoldItem, GoldSet, GoldSetVersion, Queue, QueueItem
+from labeling.payloads.audits import audit_request
 from labeling.services.audits import audit_create, audit_run
 from labeling.services.sampling import sampling_run_execute, sampling_run_request
 
@@ -163,7 +164,7 @@ def labeled_queue(project):
 
 
 def run(project, data: dict[str, Any]) -> dict[str, Any]:
-    audit = audit_create(project=project, data=data)
+    audit = audit_create(project=project, request=audit_request({"project": project.slug, **data}))
     assert audit.status == Audit.Status.DONE, audit.error
     return audit.result
 
@@ -756,7 +757,14 @@ def test_large_sources_go_to_a_worker(
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         audit = audit_create(
-            project=project, data={"source": {"queue": labeled_queue.pk}, "segments": ["locale"]}
+            project=project,
+            request=audit_request(
+                {
+                    "project": project.slug,
+                    "source": {"queue": labeled_queue.pk},
+                    "segments": ["locale"],
+                }
+            ),
         )
 
     assert audit.status == Audit.Status.PENDING and audit.result is None
@@ -781,7 +789,14 @@ def test_a_lost_audit_is_handed_back_keyed_on_its_attempt(
     load_rows(project, labeled_queue, _disparity_rows())
     with django_capture_on_commit_callbacks(execute=False):
         audit = audit_create(
-            project=project, data={"source": {"queue": labeled_queue.pk}, "segments": ["locale"]}
+            project=project,
+            request=audit_request(
+                {
+                    "project": project.slug,
+                    "source": {"queue": labeled_queue.pk},
+                    "segments": ["locale"],
+                }
+            ),
         )
     taken_over = []
 
@@ -816,10 +831,13 @@ def test_a_draft_gold_version_is_refused(project):
     with pytest.raises(InvalidInput) as refused:
         audit_create(
             project=project,
-            data={
-                "source": {"goldset": "drafty", "version": 1, "model_version": "v1"},
-                "segments": ["band"],
-            },
+            request=audit_request(
+                {
+                    "project": project.slug,
+                    "source": {"goldset": "drafty", "version": 1, "model_version": "v1"},
+                    "segments": ["band"],
+                }
+            ),
         )
 
     assert [(e.field, e.code) for e in refused.value.errors] == [

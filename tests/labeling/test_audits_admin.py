@@ -15,6 +15,7 @@ from django.test import Client
 
 from feedback.models import Membership
 from labeling.models import Audit, Queue
+from labeling.payloads.audits import audit_request
 from labeling.services.audits import audit_create
 from tests.labeling.test_audits import CLASSES, load_rows
 from tests.labeling.test_audits_api import disparity_rows
@@ -28,7 +29,14 @@ def audit(project):
     load_rows(project, queue, disparity_rows())
     return audit_create(
         project=project,
-        data={"source": {"queue": queue.pk}, "segments": ["locale"], "positive_label": "approve"},
+        request=audit_request(
+            {
+                "project": project.slug,
+                "source": {"queue": queue.pk},
+                "segments": ["locale"],
+                "positive_label": "approve",
+            }
+        ),
     )
 
 
@@ -104,7 +112,10 @@ def test_the_list_and_a_comparison(scientist_client, audit, project):
     queue = Queue.objects.create(project=project, name="v2", label_choices=CLASSES)
     load_rows(project, queue, disparity_rows(bad="en-US"), prefix="v2")
     later = audit_create(
-        project=project, data={"source": {"queue": queue.pk}, "segments": ["locale"]}
+        project=project,
+        request=audit_request(
+            {"project": project.slug, "source": {"queue": queue.pk}, "segments": ["locale"]}
+        ),
     )
 
     listing = scientist_client.get("/admin/labeling/audit/")
@@ -222,7 +233,14 @@ def test_better_and_worse_look_different_in_chart_table_and_report(project, scie
     load_rows(project, queue, disparity_rows())
     audit = audit_create(
         project=project,
-        data={"source": {"queue": queue.pk}, "segments": ["locale"], "tolerance": 0.03},
+        request=audit_request(
+            {
+                "project": project.slug,
+                "source": {"queue": queue.pk},
+                "segments": ["locale"],
+                "tolerance": 0.03,
+            }
+        ),
     )
     directions = {
         s["label"]: s["metrics"]["error_rate"]["direction"] for s in audit.result["segments"]
@@ -255,7 +273,12 @@ def test_better_and_worse_look_different_in_chart_table_and_report(project, scie
 
 def test_an_audit_of_no_rows_says_so(project, scientist_client):
     queue = Queue.objects.create(project=project, name="empty", label_choices=CLASSES)
-    audit = audit_create(project=project, data={"source": {"queue": queue.pk}, "segments": ["x"]})
+    audit = audit_create(
+        project=project,
+        request=audit_request(
+            {"project": project.slug, "source": {"queue": queue.pk}, "segments": ["x"]}
+        ),
+    )
 
     report = scientist_client.get(f"/api/v1/audits/{audit.pk}/report", {"format": "md"})
     page = scientist_client.get(f"/admin/labeling/audit/{audit.pk}/change/").content.decode()
@@ -274,16 +297,26 @@ def test_the_comparison_takes_segment_order_as_the_same_and_shows_no_reprs(
     load_rows(project, queue, disparity_rows())
     a = audit_create(
         project=project,
-        data={"source": {"queue": queue.pk}, "segments": ["locale", "device"], "min_n": 5},
+        request=audit_request(
+            {
+                "project": project.slug,
+                "source": {"queue": queue.pk},
+                "segments": ["locale", "device"],
+                "min_n": 5,
+            }
+        ),
     )
     b = audit_create(
         project=project,
-        data={
-            "source": {"queue": queue.pk},
-            "segments": ["device", "locale"],
-            "min_n": 5,
-            "intersectional": True,
-        },
+        request=audit_request(
+            {
+                "project": project.slug,
+                "source": {"queue": queue.pk},
+                "segments": ["device", "locale"],
+                "min_n": 5,
+                "intersectional": True,
+            }
+        ),
     )
 
     page = scientist_client.get(

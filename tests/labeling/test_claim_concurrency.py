@@ -16,6 +16,7 @@ from django.db import connection
 
 from feedback.errors import Conflict
 from labeling.models import Assignment, Label, QueueItem
+from labeling.payloads.labels import label_input
 from labeling.services.claims import queue_claim_next
 from labeling.services.labels import item_label_submit
 
@@ -45,7 +46,7 @@ def test_32_threads_as_8_reviewers_label_everything_exactly_once(queue, make_ite
                     item_label_submit(
                         item_id=lease.item_id,
                         reviewer=reviewer,
-                        data={"verdict": "correct"},
+                        answer=label_input({"verdict": "correct"}),
                         categories=set(),
                     )
                     outcome = "labeled"

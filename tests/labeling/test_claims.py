@@ -13,6 +13,7 @@ from feedback.models import Feedback
 from feedback.selectors import project_context
 from feedback.services.intake import feedback_submit
 from labeling.models import Assignment, Label, LabelRevision, QueueItem
+from labeling.payloads.labels import label_input
 from labeling.services.labels import item_adjudicate, label_update
 
 pytestmark = pytest.mark.django_db
@@ -176,6 +177,18 @@ def test_bad_labels_are_400(queue, make_items, make_reviewer, body, field, code)
     assert (field, code) in {(e["field"], e["code"]) for e in response.json()["errors"]}
 
 
+def test_a_day_of_seconds_spent_is_accepted_as_documented(queue, make_items, make_reviewer):
+    # The schema said at most 86,400 seconds; the service refused exactly 86,400.
+    (item,) = make_items(queue, 1)
+    alice = as_user(make_reviewer("alice", queue))
+    claim(alice, queue)
+
+    response = label(alice, item.pk, seconds_spent=86400)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["seconds_spent"] == 86400.0
+
+
 def test_label_choices_require_a_true_label(queue, make_items, make_reviewer):
     queue.label_choices = ["approve", "deny"]
     queue.overlap = 1
@@ -238,7 +251,7 @@ def test_edits_keep_history(queue, make_items, make_reviewer):
     label_update(
         label=stored,
         actor=alice_user,
-        data={"verdict": "incorrect", "notes": "on reflection"},
+        answer=label_input({"verdict": "incorrect", "notes": "on reflection"}),
         categories={"incorrect"},
     )
 

@@ -33,6 +33,8 @@ from config.wsgi import application
 from feedback.services.keys import apikey_create
 from labeling.exports.request import export_request
 from labeling.models import Audit, Export, QueueItem
+from labeling.payloads.audits import audit_request
+from labeling.payloads.gold import gold_item_input
 from labeling.services.audits import audit_create
 from labeling.services.exports import export_build, export_create
 from labeling.services.goldsets import (
@@ -114,11 +116,11 @@ def seed(project) -> dict[str, Any]:
     gold_set = goldset_create(project=project, slug=GOLD_SLUG, name="Eval")
     v1 = gold_set.versions.get()
     for key in GOLD_KEYS:
-        gold_item_add(version=v1, data=gold_item(key))
+        gold_item_add(version=v1, item=gold_item_input(gold_item(key)))
     gold_item_promote(version=v1, item_id=completed[0])  # labeled, agreement 1.0
     goldset_version_publish(version=v1)
     v2 = goldset_version_create_draft(gold_set=gold_set)
-    gold_item_add(version=v2, data=gold_item("draft-c"))
+    gold_item_add(version=v2, item=gold_item_input(gold_item("draft-c")))
 
     export = export_create(
         project=project, request=export_request({"queue": queue.pk, "format": "jsonl"})
@@ -127,14 +129,16 @@ def seed(project) -> dict[str, Any]:
     assert export.status == Export.Status.DONE, export.error
     audit = audit_create(
         project=project,
-        data={
-            "project": project.slug,
-            "source": {"queue": queue.pk},
-            "segments": ["locale", "device"],
-            "intersectional": True,
-            "positive_label": "approve",
-            "min_n": 5,
-        },
+        request=audit_request(
+            {
+                "project": project.slug,
+                "source": {"queue": queue.pk},
+                "segments": ["locale", "device"],
+                "intersectional": True,
+                "positive_label": "approve",
+                "min_n": 5,
+            }
+        ),
         run="now",
     )
     assert audit.status == Audit.Status.DONE, audit.error
@@ -449,6 +453,64 @@ def test_a_gold_item_with_null_segment_has_none(data_world):
         body=body,
     )
     assert created.json()["segment"] == {}
+
+
+# --- where the hand-written validators disagreed with the schema (one declaration since) -------
+
+
+@pytest.mark.django_db
+def test_a_blank_expected_verdict_with_a_label_is_accepted_as_documented(data_world):
+    # The service took "" as "no verdict" where the schema allowed only the three verdicts and
+    # a label of one character or more: the declaration now says what is accepted.
+    body = {**gold_item("blank-verdict"), "expected": {"verdict": "", "label": "approve"}}
+    created = call(
+        "goldsets_items_add",
+        data_world,
+        expect=201,
+        path_parameters={"slug": GOLD_SLUG, "number": 2},
+        body=body,
+    )
+    assert created.json()["expected"] == {"verdict": None, "label": "approve", "categories": []}
+
+
+@pytest.mark.django_db
+def test_more_than_twenty_expected_categories_are_400_naming_them(data_world):
+    # The service refused them ("too_many") where the schema set no bound.
+    body = {**gold_item("many"), "expected": {"verdict": "correct", "categories": ["x"] * 21}}
+    response = call(
+        "goldsets_items_add",
+        data_world,
+        expect=400,
+        path_parameters={"slug": GOLD_SLUG, "number": 2},
+        body=body,
+    )
+    assert [field for field, _ in fields(response)] == ["expected.categories"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # The schema allowed a tolerance of 1 and any min_n, and listed segments without saying
+        # they are distinct; each was refused by the service.
+        ({"tolerance": 1}, [("tolerance", "out_of_range")]),
+        ({"min_n": 1_000_001}, [("min_n", "out_of_range")]),
+        ({"segments": ["locale", "locale"]}, [("segments[1]", "duplicate")]),
+    ],
+)
+def test_audit_bounds_the_schema_now_states(data_world, change, expected):
+    body = {
+        "project": data_world["project"].slug,
+        "source": {"queue": data_world["queue"].pk},
+        "segments": ["locale"],
+        **change,
+    }
+    response = call("audits_create", data_world, expect=400, body=body)
+    assert fields(response) == expected
+    properties = schema.raw_schema["components"]["schemas"]["AuditCreateRequest"]["properties"]
+    assert properties["tolerance"]["exclusiveMaximum"] is True
+    assert properties["min_n"]["maximum"] == 1_000_000
+    assert properties["segments"]["uniqueItems"] is True
 
 
 HUGE = 10**30  # past every database's integer range

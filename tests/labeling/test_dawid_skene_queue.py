@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from labeling.models import Assignment, Label, QueueItem
+from labeling.payloads.labels import label_input
 from labeling.services.labels import item_label_submit, queue_consensus_recompute
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,7 @@ def label_all(queue, items, reviewers, answers):
             item_label_submit(
                 item_id=item.pk,
                 reviewer=reviewer,
-                data={"verdict": answers[r][i]},
+                answer=label_input({"verdict": answers[r][i]}),
                 categories=set(),
             )
 

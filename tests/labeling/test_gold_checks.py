@@ -45,6 +45,8 @@ from labeling.models import (
     QueueItem,
     SamplingRun,
 )
+from labeling.payloads.labels import label_input
+from labeling.payloads.queues import queue_input
 from labeling.selectors import queue_stats
 from labeling.services.claims import gold_draw, item_release, queue_claim_next
 from labeling.services.labels import (
@@ -139,7 +141,9 @@ def answer(queue: Queue, reviewer, *, verdict: str = "correct", **extra: Any) ->
     data = {"verdict": verdict, **extra}
     if queue.label_choices and "true_label" not in data and verdict != "unsure":
         data["true_label"] = queue.label_choices[0]
-    item_label_submit(item_id=lease.item_id, reviewer=reviewer, data=data, categories=CATEGORIES)
+    item_label_submit(
+        item_id=lease.item_id, reviewer=reviewer, answer=label_input(data), categories=CATEGORIES
+    )
     return QueueItem.objects.select_related("gold_item").get(pk=lease.item_id)
 
 
@@ -293,7 +297,10 @@ def test_a_reviewer_never_gets_a_gold_key_twice_across_versions(
             item_release(item=item, reviewer=alice)
         else:
             item_label_submit(
-                item_id=item.pk, reviewer=alice, data={"verdict": "correct"}, categories=CATEGORIES
+                item_id=item.pk,
+                reviewer=alice,
+                answer=label_input({"verdict": "correct"}),
+                categories=CATEGORIES,
             )
     served = [first] + [served_key(answer(queue, alice)) for _ in range(30)]
     v1_keys = [key for key in served if key is not None]
@@ -612,7 +619,12 @@ def test_an_edit_is_scored_again_and_still_counts_nowhere(project, queue, alice,
     label = Label.objects.get(item=item)
     assert label.gold_correct is False
 
-    label_update(label=label, actor=alice, data={"verdict": "incorrect"}, categories=CATEGORIES)
+    label_update(
+        label=label,
+        actor=alice,
+        answer=label_input({"verdict": "incorrect"}),
+        categories=CATEGORIES,
+    )
 
     label.refresh_from_db()
     item.refresh_from_db()
@@ -692,7 +704,7 @@ def test_gold_answers_change_no_consensus_agreement_or_statistic(
             item_label_submit(
                 item_id=item.pk,
                 reviewer=reviewer,
-                data={"verdict": verdict},
+                answer=label_input({"verdict": verdict}),
                 categories=CATEGORIES,
             )
         if not progressed:
@@ -895,13 +907,14 @@ def test_the_service_refuses_another_projects_set_and_a_rate_over_half(
 
     with pytest.raises(InvalidInput) as other:
         queue_update(queue=queue, data={"gold_set": theirs})
+    # The rate is the payload's to check, for the service's every caller (queue_input).
     with pytest.raises(InvalidInput) as high:
-        queue_update(queue=queue, data={"gold_rate": 0.75})
+        queue_update(queue=queue, data=queue_input({"gold_rate": 0.75}, partial=True))
     with pytest.raises(InvalidInput) as flag:
-        queue_update(queue=queue, data={"gold_rate": True})
+        queue_update(queue=queue, data=queue_input({"gold_rate": True}, partial=True))
 
     assert [(e.field, e.code) for e in other.value.errors] == [("gold_set", "other_project")]
-    assert [(e.field, e.code) for e in high.value.errors] == [("gold_rate", "invalid")]
+    assert [(e.field, e.code) for e in high.value.errors] == [("gold_rate", "max_value")]
     assert [(e.field, e.code) for e in flag.value.errors] == [("gold_rate", "invalid")]
 
 
@@ -956,7 +969,7 @@ def test_reviewers_claiming_checks_at_once_make_each_check_once(queue, make_item
                     item_label_submit(
                         item_id=lease.item_id,
                         reviewer=reviewer,
-                        data={"verdict": "incorrect"},
+                        answer=label_input({"verdict": "incorrect"}),
                         categories=set(),
                     )
         except BaseException as exc:  # surfaced below: a thread must not fail silently

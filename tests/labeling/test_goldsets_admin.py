@@ -13,6 +13,7 @@ from django.urls import reverse
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
 from labeling.models import GoldItem, GoldSet, GoldSetVersion, Queue
+from labeling.payloads.gold import gold_item_input
 from labeling.services.goldsets import (
     gold_item_add,
     gold_item_remove,
@@ -94,8 +95,8 @@ def test_a_gold_set_created_in_the_admin_has_draft_v1(project, other_project):
 def test_draft_items_are_edited_through_the_services(project):
     gold_set = goldset_create(project=project, slug="eval")
     draft = gold_set.versions.get()
-    gold_item_add(version=draft, data=item_payload("a"))
-    gold_item_add(version=draft, data=item_payload("b"))
+    gold_item_add(version=draft, item=gold_item_input(item_payload("a")))
+    gold_item_add(version=draft, item=gold_item_input(item_payload("b")))
     scientist = logged_in(project, "dana")
     page = scientist.get(version_url(draft))
     data = form_data(page)
@@ -130,7 +131,7 @@ def test_draft_items_are_edited_through_the_services(project):
 
 def test_an_unknown_category_in_the_inline_is_refused_with_a_message(project):
     draft = goldset_create(project=project, slug="eval").versions.get()
-    gold_item_add(version=draft, data=item_payload("a"))
+    gold_item_add(version=draft, item=gold_item_input(item_payload("a")))
     scientist = logged_in(project, "dana")
     data = form_data(scientist.get(version_url(draft)))
     data["items-0-expected_categories"] = "incorrect, rude"
@@ -143,7 +144,7 @@ def test_an_unknown_category_in_the_inline_is_refused_with_a_message(project):
 
 def test_a_published_version_is_read_only_and_says_why(project):
     draft = goldset_create(project=project, slug="eval").versions.get()
-    gold_item_add(version=draft, data=item_payload("a"))
+    gold_item_add(version=draft, item=gold_item_input(item_payload("a")))
     scientist = logged_in(project, "dana")
     stale_form = form_data(scientist.get(version_url(draft)))  # opened while a draft
     version = goldset_version_publish(version=draft)
@@ -165,7 +166,7 @@ def test_a_published_version_is_read_only_and_says_why(project):
 
 def test_publish_and_new_draft_actions(project):
     gold_set = goldset_create(project=project, slug="eval")
-    gold_item_add(version=gold_set.versions.get(), data=item_payload("a"))
+    gold_item_add(version=gold_set.versions.get(), item=gold_item_input(item_payload("a")))
     empty = goldset_create(project=project, slug="empty")
     scientist = logged_in(project, "dana")
 
@@ -206,9 +207,13 @@ def test_diff_page(project):
     v2 = goldset_version_create_draft(gold_set=v1.gold_set)
     gold_item_remove(version=v2, keys=["a"])
     gold_item_update(
-        version=v2, key="b", data={"expected": {"verdict": "correct", "categories": ["incorrect"]}}
+        version=v2,
+        key="b",
+        item=gold_item_input(
+            {"expected": {"verdict": "correct", "categories": ["incorrect"]}}, partial=True
+        ),
     )
-    gold_item_add(version=v2, data=item_payload("d"))
+    gold_item_add(version=v2, item=gold_item_input(item_payload("d")))
     scientist = logged_in(project, "dana")
     url = reverse("admin:labeling_goldset_diff", args=[v1.gold_set.pk])
 

@@ -11,6 +11,7 @@ import pytest
 from feedback.models import Membership
 from feedback.services.projects import membership_grant
 from labeling.models import GoldItem, GoldSetVersion, Queue
+from labeling.payloads.gold import gold_item_input
 from labeling.selectors.gold import gold_version_checksum
 from labeling.services.goldsets import gold_item_add, goldset_create, goldset_version_publish
 from tests.conftest import client_for, token_for
@@ -127,7 +128,7 @@ def test_create_add_publish_draft_and_diff_with_a_data_key(data_client, project)
 
 def test_a_published_version_answers_409_and_stays_as_it_was(data_client, project):
     gold_set = goldset_create(project=project, slug="eval")
-    gold_item_add(version=gold_set.versions.get(), data=item_payload("a"))
+    gold_item_add(version=gold_set.versions.get(), item=gold_item_input(item_payload("a")))
     version = goldset_version_publish(version=gold_set.versions.get())
     items = f"{API}/eval/versions/1/items"
 
@@ -207,7 +208,10 @@ def test_scopes_and_roles(project, ingest_client):
     assert send(admin_client, "get", f"{API}/eval/versions").status_code == 200
     created = send(ds_client, "post", API, {"slug": "mine", "name": "Mine"})
     assert created.status_code == 201 and created.json()["created_by"] == ds.username
-    gold_item_add(version=GoldSetVersion.objects.get(gold_set__slug="mine"), data=item_payload("a"))
+    gold_item_add(
+        version=GoldSetVersion.objects.get(gold_set__slug="mine"),
+        item=gold_item_input(item_payload("a")),
+    )
     publish = send(ds_client, "post", f"{API}/mine/versions/1/publish")
     assert publish.json()["published_by"] == ds.username
 
@@ -267,7 +271,7 @@ def test_list_endpoints_have_pinned_query_counts(data_client, project, django_as
         gold_set = goldset_create(project=project, slug=f"set-{n}")
         draft = gold_set.versions.get()
         for key in ("a", "b", "c", "d"):
-            gold_item_add(version=draft, data=item_payload(key))
+            gold_item_add(version=draft, item=gold_item_input(item_payload(key)))
         goldset_version_publish(version=draft)
     send(data_client, "get", API)  # warms the key lookup cache
 

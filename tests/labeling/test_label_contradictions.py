@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 
 from feedback.errors import InvalidInput, NotFound
 from labeling.models import Label, LabelRevision, Queue
+from labeling.payloads.labels import label_input
 from labeling.services.claims import queue_claim_next
 from labeling.services.labels import item_label_submit, label_edit_own
 
@@ -66,7 +67,7 @@ def test_the_service_refuses_a_contradiction_naming_true_label(
         item_label_submit(
             item_id=item_id,
             reviewer=alice,
-            data={"verdict": verdict, "true_label": true_label},
+            answer=label_input({"verdict": verdict, "true_label": true_label}),
             categories=set(),
         )
 
@@ -79,7 +80,9 @@ def test_the_service_refuses_a_contradiction_naming_true_label(
     label = item_label_submit(
         item_id=item_id,
         reviewer=alice,
-        data={"verdict": verdict, "true_label": true_label, "confirm_contradiction": True},
+        answer=label_input(
+            {"verdict": verdict, "true_label": true_label, "confirm_contradiction": True}
+        ),
         categories=set(),
     )
     assert (label.verdict, label.true_label) == (verdict, true_label)
@@ -96,7 +99,7 @@ def test_consistent_answers_pass(labeled_queue, alice, make_items, verdict, true
     label = item_label_submit(
         item_id=item_id,
         reviewer=alice,
-        data={"verdict": verdict, "true_label": true_label},
+        answer=label_input({"verdict": verdict, "true_label": true_label}),
         categories=set(),
     )
 
@@ -111,7 +114,9 @@ def test_confirm_must_be_a_boolean(labeled_queue, alice, make_items):
         item_label_submit(
             item_id=item_id,
             reviewer=alice,
-            data={"verdict": "correct", "true_label": "refund", "confirm_contradiction": "yes"},
+            answer=label_input(
+                {"verdict": "correct", "true_label": "refund", "confirm_contradiction": "yes"}
+            ),
             categories=set(),
         )
 
@@ -126,19 +131,23 @@ def test_an_edit_is_checked_too_and_keeps_the_old_answer(labeled_queue, alice, m
     label = item_label_submit(
         item_id=item_id,
         reviewer=alice,
-        data={"verdict": "correct", "true_label": "refund", "notes": "fine"},
+        answer=label_input({"verdict": "correct", "true_label": "refund", "notes": "fine"}),
         categories=set(),
     )
 
     with pytest.raises(InvalidInput) as refused:
         label_edit_own(
-            label_id=label.pk, reviewer=alice, data={"verdict": "incorrect", "true_label": "refund"}
+            label_id=label.pk,
+            reviewer=alice,
+            answer=label_input({"verdict": "incorrect", "true_label": "refund"}),
         )
     assert refused.value.errors[0].code == "contradicts_verdict"
     assert not LabelRevision.objects.exists()
 
     edited = label_edit_own(
-        label_id=label.pk, reviewer=alice, data={"verdict": "incorrect", "true_label": "other"}
+        label_id=label.pk,
+        reviewer=alice,
+        answer=label_input({"verdict": "incorrect", "true_label": "other"}),
     )
 
     assert (edited.verdict, edited.true_label) == ("incorrect", "other")
@@ -157,12 +166,12 @@ def test_nobody_edits_someone_elses_label(labeled_queue, alice, make_reviewer, m
     label = item_label_submit(
         item_id=claim(labeled_queue, alice),
         reviewer=alice,
-        data={"verdict": "correct", "true_label": "refund"},
+        answer=label_input({"verdict": "correct", "true_label": "refund"}),
         categories=set(),
     )
 
     with pytest.raises(NotFound):
-        label_edit_own(label_id=label.pk, reviewer=bob, data={"verdict": "unsure"})
+        label_edit_own(label_id=label.pk, reviewer=bob, answer=label_input({"verdict": "unsure"}))
 
     assert Label.objects.get().verdict == "correct"
 

@@ -301,7 +301,7 @@ def test_invalid_input_re_renders_the_item_with_the_errors(queue, alice, make_it
     client = logged_in(alice)
     item_id, _ = open_item(client, queue)
 
-    # no verdict, an unknown category
+    # no verdict (the payload's declaration refuses it, before the item's rules)
     response = client.post(
         submit_url(queue), {"item": item_id, "categories": ["nope"], "notes": "keep me"}
     )
@@ -309,10 +309,20 @@ def test_invalid_input_re_renders_the_item_with_the_errors(queue, alice, make_it
     assert response.status_code == 200
     html = response.content.decode()
     assert int(hidden(html, "item")) == item_id  # the same item, still leased
-    assert "Please correct the errors below." in html
+    assert "Please correct the error below." in html
     assert "<li>One of correct, incorrect, unsure.</li>" in html
-    assert "&#x27;nope&#x27; is not an active category" in html
     assert ">keep me</textarea>" in html
+    assert not Label.objects.exists()
+
+    # an unknown category (the project's taxonomy: the service's to check)
+    response = client.post(
+        submit_url(queue),
+        {"item": item_id, "verdict": "correct", "true_label": "approve", "categories": ["nope"]},
+    )
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "&#x27;nope&#x27; is not an active category" in html
     assert not Label.objects.exists()
 
     # a verdict without the label this queue asks for

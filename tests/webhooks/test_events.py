@@ -18,6 +18,7 @@ from feedback.selectors import project_context
 from feedback.services.events import event_emit
 from feedback.services.intake import feedback_submit
 from labeling.models import Audit, Export, Queue, QueueItem, SamplingRun
+from labeling.payloads.gold import gold_item_input
 from labeling.services import notifications
 from labeling.services.goldsets import gold_item_add, goldset_create, goldset_version_publish
 from labeling.services.sampling import policy_of, sampling_run_execute
@@ -145,10 +146,10 @@ def test_dispute_opened_needs_a_subscriber_and_reads_a_late_commit(project, pred
 def test_goldset_publish_emits_in_its_transaction(project):
     gold_set = goldset_create(project=project, slug="eval", name="Eval")
     draft = gold_set.versions.get()
-    gold_item_add(version=draft, data={
+    gold_item_add(version=draft, item=gold_item_input({
         "key": "a", "input": {"q": 1}, "output": {"a": 2},
         "expected": {"verdict": "correct", "label": None, "categories": []},
-    })
+    }))
     version = goldset_version_publish(version=draft)
 
     (event,) = events("goldset.published")

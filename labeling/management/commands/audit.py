@@ -23,6 +23,7 @@ from feedback.errors import ServiceError
 from feedback.models import Project
 from labeling.audit_reports import render_csv, render_json, render_markdown
 from labeling.models import Audit
+from labeling.payloads.audits import audit_request
 from labeling.services.audits import audit_create, audit_run
 
 RENDERERS = {"md": render_markdown, "csv": render_csv, "json": render_json}
@@ -125,7 +126,8 @@ class Command(BaseCommand):
         bar(0.0, "validating")
         try:
             # Stored pending and computed here, whatever its size, so the bar means something.
-            audit = audit_create(project=project, data=data, run="caller")
+            sent = audit_request({"project": project.slug, **data})
+            audit = audit_create(project=project, request=sent, run="caller")
         except ServiceError as exc:
             raise CommandError(
                 "; ".join(f"{e.field or 'request'}: {e.detail}" for e in exc.errors)

@@ -27,6 +27,10 @@ from feedback.selectors import active_categories, project_context
 from feedback.services.intake import feedback_submit, predictions_log
 from feedback.services.projects import membership_grant, project_create
 from labeling.models import GoldItem, GoldSet, Queue, QueueItem, SamplingRun
+from labeling.payloads.audits import audit_request
+from labeling.payloads.gold import gold_item_input
+from labeling.payloads.labels import label_input
+from labeling.payloads.queues import queue_input
 from labeling.services.audits import audit_create
 from labeling.services.claims import queue_claim_next
 from labeling.services.goldsets import (
@@ -149,17 +153,19 @@ class Command(BaseCommand):
         # reviewer has work at once (later draws run in Celery).
         disputes = queue_create(
             project=project,
-            data={
+            data=queue_input({
+                "project": project.slug,
                 "name": "Disputes",
                 "instructions": "The user disputes this answer. Was the answer right?",
                 "overlap": 1,
                 "reviewers": ["demo"],
                 "sampling": {"source": "disputes"},
-            },
+            }),
         )
         weekly = queue_create(
             project=project,
-            data={
+            data=queue_input({
+                "project": project.slug,
                 "name": "Weekly quality sample",
                 "instructions": "Is the reply correct and helpful for the customer's message?",
                 "label_choices": INTENTS,
@@ -174,7 +180,7 @@ class Command(BaseCommand):
                     "seed": 7,
                     "schedule_minutes": WEEK_MINUTES,
                 },
-            },
+            }),
         )
         queued = 0
         for queue in (disputes, weekly):
@@ -196,15 +202,17 @@ class Command(BaseCommand):
         audits = [
             audit_create(
                 project=project,
-                data={
-                    "project": SLUG,
-                    "source": {"queue": weekly.pk}
-                    | ({"model_version": version} if version else {}),
-                    "segments": ["age_band", "locale"],
-                    "intersectional": False,
-                    "positive_label": "refund",
-                    "min_n": 20,  # a model version's share of the sample is small
-                },
+                request=audit_request(
+                    {
+                        "project": SLUG,
+                        "source": {"queue": weekly.pk}
+                        | ({"model_version": version} if version else {}),
+                        "segments": ["age_band", "locale"],
+                        "intersectional": False,
+                        "positive_label": "refund",
+                        "min_n": 20,  # a model version's share of the sample is small
+                    }
+                ),
                 run="now",
             )
             for version in (None, *MODEL_VERSIONS)
@@ -250,7 +258,7 @@ class Command(BaseCommand):
             right = truth == prediction.label
             gold_item_add(
                 version=draft,
-                data={
+                item=gold_item_input({
                     "key": prediction.external_id,
                     "input": prediction.input,
                     "output": prediction.output,
@@ -260,10 +268,13 @@ class Command(BaseCommand):
                         "categories": [] if right else ["incorrect"],
                     },
                     "segment": prediction.segment,
-                },
+                }),
             )
         goldset_version_publish(version=draft, notes="Seeded by seed_demo.")
-        queue_update(queue=queue, data={"gold_set": gold_set.slug, "gold_rate": 0.15})
+        queue_update(
+            queue=queue,
+            data=queue_input({"gold_set": gold_set.slug, "gold_rate": 0.15}, partial=True),
+        )
         return gold_set
 
 
@@ -304,7 +315,7 @@ class _Reviewers:
             item_label_submit(
                 item_id=item.pk,
                 reviewer=reviewer,
-                data=self._judge(item, reviewer.username),
+                answer=label_input(self._judge(item, reviewer.username)),
                 categories=self.categories,
             )
             labels += 1
