@@ -30,7 +30,7 @@ from feedback.api.inputs import StrictSerializer, validated
 from feedback.errors import InvalidInput
 from feedback.services.events import event_emit
 
-from .metrics import metric_check, metric_total
+from .metrics import metric_check, metric_totals
 from .models import AlertEvent, AlertRule, MetricRollup
 from .stats import one_sided_p
 
@@ -222,8 +222,8 @@ def _window(rule: AlertRule, now: dt.datetime) -> tuple[dt.datetime, dt.datetime
     return end - dt.timedelta(minutes=rule.window_minutes), end
 
 
-def rule_measure(rule: AlertRule, now: dt.datetime, cache: dict | None = None) -> dict:
-    """The figures of the rule's window and whether its condition holds (to fire, to stay)."""
+def _specs(rule: AlertRule, now: dt.datetime, cache: dict | None) -> tuple[dict, dict | None]:
+    """What the rule reads: its own window (``metric_total``'s arguments) and its baseline's."""
     start, end = _window(rule, now)
     flt = rule.filter or {}
     metric = rule.metric
@@ -233,23 +233,51 @@ def rule_measure(rule: AlertRule, now: dt.datetime, cache: dict | None = None) -
     if version == "latest":
         version = latest_model_version(rule.project_id, cache)
     segment = next(iter((flt.get("segment") or {}).items()), None)
-    watched = metric_total(
-        project_id=rule.project_id,
-        metric=metric,
-        model_version=version,
-        start=start,
-        end=end,
-        segment=segment,
-    )
+    watched = {
+        "project_id": rule.project_id,
+        "metric": metric,
+        "model_version": version,
+        "start": start,
+        "end": end,
+        "segment": segment,
+    }
+    baseline = (rule.condition or {}).get("baseline")
+    if baseline is None:
+        return watched, None
+    if "model_version" in baseline:
+        return watched, {**watched, "model_version": baseline["model_version"]}
+    days = dt.timedelta(days=baseline["previous_days"])
+    return watched, {**watched, "start": start - days, "end": start}
+
+
+def rules_measure(rules: list[AlertRule], now: dt.datetime, cache: dict | None = None) -> list:
+    """``rule_measure`` of each rule, their windows summed by a few grouped queries."""
+    cache = {} if cache is None else cache
+    pairs = [_specs(rule, now, cache) for rule in rules]
+    wanted = [spec for pair in pairs for spec in pair if spec is not None]
+    totals = iter(metric_totals(wanted))
+    results = []
+    for rule, (watched, base) in zip(rules, pairs, strict=True):
+        figures = next(totals)
+        results.append(_judge(rule, watched, figures, next(totals) if base else None))
+    return results
+
+
+def rule_measure(rule: AlertRule, now: dt.datetime, cache: dict | None = None) -> dict:
+    """The figures of the rule's window and whether its condition holds (to fire, to stay)."""
+    return rules_measure([rule], now, cache)[0]
+
+
+def _judge(rule: AlertRule, spec: dict, watched: dict, base: dict | None) -> dict:
     result = {
         "value": watched["value"],
         "ci_low": watched["ci_low"],
         "ci_high": watched["ci_high"],
         "volume": watched["denominator"],
         "numerator": watched["numerator"],
-        "model_version": version or "",
-        "window_start": start,
-        "window_end": end,
+        "model_version": spec["model_version"] or "",
+        "window_start": spec["start"],
+        "window_end": spec["end"],
         "baseline_value": None,
         "p_value": None,
         "enough": watched["denominator"] >= rule.min_volume,
@@ -264,26 +292,7 @@ def rule_measure(rule: AlertRule, now: dt.datetime, cache: dict | None = None) -
         result["breach"] = watched["value"] > condition["above"]
         result["holds"] = watched["value"] > condition["above"] * HYSTERESIS
         return result
-    baseline = condition["baseline"]
-    if "model_version" in baseline:
-        base = metric_total(
-            project_id=rule.project_id,
-            metric=metric,
-            model_version=baseline["model_version"],
-            start=start,
-            end=end,
-            segment=segment,
-        )
-    else:
-        base = metric_total(
-            project_id=rule.project_id,
-            metric=metric,
-            model_version=version,
-            start=start - dt.timedelta(days=baseline["previous_days"]),
-            end=start,
-            segment=segment,
-        )
-    if base["denominator"] < rule.min_volume or base["value"] is None:
+    if base is None or base["denominator"] < rule.min_volume or base["value"] is None:
         result["enough"] = False
         return result
     lift = condition.get("min_lift", 0.0)
@@ -333,26 +342,42 @@ def _mail(subject: str, body: str, recipients: list[str]) -> None:
         logger.exception("alert email failed")
 
 
+def _transition(rule: AlertRule, result: dict, now: dt.datetime) -> str | None:
+    """The state the rule moves to after this measurement (None: it stays)."""
+    if not result["enough"]:
+        return None
+    if rule.state == State.FIRING and not result["holds"]:
+        return State.RESOLVED
+    if rule.state != State.FIRING and result["breach"]:
+        cooled = (
+            rule.state != State.RESOLVED
+            or rule.state_since is None
+            or (now - rule.state_since >= dt.timedelta(minutes=rule.cooldown_minutes))
+        )
+        if cooled:
+            return State.FIRING
+    return None
+
+
+def _recorded(result: dict) -> dict:
+    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in result.items()}
+
+
 def rule_evaluate(
-    *, rule_id: int, now: dt.datetime | None = None, cache: dict | None = None
+    *,
+    rule_id: int,
+    now: dt.datetime | None = None,
+    cache: dict | None = None,
+    result: dict | None = None,
 ) -> dict:
-    """Evaluate one rule now; a state change is recorded as an event (once per window)."""
+    """Evaluate one rule now; a state change is recorded as an event (once per window).
+    ``result``: the rule's measurement at ``now`` when the caller has it already."""
     now = now or timezone.now()
     with transaction.atomic():
         rule = AlertRule.objects.select_for_update().select_related("project").get(pk=rule_id)
-        result = rule_measure(rule, now, cache)
-        new_state = None
-        if result["enough"]:
-            if rule.state == State.FIRING and not result["holds"]:
-                new_state = State.RESOLVED
-            elif rule.state != State.FIRING and result["breach"]:
-                cooled = (
-                    rule.state != State.RESOLVED
-                    or rule.state_since is None
-                    or (now - rule.state_since >= dt.timedelta(minutes=rule.cooldown_minutes))
-                )
-                if cooled:
-                    new_state = State.FIRING
+        if result is None:
+            result = rule_measure(rule, now, cache)
+        new_state = _transition(rule, result, now)
         event = None
         if new_state is not None:
             try:
@@ -376,9 +401,7 @@ def rule_evaluate(
                 rule.state, rule.state_since = new_state, now
                 _notify(rule, event)
         rule.last_evaluated_at = now
-        rule.last_result = {
-            k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in result.items()
-        }
+        rule.last_result = _recorded(result)
         rule.save(update_fields=["state", "state_since", "last_evaluated_at", "last_result"])
     return {
         "state": rule.state,
@@ -391,11 +414,21 @@ def rule_evaluate(
 
 
 def rules_evaluate(*, now: dt.datetime | None = None) -> int:
-    """Evaluate every active rule (beat, every minute). Returns the number of events."""
+    """Evaluate every active rule (beat, every minute). Returns the number of events.
+
+    All rules are measured together (``rules_measure``: a few grouped queries). A rule whose
+    state changes goes through ``rule_evaluate`` with its measurement (its own transaction,
+    the rule locked and its state read again); the others only record the measurement, all
+    in one UPDATE."""
     now = now or timezone.now()
+    rules = list(AlertRule.objects.filter(active=True).order_by("pk"))
     fired = 0
-    latest: dict = {}  # "latest" model version per project, once per round
-    for rule_id in AlertRule.objects.filter(active=True).values_list("pk", flat=True):
-        if rule_evaluate(rule_id=rule_id, now=now, cache=latest)["event"]:
+    quiet = []
+    for rule, result in zip(rules, rules_measure(rules, now), strict=True):
+        if _transition(rule, result, now) is None:
+            rule.last_evaluated_at, rule.last_result = now, _recorded(result)
+            quiet.append(rule)
+        elif rule_evaluate(rule_id=rule.pk, now=now, result=result)["event"]:
             fired += 1
+    AlertRule.objects.bulk_update(quiet, ["last_evaluated_at", "last_result"])
     return fired

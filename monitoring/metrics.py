@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from collections import defaultdict
 
+from django.db import connection
 from django.db.models import Sum
 from django.db.models.functions import TruncDay
 
@@ -91,7 +92,9 @@ def _rows(model, *, project_id, by, model_version, start, end, segment):
     elif segment:
         rows = rows.filter(segment_key=segment[0], segment_value=segment[1])
     else:
-        rows = rows.filter(segment_key="")
+        # The project-wide rows (their value is "" too): all four leading columns of the
+        # unique index, so a version's series is one index range.
+        rows = rows.filter(segment_key="", segment_value="")
     if model_version is not None:
         rows = rows.filter(model_version=model_version)
     if start is not None:
@@ -187,6 +190,69 @@ def metric_total(
         for name, v in s.items():
             total[name] += v or 0
     return _rate(metric, total)
+
+
+def metric_totals(specs: list[dict]) -> list[dict]:
+    """``metric_total`` of each spec (its keyword arguments), for many windows at once: an
+    alert round's 200 rules are two or three grouped queries instead of 400 (PostgreSQL; the
+    figures are the same, summed in one place instead of per version)."""
+    if connection.vendor != "postgresql":
+        return [metric_total(**spec) for spec in specs]
+    sums: list[dict] = [{} for _ in specs]
+    for with_version in (True, False):
+        chosen = [
+            i for i, spec in enumerate(specs) if (spec["model_version"] is not None) == with_version
+        ]
+        if not chosen:
+            continue
+        for i, row in _grouped_sums(MetricRollup.COUNTS, chosen, specs, with_version, False):
+            sums[i].update(row)
+        chosen = [i for i in chosen if specs[i]["metric"].startswith(CATEGORY_PREFIX)]
+        if chosen:
+            for i, row in _grouped_sums(("feedback",), chosen, specs, with_version, True):
+                sums[i]["category"] = row["feedback"]
+    return [_rate(spec["metric"], s) for spec, s in zip(specs, sums, strict=True)]
+
+
+def _grouped_sums(fields, chosen, specs, with_version: bool, category: bool):
+    """(spec index, {field: sum}) of the rollup rows in each chosen spec's window: the window
+    list is unnested and joined to the rollups by their unique index (by version) or by the
+    hour index (all versions)."""
+    table = CategoryRollup._meta.db_table if category else MetricRollup._meta.db_table
+    params: dict = {"k": chosen, "p": [], "sk": [], "sv": [], "mv": [], "s": [], "e": [], "c": []}
+    for i in chosen:
+        spec = specs[i]
+        key, value = spec.get("segment") or ("", "")
+        params["p"].append(spec["project_id"])
+        params["sk"].append(key)
+        params["sv"].append(value)
+        params["mv"].append(spec["model_version"] or "")
+        params["s"].append(spec["start"])
+        params["e"].append(spec["end"])
+        params["c"].append(spec["metric"][len(CATEGORY_PREFIX) :] if category else "")
+    conditions = [
+        "r.project_id = w.p",
+        "r.segment_key = w.sk",
+        "r.segment_value = w.sv",
+        "r.hour >= w.s",
+        "r.hour < w.e",
+    ]
+    if with_version:
+        conditions.append("r.model_version = w.mv")
+    if category:
+        conditions.append("r.category = w.c")
+    columns = ", ".join(f"sum(r.{f})" for f in fields)
+    sql = f"""
+        SELECT w.k, {columns}
+        FROM unnest(%(k)s::int[], %(p)s::bigint[], %(sk)s::text[], %(sv)s::text[],
+                    %(mv)s::text[], %(s)s::timestamptz[], %(e)s::timestamptz[], %(c)s::text[])
+             AS w(k, p, sk, sv, mv, s, e, c)
+        JOIN {table} r ON {" AND ".join(conditions)}
+        GROUP BY w.k"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for k, *values in cursor.fetchall():
+            yield k, {f: float(v or 0) for f, v in zip(fields, values, strict=True)}
 
 
 def metric_compare(

@@ -92,15 +92,15 @@ class MetricRollup(models.Model):
     )
 
     class Meta:
+        # One index serves every read, so the planner has nothing to choose wrongly without
+        # statistics (autovacuum may be off: no ANALYZE): a window (a series, an alert rule)
+        # is one range of it, whichever versions it reads (the version is checked inside the
+        # index); the "latest" version is its newest hour, read backwards.
         constraints = [
             models.UniqueConstraint(
-                fields=["project", "segment_key", "segment_value", "model_version", "hour"],
+                fields=["project", "segment_key", "segment_value", "hour", "model_version"],
                 name="metric_rollup_unique",
             )
-        ]
-        # "latest" model version: the newest hour of a project's rollups, read backwards.
-        indexes = [
-            models.Index(fields=["project", "segment_key", "hour"], name="metric_rollup_hour")
         ]
 
     def __str__(self) -> str:
@@ -124,8 +124,8 @@ class CategoryRollup(models.Model):
                     "category",
                     "segment_key",
                     "segment_value",
-                    "model_version",
                     "hour",
+                    "model_version",
                 ],
                 name="category_rollup_unique",
             )

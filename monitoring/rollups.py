@@ -1,4 +1,4 @@
-"""Hourly rollups, kept current incrementally and rebuilt from scratch by the same code.
+"""Hourly rollups, kept current incrementally and rebuilt from scratch by the same counts.
 
 Bucket: the hour of the prediction's ``occurred_at``, for every count (the prediction itself,
 its feedback, its disputes' outcomes, its completed reviews). A feedback about last week's
@@ -6,26 +6,35 @@ prediction lands in last week's hour; a dispute upheld today changes the hour of
 it disputes. A rate's numerator and denominator so describe the same predictions; the price is
 that the latest hours keep filling in as feedback arrives (the admin page says so).
 
-Incremental step (``rollups_step``), in ONE transaction:
+What the rollups hold: every prediction with an id up to the prediction watermark, every
+feedback up to the feedback watermark (with its dispute status as of the last time its hour
+was counted), every completed review. Incremental step (``rollups_step``), in ONE transaction:
 1. Lock the watermark row (``RollupState``); a second concurrent step waits, then finds no work.
-2. Find what changed since the watermarks: predictions, feedback and dispute events by id,
-   reviews (label edits, completed items) by time. Only rows created more than
-   ``REDRESS_ROLLUP_LAG_SECONDS`` ago set the new id watermark: ids are handed out when a row is
-   inserted but become visible when its transaction commits, so a row with a smaller id can
-   appear after a larger one; waiting out the lag (intake transactions last milliseconds) keeps
-   such a row above the watermark. A row that still slipped through is counted the next time
-   its hour is recomputed, and ``rebuild_rollups`` recounts everything.
-3. Recompute every touched (project, hour) bucket *from the raw rows* (delete, insert) and
-   advance the watermarks. Recomputing instead of adding deltas makes a step idempotent: a
-   crash rolls everything back, a double run recomputes the same numbers, a status change
-   (dispute resolved, label edited) is picked up without a delta of its own.
+2. New tops: only rows created more than ``REDRESS_ROLLUP_LAG_SECONDS`` ago set the new id
+   watermark: ids are handed out when a row is inserted but become visible when its
+   transaction commits, so a row with a smaller id can appear after a larger one; waiting out
+   the lag (intake transactions last milliseconds) keeps such a row above the watermark. A row
+   that still slipped through is counted the next time its hour is recounted, and
+   ``rebuild_rollups`` recounts everything.
+3. New feedback (ids between the old and the new watermark; feedback rows are appended, their
+   later changes come as dispute events) is *added*: on PostgreSQL one
+   ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per rollup table, reading the
+   new rows through the primary key, so 1M new feedback rows cost one pass over those rows and
+   nothing over the old ones.
+4. Hours that changed otherwise are *recounted* from the raw rows (delete, insert), bounded by
+   the new watermarks, after the additions (a recount overrides what step 3 added to its
+   hour): the hours of new predictions (usually the current one), of dispute events (a
+   dispute resolved), of reviews completed or labels edited (by time). (SQLite, the test
+   database: the hours of new feedback are recounted too, in Python, instead of step 3.)
+5. Advance the watermarks. A crash rolls everything back; a double run finds nothing new.
 
-``rollups_rebuild`` recomputes every hour of every project with the same function.
+``rollups_rebuild`` recounts every hour of every project with the function of step 4.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -84,16 +93,19 @@ def _dims(row: dict, keys: list[str], version: str, hour: dt.datetime):
             yield (version, hour, key, str(value)[:200])
 
 
-def compute_buckets(project_id: int, start: dt.datetime, end: dt.datetime) -> tuple[list, list]:
+def compute_buckets(
+    project_id: int, start: dt.datetime, end: dt.datetime, tops: tuple[int, int]
+) -> tuple[list, list]:
     """The MetricRollup and CategoryRollup rows of a project for the hours [start, end),
-    counted from raw rows."""
+    counted from raw rows (predictions and feedback up to the ids ``tops``)."""
     keys = monitored_keys(project_id)
+    p_top, f_top = tops
     counts: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     categories: dict[tuple, int] = defaultdict(int)
 
     predictions = (
         Prediction.objects.filter(
-            project_id=project_id, occurred_at__gte=start, occurred_at__lt=end
+            project_id=project_id, occurred_at__gte=start, occurred_at__lt=end, pk__lte=p_top
         )
         .annotate(h=TruncHour("occurred_at"), **_segments("", keys))
         .values("h", "model_version", *[f"seg{i}" for i in range(len(keys))])
@@ -109,6 +121,7 @@ def compute_buckets(project_id: int, start: dt.datetime, end: dt.datetime) -> tu
             project_id=project_id,
             prediction__occurred_at__gte=start,
             prediction__occurred_at__lt=end,
+            pk__lte=f_top,
         )
         .annotate(
             h=TruncHour("prediction__occurred_at"),
@@ -209,13 +222,13 @@ def compute_buckets(project_id: int, start: dt.datetime, end: dt.datetime) -> tu
     return metric_rows, category_rows
 
 
-def _replace(project_id: int, start: dt.datetime, end: dt.datetime) -> int:
+def _replace(project_id: int, start: dt.datetime, end: dt.datetime, tops: tuple[int, int]) -> int:
     window = {"project_id": project_id, "hour__gte": start, "hour__lt": end}
     MetricRollup.objects.filter(**window).delete()
     CategoryRollup.objects.filter(**window).delete()
     if connection.vendor == "postgresql":
-        return _replace_in_sql(project_id, start, end)
-    metric_rows, category_rows = compute_buckets(project_id, start, end)
+        return _replace_in_sql(project_id, start, end, tops)
+    metric_rows, category_rows = compute_buckets(project_id, start, end, tops)
     MetricRollup.objects.bulk_create(metric_rows, batch_size=2000)
     CategoryRollup.objects.bulk_create(category_rows, batch_size=2000)
     return len(metric_rows)
@@ -231,6 +244,7 @@ _SOURCES_SQL = f"""
            0.0 AS w2i
     FROM feedback_prediction p
     WHERE p.project_id = %(project)s AND p.occurred_at >= %(start)s AND p.occurred_at < %(end)s
+      AND p.id <= %(p_top)s
     UNION ALL
     SELECT p.model_version, {_HOUR_SQL}, p.segment, 0,
            (f.kind = 'rating' AND f.rating > 0)::int, (f.kind = 'rating' AND f.rating <= 0)::int,
@@ -239,6 +253,7 @@ _SOURCES_SQL = f"""
            (f.kind = 'dispute' AND f.status = 'rejected')::int, 0, 0, 0, 0.0, 0.0, 0.0, 0.0
     FROM feedback_feedback f JOIN feedback_prediction p ON p.id = f.prediction_id
     WHERE f.project_id = %(project)s AND p.occurred_at >= %(start)s AND p.occurred_at < %(end)s
+      AND f.id <= %(f_top)s
     UNION ALL
     SELECT p.model_version, {_HOUR_SQL}, p.segment, 0, 0, 0, 0, 0, 0, 0,
            (v = 'correct')::int, (v = 'incorrect')::int, (v = 'unsure')::int,
@@ -262,9 +277,11 @@ _DIMS_SQL = """
 """
 
 
-def _replace_in_sql(project_id: int, start: dt.datetime, end: dt.datetime) -> int:
-    params = {"project": project_id, "start": start, "end": end,
-              "keys": monitored_keys(project_id)}  # fmt: skip
+def _replace_in_sql(
+    project_id: int, start: dt.datetime, end: dt.datetime, tops: tuple[int, int]
+) -> int:
+    params = {"project": project_id, "start": start, "end": end, "p_top": tops[0],
+              "f_top": tops[1], "keys": monitored_keys(project_id)}  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -290,7 +307,8 @@ def _replace_in_sql(project_id: int, start: dt.datetime, end: dt.datetime) -> in
                          jsonb_array_elements_text(f.categories) AS category
                   FROM feedback_feedback f JOIN feedback_prediction p ON p.id = f.prediction_id
                   WHERE f.project_id = %(project)s AND p.occurred_at >= %(start)s
-                    AND p.occurred_at < %(end)s AND jsonb_typeof(f.categories) = 'array') s
+                    AND p.occurred_at < %(end)s AND f.id <= %(f_top)s
+                    AND jsonb_typeof(f.categories) = 'array') s
             {_DIMS_SQL}
             GROUP BY s.mv, s.h, d.sk, d.sv, s.category""",
             params,
@@ -298,12 +316,117 @@ def _replace_in_sql(project_id: int, start: dt.datetime, end: dt.datetime) -> in
     return written
 
 
-def buckets_replace(touched: dict[int, set[dt.datetime]]) -> int:
-    """Recompute the given hours of each project (inside the caller's transaction)."""
+def buckets_replace(touched: dict[int, set[dt.datetime]], tops: tuple[int, int]) -> int:
+    """Recount the given hours of each project from the raw rows (predictions and feedback up
+    to the ids ``tops``), inside the caller's transaction."""
     written = 0
     for project_id, hours in touched.items():
         for start, end in _runs(hours):
-            written += _replace(project_id, start, end)
+            written += _replace(project_id, start, end, tops)
+    return written
+
+
+# PostgreSQL: new feedback (ids in (from, top]) added to the rollups. It is first counted per
+# prediction (narrow rows, read by the primary key), then joined to its prediction once for
+# the hour, version and segment.
+_KEYS_DIMS_SQL = """
+    CROSS JOIN LATERAL (
+        SELECT '' AS sk, '' AS sv
+        UNION ALL
+        SELECT k, left(s.seg ->> k, 200)
+        FROM jsonb_array_elements_text(%(keys)s::jsonb -> s.project_id::text) AS k
+        WHERE s.seg ->> k IS NOT NULL AND s.seg ->> k <> ''
+    ) d
+"""
+_ADD_METRICS_SQL = f"""
+    WITH added AS (
+        INSERT INTO monitoring_metricrollup AS r (project_id, model_version, hour,
+            segment_key, segment_value, predictions, ratings_positive, ratings_negative,
+            reports, disputes, disputes_upheld, disputes_rejected, reviews_correct,
+            reviews_incorrect, reviews_unsure, weight_correct, weight_incorrect,
+            weight2_correct, weight2_incorrect)
+        SELECT s.project_id, s.mv, s.h, d.sk, d.sv, sum(s.predictions), sum(s.rp), sum(s.rn),
+               sum(s.reports), sum(s.disputes), sum(s.upheld), sum(s.rejected), 0, 0, 0, 0, 0,
+               0, 0
+        FROM (
+            SELECT p.project_id, p.model_version AS mv, {_HOUR_SQL} AS h, p.segment AS seg,
+                   0 AS predictions, f.rp, f.rn, f.reports, f.disputes, f.upheld, f.rejected
+            FROM (
+                SELECT prediction_id,
+                       count(*) FILTER (WHERE kind = 'rating' AND rating > 0) AS rp,
+                       count(*) FILTER (WHERE kind = 'rating' AND rating <= 0) AS rn,
+                       count(*) FILTER (WHERE kind = 'report') AS reports,
+                       count(*) FILTER (WHERE kind = 'dispute') AS disputes,
+                       count(*) FILTER (WHERE kind = 'dispute' AND status = 'upheld') AS upheld,
+                       count(*) FILTER (WHERE kind = 'dispute' AND status = 'rejected')
+                           AS rejected
+                FROM feedback_feedback
+                WHERE id > %(f_from)s AND id <= %(f_top)s
+                GROUP BY prediction_id
+            ) f JOIN feedback_prediction p ON p.id = f.prediction_id
+        ) s {_KEYS_DIMS_SQL}
+        GROUP BY s.project_id, s.mv, s.h, d.sk, d.sv
+        ON CONFLICT (project_id, segment_key, segment_value, model_version, hour) DO UPDATE
+        SET ratings_positive = r.ratings_positive + excluded.ratings_positive,
+            ratings_negative = r.ratings_negative + excluded.ratings_negative,
+            reports = r.reports + excluded.reports,
+            disputes = r.disputes + excluded.disputes,
+            disputes_upheld = r.disputes_upheld + excluded.disputes_upheld,
+            disputes_rejected = r.disputes_rejected + excluded.disputes_rejected
+        RETURNING r.project_id, r.hour
+    )
+    SELECT project_id, hour, count(*) FROM added GROUP BY project_id, hour
+"""
+_ADD_CATEGORIES_SQL = f"""
+    INSERT INTO monitoring_categoryrollup AS r (project_id, model_version, hour, segment_key,
+        segment_value, category, feedback)
+    SELECT s.project_id, s.mv, s.h, d.sk, d.sv, s.category, sum(s.n)
+    FROM (
+        SELECT p.project_id, p.model_version AS mv, {_HOUR_SQL} AS h, p.segment AS seg,
+               c.category, c.n
+        FROM (
+            SELECT f.prediction_id, e.category, count(*) AS n
+            FROM feedback_feedback f
+                 CROSS JOIN LATERAL jsonb_array_elements_text(f.categories) AS e(category)
+            WHERE f.id > %(f_from)s AND f.id <= %(f_top)s
+              AND jsonb_typeof(f.categories) = 'array'
+            GROUP BY f.prediction_id, e.category
+        ) c JOIN feedback_prediction p ON p.id = c.prediction_id
+    ) s {_KEYS_DIMS_SQL}
+    GROUP BY s.project_id, s.mv, s.h, d.sk, d.sv, s.category
+    ON CONFLICT (project_id, category, segment_key, segment_value, model_version, hour)
+    DO UPDATE SET feedback = r.feedback + excluded.feedback
+"""
+
+
+def _bulk_settings() -> None:
+    """For this transaction only: no JIT (compiling these few big statements costs seconds
+    and saves nothing) and room to hash a step's groups in memory (a million feedback rows
+    counted per prediction: ~50 MB; with the default 4 MB the planner walks the feedback by
+    its prediction index instead, a random read per row)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+
+
+def _add_feedback_in_sql(first: int, top: int, touched: dict[int, set[dt.datetime]]) -> int:
+    """Add the feedback with ids in (first, top] to the rollups; their hours join ``touched``
+    (the step's count of hours)."""
+    keys = {
+        str(project_id): [k for k in (value or []) if isinstance(k, str) and k]
+        for project_id, value in MonitoringSettings.objects.values_list(
+            "project_id", "monitored_segment_keys"
+        )
+        if isinstance(value, list)
+    }
+    params = {"f_from": first, "f_top": top, "keys": json.dumps(keys)}
+    written = 0
+    with connection.cursor() as cursor:
+        cursor.execute(_ADD_METRICS_SQL, params)
+        for project_id, hour, rows in cursor.fetchall():
+            touched[project_id].add(hour)
+            written += rows
+        cursor.execute(_ADD_CATEGORIES_SQL, params)
     return written
 
 
@@ -333,30 +456,38 @@ def rollups_step(*, now: dt.datetime | None = None, lag_seconds: int | None = No
     RollupState.objects.get_or_create(pk=1)
     with transaction.atomic():
         state = RollupState.objects.select_for_update().get(pk=1)
-        touched: dict[int, set[dt.datetime]] = defaultdict(set)
+        in_sql = connection.vendor == "postgresql"
+        if in_sql:
+            _bulk_settings()
+        recount: dict[int, set[dt.datetime]] = defaultdict(set)
         p_top = _id_watermark(Prediction, state.prediction_id, cutoff)
         f_top = _id_watermark(Feedback, state.feedback_id, cutoff)
         e_top = _id_watermark(DisputeEvent, state.dispute_event_id, cutoff)
+        added: dict[int, set[dt.datetime]] = defaultdict(set)
+        written = 0
         if p_top > state.prediction_id:
             _touched_by(
                 Prediction.objects.filter(pk__gt=state.prediction_id, pk__lte=p_top),
                 "project_id",
                 "occurred_at",
-                touched,
+                recount,
             )
         if f_top > state.feedback_id:
-            _touched_by(
-                Feedback.objects.filter(pk__gt=state.feedback_id, pk__lte=f_top),
-                "project_id",
-                "prediction__occurred_at",
-                touched,
-            )
+            if in_sql:
+                written += _add_feedback_in_sql(state.feedback_id, f_top, added)
+            else:
+                _touched_by(
+                    Feedback.objects.filter(pk__gt=state.feedback_id, pk__lte=f_top),
+                    "project_id",
+                    "prediction__occurred_at",
+                    recount,
+                )
         if e_top > state.dispute_event_id:
             _touched_by(
                 DisputeEvent.objects.filter(pk__gt=state.dispute_event_id, pk__lte=e_top),
                 "feedback__project_id",
                 "feedback__prediction__occurred_at",
-                touched,
+                recount,
             )
         since = state.reviews_until
         reviewed_labels = Label.objects.filter(
@@ -370,15 +501,16 @@ def rollups_step(*, now: dt.datetime | None = None, lag_seconds: int | None = No
             reviewed_labels,
             "item__prediction__project_id",
             "item__prediction__occurred_at",
-            touched,
+            recount,
         )
-        _touched_by(completed, "prediction__project_id", "prediction__occurred_at", touched)
-        written = buckets_replace(touched)
+        _touched_by(completed, "prediction__project_id", "prediction__occurred_at", recount)
+        written += buckets_replace(recount, (p_top, f_top))
         state.prediction_id, state.feedback_id, state.dispute_event_id = p_top, f_top, e_top
         state.reviews_until = cutoff
         state.updated_at = now
         state.save()
-    return {"hours": sum(len(h) for h in touched.values()), "rows": written}
+    hours = {(p, h) for part in (added, recount) for p, hs in part.items() for h in hs}
+    return {"hours": len(hours), "rows": written}
 
 
 def rollups_rebuild(
@@ -397,6 +529,18 @@ def rollups_rebuild(
     RollupState.objects.get_or_create(pk=1)
     with transaction.atomic():
         state = RollupState.objects.select_for_update().get(pk=1)
+        if connection.vendor == "postgresql":
+            _bulk_settings()
+        if project_ids is None:
+            # Everything up to the tops is counted: the watermarks start from there.
+            tops = (
+                Prediction.objects.aggregate(m=Max("pk"))["m"] or 0,
+                Feedback.objects.aggregate(m=Max("pk"))["m"] or 0,
+            )
+        else:
+            # The other projects keep their watermarks: count up to them, the next step adds
+            # the rest.
+            tops = (state.prediction_id, state.feedback_id)
         for project_id in ids:
             MetricRollup.objects.filter(project_id=project_id).delete()
             CategoryRollup.objects.filter(project_id=project_id).delete()
@@ -408,12 +552,10 @@ def rollups_rebuild(
             start, last = _hour(span["a"]), _hour(span["b"])
             while start <= last:
                 end = min(start + RUN_HOURS * HOUR, last + HOUR)
-                written += _replace(project_id, start, end)
+                written += _replace(project_id, start, end, tops)
                 start = end
         if project_ids is None:
-            # Everything is counted: the watermarks start from here.
-            state.prediction_id = Prediction.objects.aggregate(m=Max("pk"))["m"] or 0
-            state.feedback_id = Feedback.objects.aggregate(m=Max("pk"))["m"] or 0
+            state.prediction_id, state.feedback_id = tops
             state.dispute_event_id = DisputeEvent.objects.aggregate(m=Max("pk"))["m"] or 0
             state.reviews_until = now
             state.updated_at = now

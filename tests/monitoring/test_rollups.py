@@ -137,3 +137,34 @@ def test_crash_mid_step_rolls_back_counts_and_watermark(project, monkeypatch):
         sum(MetricRollup.objects.filter(segment_key="").values_list("predictions", flat=True))
         == 100
     )
+
+
+def test_feedback_inside_the_lag_is_counted_once_when_its_hour_is_recounted(project):
+    """A recount reads feedback only up to the new watermark: a feedback still inside the lag
+    is added by the next step, not counted by the recount and then added again."""
+    now = dt.datetime.now(dt.UTC)
+
+    def prediction(name, minutes, created):
+        p = Prediction.objects.create(
+            project=project,
+            external_id=name,
+            model_version="v1",
+            occurred_at=T0 + dt.timedelta(minutes=minutes),
+            content_hash=name * 64,
+        )
+        Prediction.objects.filter(pk=p.pk).update(created_at=created)
+        return p
+
+    first = prediction("a", 5, now - dt.timedelta(minutes=10))
+    rollups_step(now=now, lag_seconds=60)
+    prediction("b", 10, now - dt.timedelta(minutes=5))  # its hour is recounted by the next step
+    Feedback.objects.create(project=project, prediction=first, kind="report")  # inside the lag
+    rollups_step(now=now + dt.timedelta(seconds=10), lag_seconds=60)
+    row = MetricRollup.objects.get(project=project, segment_key="")
+    assert (row.predictions, row.reports) == (2, 0)
+    rollups_step(now=now + dt.timedelta(seconds=120), lag_seconds=60)
+    row = MetricRollup.objects.get(project=project, segment_key="")
+    assert (row.predictions, row.reports) == (2, 1)
+    counted = snapshot()
+    rollups_rebuild()
+    assert snapshot() == counted
