@@ -270,6 +270,10 @@ class Feedback(models.Model):
         max_length=8, choices=Origin.choices, default=Origin.KEY, db_default=Origin.KEY
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the row last changed in place (a token rating changed by its end user); null for
+    # rows never changed, so intake's inserts leave it (and its partial index) alone. The
+    # rollup step recounts the hours of rows revised since its watermark.
+    revised_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-id"]
@@ -309,6 +313,11 @@ class Feedback(models.Model):
                 fields=["resolved_by"],
                 condition=Q(resolved_by__isnull=False),
                 name="feedback_resolved_by",
+            ),
+            models.Index(
+                fields=["revised_at"],
+                condition=Q(revised_at__isnull=False),
+                name="feedback_revised_at",
             ),
         ]
 

@@ -46,6 +46,8 @@ class RollupState(models.Model):
     dispute_event_id = models.BigIntegerField(default=0)
     # Reviews change in place (labels edited, items completed): a time watermark.
     reviews_until = models.DateTimeField(null=True, blank=True)
+    # Token ratings change in place (``Feedback.revised_at``): a time watermark too.
+    revisions_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:

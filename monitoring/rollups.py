@@ -17,14 +17,16 @@ was counted), every completed review. Incremental step (``rollups_step``), in ON
    that still slipped through is counted the next time its hour is recounted, and
    ``rebuild_rollups`` recounts everything.
 3. New feedback (ids between the old and the new watermark; feedback rows are appended, their
-   later changes come as dispute events) is *added*: on PostgreSQL one
-   ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per rollup table, reading the
-   new rows through the primary key, so 1M new feedback rows cost one pass over those rows and
-   nothing over the old ones.
+   later changes come as dispute events or ``revised_at`` stamps, see 4) is *added*: on
+   PostgreSQL one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per rollup
+   table, reading the new rows through the primary key, so 1M new feedback rows cost one pass
+   over those rows and nothing over the old ones.
 4. Hours that changed otherwise are *recounted* from the raw rows (delete, insert), bounded by
    the new watermarks, after the additions (a recount overrides what step 3 added to its
    hour): the hours of new predictions (usually the current one), of dispute events (a
-   dispute resolved), of reviews completed or labels edited (by time). (SQLite, the test
+   dispute resolved), of reviews completed or labels edited (by time), of feedback changed in
+   place (a token rating changed by its end user: ``Feedback.revised_at`` after the revision
+   watermark, up to the same lag cutoff as the other watermarks). (SQLite, the test
    database: the hours of new feedback are recounted too, in Python, instead of step 3.)
 5. Advance the watermarks. A crash rolls everything back; a double run finds nothing new.
 
@@ -504,9 +506,15 @@ def rollups_step(*, now: dt.datetime | None = None, lag_seconds: int | None = No
             recount,
         )
         _touched_by(completed, "prediction__project_id", "prediction__occurred_at", recount)
+        # Token ratings changed in place (thumbs down, then up): same id, so the additions
+        # above never see the change; their hours are recounted (partial index on revised_at).
+        revised = Feedback.objects.filter(revised_at__lte=cutoff)
+        if state.revisions_until is not None:
+            revised = revised.filter(revised_at__gt=state.revisions_until)
+        _touched_by(revised, "project_id", "prediction__occurred_at", recount)
         written += buckets_replace(recount, (p_top, f_top))
         state.prediction_id, state.feedback_id, state.dispute_event_id = p_top, f_top, e_top
-        state.reviews_until = cutoff
+        state.reviews_until = state.revisions_until = cutoff
         state.updated_at = now
         state.save()
     hours = {(p, h) for part in (added, recount) for p, hs in part.items() for h in hs}
@@ -558,6 +566,11 @@ def rollups_rebuild(
             state.prediction_id, state.feedback_id = tops
             state.dispute_event_id = DisputeEvent.objects.aggregate(m=Max("pk"))["m"] or 0
             state.reviews_until = now
+            # A revision committed while the rebuild read may carry an earlier time: the next
+            # step recounts the last lag's revised hours again (a recount is idempotent).
+            state.revisions_until = now - dt.timedelta(
+                seconds=settings.REDRESS_ROLLUP_LAG_SECONDS
+            )
             state.updated_at = now
             state.save()
     return {"projects": len(ids), "rows": written}

@@ -628,8 +628,9 @@ def _token_earlier(
             for name in ("rating", "categories", "comment", "correction", "segment",
                          "idempotency_key", "request_hash"):
                 setattr(found, name, values[name])
+            found.revised_at = now  # the rollup step recounts its hour (TOKEN_RATING_SQL too)
             found.save(update_fields=["rating", "categories", "comment", "correction", "segment",
-                                      "idempotency_key", "request_hash"])
+                                      "idempotency_key", "request_hash", "revised_at"])
             outcome[index] = (UPDATED, found, [])
     return remaining
 
@@ -715,10 +716,12 @@ SELECT id, prediction_id, segment::text, false, created_at FROM f
 """
 
 # A browser end user's rating (origin token): the same statement, but a rating they gave this
-# prediction before is changed in place (one row per prediction and end user). Not when the
-# request reuses that row's idempotency key with another body: nothing is returned, and the
-# general path answers 409. A clash with another row's idempotency key, or a second dispute
-# (constraint ``feedback_token_one_dispute``), raises: the general path answers too.
+# prediction before is changed in place (one row per prediction and end user), stamped
+# ``revised_at`` with this request's time (the rollup step recounts the hours of revised rows).
+# Not when the request reuses that row's idempotency key with another body: nothing is
+# returned, and the general path answers 409. A clash with another row's idempotency key, or a
+# second dispute (constraint ``feedback_token_one_dispute``), raises: the general path answers
+# too.
 TOKEN_RATING_SQL = SINGLE_INSERT_SQL.replace(
     """    ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, prediction_id, segment, false, created_at
@@ -728,7 +731,7 @@ SELECT id, prediction_id, segment::text, false, created_at FROM f""",
     DO UPDATE SET rating = EXCLUDED.rating, categories = EXCLUDED.categories,
         comment = EXCLUDED.comment, correction = EXCLUDED.correction,
         segment = EXCLUDED.segment, idempotency_key = EXCLUDED.idempotency_key,
-        request_hash = EXCLUDED.request_hash
+        request_hash = EXCLUDED.request_hash, revised_at = EXCLUDED.created_at
     WHERE EXCLUDED.idempotency_key IS NULL
         OR feedback_feedback.idempotency_key IS DISTINCT FROM EXCLUDED.idempotency_key
         OR feedback_feedback.request_hash = EXCLUDED.request_hash

@@ -438,6 +438,7 @@ def test_a_user_changing_their_mind_updates_their_rating(mint):
     row = Feedback.objects.get()
     assert (row.rating, row.categories) == (1, [])
     assert row.created_at == Feedback.objects.get().created_at
+    assert row.revised_at is not None and row.revised_at >= row.created_at  # rollups recount it
 
 
 def test_ratings_of_other_end_users_and_keys_stack_as_before(mint, ingest_key):
