@@ -9,8 +9,9 @@ from ..selectors import KeyContext, api_key_context
 from ..services.keys import hash_key
 
 
-class ApiKeyClient:
-    """``request.user`` for a request made with a project API key: an app, not a person."""
+class ClientUser:
+    """``request.user`` for a request made by software, not a person (an app's API key, an end
+    user's browser with a feedback token): authenticated, but no staff, no permissions, no pk."""
 
     is_authenticated = True
     is_anonymous = False
@@ -20,15 +21,19 @@ class ApiKeyClient:
     pk = None
     id = None
 
+    def has_perm(self, perm: str, obj: object = None) -> bool:
+        return False
+
+
+class ApiKeyClient(ClientUser):
+    """``request.user`` for a request made with a project API key: an app, not a person."""
+
     def __init__(self, context: KeyContext, key_hash: str) -> None:
         self.context = context
         self.key_hash = key_hash  # names the key's rate-limit counter
 
     def __str__(self) -> str:
         return f"api-key:{self.context.key_id}"
-
-    def has_perm(self, perm: str, obj: object = None) -> bool:
-        return False
 
 
 class ApiKeyAuthentication(BaseAuthentication):

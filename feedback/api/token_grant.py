@@ -32,6 +32,7 @@ from ..feedback_tokens import TokenClaims, TokenRefused, token_check, token_pars
 from ..pii import pseudonymise
 from ..selectors import TokenProject
 from ..selectors import token_project as token_project_context
+from .auth import ClientUser
 from .throttling import counted_wait
 
 SCHEME = "feedbacktoken"
@@ -118,25 +119,14 @@ def token_wait(grant: TokenGrant) -> float | None:
     )
 
 
-class TokenClient:
+class TokenClient(ClientUser):
     """``request.user`` for a request made with a feedback token: an end user's browser."""
-
-    is_authenticated = True
-    is_anonymous = False
-    is_active = True
-    is_staff = False
-    is_superuser = False
-    pk = None
-    id = None
 
     def __init__(self, grant: TokenGrant) -> None:
         self.grant = grant
 
     def __str__(self) -> str:
         return f"feedback-token:{self.grant.claims.project}"
-
-    def has_perm(self, perm: str, obj: object = None) -> bool:
-        return False
 
 
 class FeedbackTokenAuthentication(BaseAuthentication):
